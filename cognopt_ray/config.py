@@ -1,0 +1,375 @@
+"""Settings: one pydantic model, filled from defaults, an optional YAML file and ``COGNOPT_*``.
+
+Precedence, lowest first: built-in defaults, the YAML file (``--config FILE`` or
+``COGNOPT_CONFIG``), environment variables, then keyword overrides. Environment variables are
+named ``COGNOPT_<SETTING>``; nested values use ``__`` (``COGNOPT_SERVICES__AI_MODELS__MEMORY__POOL_SIZE=20``)
+and lists or mappings may be given as JSON (``COGNOPT_API_KEYS='[...]'``).
+
+A bad value fails at start with a :class:`~cognopt_ray.errors.ConfigError` that names the setting,
+where it came from and the allowed values.
+
+Example:
+    >>> s = Settings.load(environ={"COGNOPT_MAX_BODY_BYTES": "1048576"})
+    >>> s.max_body_bytes
+    1048576
+    >>> s.service("ai_models").memory.pool_size
+    10
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from cognopt_ray.errors import ConfigError
+from cognopt_ray.priority import Priority
+
+ENV_PREFIX = "COGNOPT_"
+CONFIG_ENV = "COGNOPT_CONFIG"
+SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SCOPE_RE = re.compile(r"^(admin|read|service:[a-z][a-z0-9_]{0,62})$")
+
+Tier = Literal["hot", "warm", "cold", "archive"]
+Codec = Literal["auto", "none", "zlib", "gzip", "bz2", "lzma", "zstd", "lz4"]
+CacheStrategy = Literal["no_cache", "short_term", "medium_term", "long_term", "persistent"]
+CompressionLevel = Literal["none", "fast", "balanced", "max"]
+PoolKind = Literal["cpu", "io"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CpuServiceSettings(_Model):
+    """CPU policy of one service."""
+
+    max_workers: int = Field(default=0, ge=0, description="cap on concurrent tasks; 0 = no cap")
+    priority_threshold: Literal["critical", "high", "medium", "low", "background"] = Field(
+        default="background", description="tasks of this service below this level wait while higher work is queued"
+    )
+    pool_kind: PoolKind = "cpu"
+
+    @field_validator("priority_threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v: Any) -> Any:
+        try:
+            return Priority.parse(v).name.lower()
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+
+
+class MemoryServiceSettings(_Model):
+    """Memory pool of one service: ``pool_size`` blocks of ``block_size`` bytes."""
+
+    pool_size: int = Field(default=16, ge=1, le=1_000_000)
+    block_size: int = Field(default=256 * KiB, ge=1 * KiB, le=1024 * MiB)
+
+
+class StorageServiceSettings(_Model):
+    """Storage defaults of one service."""
+
+    default_tier: Tier = "warm"
+    codec: Codec = "auto"
+    hot_to_warm_idle_s: float = Field(default=15 * 60, gt=0)
+    warm_to_cold_idle_s: float = Field(default=30 * 86400, gt=0)
+    cold_to_archive_idle_s: float = Field(default=90 * 86400, gt=0)
+
+
+class NetworkServiceSettings(_Model):
+    """Network defaults of one service."""
+
+    cache_strategy: CacheStrategy = "medium_term"
+    compression_level: CompressionLevel = "balanced"
+
+
+class ServiceSettings(_Model):
+    """Everything the engines know about one service."""
+
+    cpu: CpuServiceSettings = Field(default_factory=CpuServiceSettings)
+    memory: MemoryServiceSettings = Field(default_factory=MemoryServiceSettings)
+    storage: StorageServiceSettings = Field(default_factory=StorageServiceSettings)
+    network: NetworkServiceSettings = Field(default_factory=NetworkServiceSettings)
+
+
+def _svc(pool_size: int = 16, block_size: int = 256 * KiB, **cpu: Any) -> dict[str, Any]:
+    return {"memory": {"pool_size": pool_size, "block_size": block_size}, "cpu": cpu}
+
+
+#: The services the platform document names, with its pool sizes.
+DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
+    "ai_models": _svc(10, 1 * MiB),
+    "code_generation": _svc(20, 512 * KiB),
+    "voice_processing": _svc(15, 256 * KiB),
+    "payment_processing": _svc(5, 64 * KiB, priority_threshold="background"),
+    "smart_coding_ai": _svc(),
+    "ai_orchestrator": _svc(),
+    "agent_system": _svc(),
+    "voice_to_app": _svc(),
+    "ethical_ai": _svc(),
+}
+
+
+class ApiKeyRecord(_Model):
+    """An API key as stored: its public id, the SHA-256 of its secret part, its scopes."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[str] = Field(min_length=1)
+    created: str | None = None
+    note: str | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if not SCOPE_RE.match(s):
+                raise ValueError(f"scope {s!r} is not one of 'admin', 'read', 'service:<name>'")
+        return v
+
+
+class Settings(_Model):
+    """All settings of cognopt_ray.
+
+    Attributes:
+        storage_root: folder (or pyarrow.fs URI) for the catalog, blobs, keys and the audit log.
+        redis_url: ``redis://host:port/db``; unset means the in-cluster cache backend.
+        admin_key: an admin API key accepted as is (``COGNOPT_ADMIN_KEY``); never logged.
+        api_keys: stored keys (hashes only) with their scopes.
+        max_body_bytes: request bodies above this are answered 413.
+        encryption_key: base64 of 32 bytes; enables AES-GCM at rest.
+        services: per-service settings; the spec's services ship as defaults, any other name
+            uses ``default_service``.
+    """
+
+    storage_root: str = Field(default="./.cognopt", validate_default=True)
+    redis_url: str | None = None
+    admin_key: SecretStr | None = None
+    api_keys: list[ApiKeyRecord] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=64 * MiB, ge=1, le=16 * 1024 * MiB)
+    encryption_key: SecretStr | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    detached_engines: bool = False
+    health_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    services: dict[str, ServiceSettings] = Field(default_factory=dict)
+    default_service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    @field_validator("storage_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if not v or "\x00" in v:
+            raise ValueError("storage_root must be a folder path or a pyarrow.fs URI")
+        if "://" in v:
+            return v
+        return str(Path(v).expanduser().resolve())
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        if not re.match(r"^(redis|rediss|unix)://", v):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("admin_key must be at least 16 characters (use `cognopt keys create`)")
+        return v
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _enc_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        try:
+            raw = base64.b64decode(v.get_secret_value(), validate=True)
+        except Exception:
+            raise ValueError("encryption_key must be base64 of 32 random bytes") from None
+        if len(raw) != 32:
+            raise ValueError(f"encryption_key must decode to 32 bytes, got {len(raw)}")
+        return v
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, v: dict[str, ServiceSettings]) -> dict[str, ServiceSettings]:
+        for name in v:
+            check_service_name(name)
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_default_services(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            merged = {k: json.loads(json.dumps(s)) for k, s in DEFAULT_SERVICES.items()}
+            for name, svc in (data.get("services") or {}).items():
+                merged[name] = _deep_merge(merged.get(name, {}), svc if isinstance(svc, dict) else {})
+            data = {**data, "services": merged}
+        return data
+
+    # -- lookups -------------------------------------------------------------------------------
+    def service(self, name: str) -> ServiceSettings:
+        """The settings of ``name``; unknown but valid names get ``default_service``."""
+        check_service_name(name)
+        return self.services.get(name) or self.default_service
+
+    @property
+    def root(self) -> Path:
+        """The storage root as a local path (URIs are for the storage tiers only)."""
+        if "://" in self.storage_root:
+            return Path(os.environ.get("COGNOPT_LOCAL_STATE", "./.cognopt")).resolve()
+        return Path(self.storage_root)
+
+    def to_overrides(self) -> dict[str, Any]:
+        """A plain dict that recreates these settings in another process (secrets included)."""
+        data = self.model_dump(mode="python")
+        for key in ("admin_key", "encryption_key"):
+            secret = getattr(self, key)
+            data[key] = secret.get_secret_value() if secret is not None else None
+        return data
+
+    # -- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> "Settings":
+        """Build settings from defaults, a YAML file, the environment and overrides.
+
+        Raises:
+            ConfigError: naming the setting, where its value came from and what is allowed.
+        """
+        env = os.environ if environ is None else environ
+        data: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        path = config_file or env.get(CONFIG_ENV)
+        if path:
+            p = Path(path)
+            if not p.is_file():
+                raise ConfigError(f"config file {str(p)!r} does not exist", hint="pass an existing YAML file")
+            try:
+                loaded = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"config file {str(p)!r} must hold a mapping of settings")
+            data = _deep_merge(data, loaded)
+            for k in loaded:
+                sources[k] = f"config file {p}"
+        env_data, env_sources = _from_environ(env)
+        data = _deep_merge(data, env_data)
+        sources.update(env_sources)
+        data = _deep_merge(data, overrides)
+        for k in overrides:
+            sources[k] = "argument"
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_explain(e, sources)) from None
+
+
+def check_service_name(name: str) -> str:
+    """Validate a service name; raises ``ValueError`` naming the allowed form."""
+    if not isinstance(name, str) or not SERVICE_NAME_RE.match(name):
+        raise ValueError(
+            f"service name {name!r} is invalid: use 1-63 characters a-z, 0-9 and _, starting with a letter"
+        )
+    return name
+
+
+def _from_environ(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    data: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or key == "COGNOPT_LOCAL_STATE":
+            continue
+        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if not parts:
+            continue
+        value: Any = raw
+        if raw.strip().startswith(("{", "[")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                raise ConfigError(f"setting {parts[0]!r} (from {key}): value is not valid JSON") from None
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"setting {parts[0]!r} (from {key}) conflicts with another variable")
+        node[parts[-1]] = value
+        sources[parts[0]] = f"environment variable {key}"
+    return data, sources
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _explain(err: ValidationError, sources: Mapping[str, str]) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "(settings)"
+        top = str(e["loc"][0]) if e["loc"] else ""
+        src = sources.get(top, "default")
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_fields(err, e["loc"]))
+            msg = f"unknown setting; allowed here: {allowed}"
+        shown = "***" if "key" in loc else repr(e.get("input"))[:80]
+        lines.append(f"setting {loc!r} (from {src}): {msg}; got {shown}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def _allowed_fields(err: ValidationError, loc: tuple) -> list[str]:
+    model: Any = Settings
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            if model is Settings or part in ("services",):
+                model = ServiceSettings
+                continue
+            if isinstance(part, str) and model is ServiceSettings:
+                continue
+            return []
+        ann = field.annotation
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (
+            ServiceSettings if part == "services" else None
+        )
+        if model is None:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+__all__ = [
+    "Settings",
+    "ServiceSettings",
+    "CpuServiceSettings",
+    "MemoryServiceSettings",
+    "StorageServiceSettings",
+    "NetworkServiceSettings",
+    "ApiKeyRecord",
+    "DEFAULT_SERVICES",
+    "check_service_name",
+]

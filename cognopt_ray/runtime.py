@@ -1,0 +1,181 @@
+"""Start or join Ray, and get or create the engine actors.
+
+Every engine makes its named actor through :func:`get_or_create_actor`, so all of them live in
+the namespace ``cognopt``, are found again by name from any driver, job or Serve replica, restart
+after a crash (``max_restarts=-1``) and, for a server, outlive the process that made them
+(``lifetime="detached"``).
+
+Example:
+    >>> import cognopt_ray
+    >>> cognopt_ray.init(num_cpus=2)          # doctest: +SKIP
+    >>> cognopt_ray.init()                    # a second call is harmless  # doctest: +SKIP
+    >>> cognopt_ray.shutdown()                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from cognopt_ray.config import Settings
+from cognopt_ray.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "cognopt"
+#: Ray resources an engine actor asks for: none, so engines never take a CPU slot from tasks.
+ENGINE_ACTOR_CPUS = 0
+
+
+@dataclass
+class _RuntimeState:
+    settings: Settings | None = None
+    detached: bool = False
+    started_ray: bool = False
+    actors: dict[str, Any] = field(default_factory=dict)
+
+
+_state = _RuntimeState()
+_lock = threading.RLock()
+
+
+def init(
+    address: str | None = None,
+    settings: Settings | None = None,
+    *,
+    num_cpus: int | None = None,
+    detached: bool | None = None,
+    **ray_kwargs: Any,
+) -> Settings:
+    """Connect to Ray (or start a local one) and remember the settings the engines will use.
+
+    Args:
+        address: ``None`` uses ``RAY_ADDRESS`` when set and otherwise starts a new local Ray;
+            ``"auto"`` joins the cluster running on this machine; ``"ray://…"`` or ``host:port``
+            joins that cluster.
+        settings: defaults to :meth:`Settings.load` (YAML file from ``COGNOPT_CONFIG`` and ``COGNOPT_*``).
+        num_cpus: CPUs of a newly started local Ray (ignored when joining).
+        detached: make engine actors outlive this process (servers want this); defaults to
+            ``settings.detached_engines``.
+        **ray_kwargs: passed to :func:`ray.init` when Ray is started or joined here.
+
+    Returns:
+        The settings in force. Calling ``init`` again is harmless: Ray is not started twice, and
+        new settings (if given) replace the old ones for engines created afterwards.
+    """
+    with _lock:
+        if settings is None:
+            settings = _state.settings or Settings.load()
+        _state.settings = settings
+        _state.detached = settings.detached_engines if detached is None else detached
+        if not ray.is_initialized():
+            target = address if address is not None else os.environ.get("RAY_ADDRESS") or "local"
+            kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, **ray_kwargs}
+            if target == "local":
+                if num_cpus is not None:
+                    kwargs["num_cpus"] = num_cpus
+            elif num_cpus is not None:
+                logger.info("num_cpus=%s ignored: joining the cluster at %s", num_cpus, target)
+            try:
+                ray.init(address=target, **kwargs)
+            except ConnectionError as e:
+                raise ConfigError(
+                    f"cannot reach Ray at {target!r}: {e}",
+                    hint="start it with `ray start --head` or leave address unset for a local Ray",
+                ) from None
+            _state.started_ray = target == "local"
+            logger.info("cognopt_ray connected to Ray (%s)", target)
+        return settings
+
+
+def get_settings() -> Settings:
+    """The settings in force in this process (loaded from the environment if ``init`` was not called)."""
+    with _lock:
+        if _state.settings is None:
+            _state.settings = Settings.load()
+        return _state.settings
+
+
+def ensure_ray() -> None:
+    """Make sure this process is connected to Ray, starting a local one if needed."""
+    if not ray.is_initialized():
+        init()
+
+
+def get_or_create_actor(actor_cls: Any, name: str, *args: Any, **options: Any) -> Any:
+    """Return the named engine actor in namespace ``cognopt``, creating it if it does not exist.
+
+    Args:
+        actor_cls: a class decorated with ``@ray.remote``.
+        name: the actor's name (``cognopt.<engine>``).
+        *args: constructor arguments, used only when the actor is created here.
+        **options: extra ``.options()``; ``max_restarts=-1``, ``num_cpus=0``, the namespace and
+            ``lifetime="detached"`` (when this process runs a server) are set unless overridden.
+    """
+    ensure_ray()
+    with _lock:
+        opts: dict[str, Any] = {
+            "name": name,
+            "namespace": NAMESPACE,
+            "get_if_exists": True,
+            "max_restarts": -1,
+            "num_cpus": ENGINE_ACTOR_CPUS,
+        }
+        if _state.detached:
+            opts["lifetime"] = "detached"
+        opts.update(options)
+        handle = actor_cls.options(**opts).remote(*args)
+        _state.actors[name] = handle
+        return handle
+
+
+def get_actor(name: str) -> Any | None:
+    """The named actor in namespace ``cognopt``, or ``None`` when it does not exist."""
+    ensure_ray()
+    try:
+        return ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def list_engine_actors() -> list[str]:
+    """Names of the actors that live in namespace ``cognopt``."""
+    ensure_ray()
+    return sorted(
+        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == NAMESPACE
+    )
+
+
+def shutdown(*, kill_engines: bool = False) -> None:
+    """Disconnect from Ray. Stops Ray only if ``init`` started it here.
+
+    Args:
+        kill_engines: also kill the engine actors (their durable state stays on disk).
+    """
+    with _lock:
+        if ray.is_initialized():
+            if kill_engines:
+                for name in list_engine_actors():
+                    actor = get_actor(name)
+                    if actor is not None:
+                        ray.kill(actor, no_restart=True)
+            ray.shutdown()
+        _state.actors.clear()
+        _state.started_ray = False
+
+
+__all__ = [
+    "NAMESPACE",
+    "init",
+    "shutdown",
+    "get_settings",
+    "ensure_ray",
+    "get_or_create_actor",
+    "get_actor",
+    "list_engine_actors",
+]

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite: installs the test extras and redis-server when missing, then runs pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -x).
+source "$(dirname "$0")/_env.sh"
+install_package "[test]"
+need_apt_package redis-server redis-server
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,253 @@
+"""HTTP plumbing shared by every router: context, API-key auth, body limit, problem+json errors.
+
+Auth runs as ASGI middleware *before* routing, so a caller without a valid key gets 401 for any
+path under the API prefix, existing or not, and learns nothing about the routes. Scopes are then
+checked per route with the dependencies below (403 when the key lacks the scope).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cognopt_ray.config import Settings
+from cognopt_ray.errors import CognoptError, Forbidden, PayloadTooLarge, Unauthorized
+from cognopt_ray.security import AuditLog, KeyStore, Principal
+from cognopt_ray.security.keys import key_from_headers
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v0/optimization"
+#: Paths under the prefix that need no key.
+OPEN_PATHS = {f"{API_PREFIX}/health"}
+PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass
+class ApiContext:
+    """What the routers need from the replica: settings, the key store and the audit log."""
+
+    settings: Settings
+    keys: KeyStore
+    audit: AuditLog
+
+
+_context: ApiContext | None = None
+
+
+def set_context(ctx: ApiContext) -> None:
+    """Install the replica's context. Serve ships the FastAPI app to the replica by value, so the
+    context lives in this module (one per replica process) rather than on the app object."""
+    global _context
+    _context = ctx
+
+
+def get_context() -> ApiContext:
+    if _context is None:
+        raise RuntimeError("the API is not configured: call configure_api() first")
+    return _context
+
+
+def context(request: Request | None = None) -> ApiContext:
+    """The replica's context (FastAPI dependency form)."""
+    return get_context()
+
+
+# -- problem documents ----------------------------------------------------------------------------
+def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def error_response(err: CognoptError, instance: str | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="cognopt"'} if err.status == 401 else None
+    if err.retryable:
+        headers = {**(headers or {}), "Retry-After": "2"}
+    return JSONResponse(err.to_problem(instance), status_code=err.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+async def _asgi_send_problem(send: Callable, resp: JSONResponse) -> None:
+    await send({"type": "http.response.start", "status": resp.status_code, "headers": resp.raw_headers})
+    await send({"type": "http.response.body", "body": resp.body})
+
+
+def _relative_path(scope: dict) -> str:
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
+
+
+# -- middleware -------------------------------------------------------------------------------------
+class AuthMiddleware:
+    """Authenticates every request under the API prefix except the open paths; 401 otherwise."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = _relative_path(scope)
+        protected = path.startswith(API_PREFIX) and path.rstrip("/") not in OPEN_PATHS
+        if protected:
+            ctx = get_context()
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            key = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
+            principal = ctx.keys.authenticate(key)
+            if principal is None:
+                msg = "no API key given" if not key else "the API key is not valid"
+                err = Unauthorized(msg, hint="send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+                return await _asgi_send_problem(send, error_response(err, path))
+            scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answers 413 for bodies over ``settings.max_body_bytes`` without reading them whole.
+
+    A declared ``Content-Length`` over the limit is refused before any byte is read; a chunked
+    body is counted as it streams in and refused as soon as it passes the limit.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = get_context().settings.max_body_bytes
+        path = _relative_path(scope)
+        for k, v in scope.get("headers", []):
+            if k.lower() == b"content-length":
+                try:
+                    declared = int(v)
+                except ValueError:
+                    return await _asgi_send_problem(send, problem(400, "Bad request", "Content-Length is not a number"))
+                if declared > limit:
+                    return await _asgi_send_problem(send, error_response(_too_large(declared, limit), path))
+        seen = 0
+        overflow = False
+        replaced = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, overflow
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    overflow = True
+                    raise _BodyTooLarge()
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            # Frameworks turn an exception raised while reading the body into their own 400;
+            # once the limit was passed, whatever the app answers is replaced by the 413.
+            nonlocal replaced
+            if overflow:
+                if not replaced:
+                    replaced = True
+                    await _asgi_send_problem(send, error_response(_too_large(seen, limit), path))
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except _BodyTooLarge:
+            if not replaced:
+                replaced = True
+                await _asgi_send_problem(send, error_response(_too_large(seen, limit), path))
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"request body of at least {size} bytes is over the limit of {limit} bytes",
+        hint="send less data per request or raise max_body_bytes (COGNOPT_MAX_BODY_BYTES)",
+        limit=limit,
+    )
+
+
+# -- error handlers ---------------------------------------------------------------------------------
+def install_error_handlers(api: FastAPI) -> None:
+    """Every error becomes ``application/problem+json``; internals never leak into a 500."""
+
+    @api.exception_handler(CognoptError)
+    async def _cognopt(request: Request, exc: CognoptError) -> JSONResponse:
+        return error_response(exc, request.url.path)
+
+    @api.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
+        return problem(422, "Invalid input", detail, errors=json.loads(json.dumps(errors, default=str)), instance=request.url.path)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        titles = {404: "Not found", 405: "Method not allowed", 400: "Bad request"}
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail,
+                       headers=getattr(exc, "headers", None), instance=request.url.path)
+
+    @api.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", f"unexpected {type(exc).__name__}; see the replica log",
+                       instance=request.url.path)
+
+
+# -- scope dependencies -----------------------------------------------------------------------------
+def current_principal(request: Request) -> Principal:
+    principal = getattr(request.state, "principal", None)
+    if principal is None:  # only reachable if a route is mounted outside the prefix
+        raise Unauthorized("no API key given", hint="send 'Authorization: Bearer <key>'")
+    return principal
+
+
+def require_read(principal: Principal = Depends(current_principal)) -> Principal:
+    """Any GET that shows state: scopes ``read`` or ``admin`` (service keys use service routes)."""
+    if not principal.can_read():
+        raise Forbidden("this key lacks the 'read' scope", hint="use a key with scope 'read' or 'admin'")
+    return principal
+
+
+def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+    """Mutations of the whole system: scope ``admin``."""
+    if not principal.is_admin:
+        raise Forbidden("this action needs the 'admin' scope", hint="use a key created with --scope admin")
+    return principal
+
+
+def authorize_service(principal: Principal, service: str, *, write: bool) -> None:
+    """Per-service routes: ``admin``, ``service:<service>``, or ``read`` for reads only."""
+    if principal.can_use_service(service):
+        return
+    if not write and principal.can_read():
+        return
+    raise Forbidden(
+        f"this key may not {'change' if write else 'read'} service {service!r}",
+        hint=f"use a key with scope 'service:{service}' or 'admin'",
+    )
+
+
+def audit(request: Request, action: str, target: str | None, result: str, **details: Any) -> None:
+    """Write one audit entry for the calling key."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    context(request).audit.record(principal.key_id if principal else None, action, target, result, **details)
+
+
+AsyncHandler = Callable[..., Awaitable[Any]]

@@ -1,0 +1,113 @@
+"""Session fixtures: one real Ray, a real redis-server, the Serve app over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RedisServer, free_port, wait_http
+
+RAY_NUM_CPUS = 4
+API = "/api/v0/optimization"
+
+
+@pytest.fixture(scope="session")
+def session_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cognopt-root")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    """Start extra redis-servers for one test (to kill them, for instance)."""
+    started: list[RedisServer] = []
+
+    def make() -> RedisServer:
+        server = RedisServer(tmp_path / f"redis{len(started)}").start()
+        started.append(server)
+        return server
+
+    yield make
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session(session_root):
+    """One local Ray for the whole session, with a fixed number of CPUs."""
+    import ray
+
+    import cognopt_ray
+    from cognopt_ray.config import Settings
+
+    os.environ.pop("RAY_ADDRESS", None)
+    settings = Settings.load(storage_root=str(session_root / "engines"))
+    cognopt_ray.init(settings=settings, num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
+    yield ray
+    cognopt_ray.shutdown()
+
+
+@dataclass
+class ApiServer:
+    base: str  # http://127.0.0.1:port
+    keys: dict[str, str]  # role -> key
+    root: Path
+
+    def url(self, path: str, prefix: str = "") -> str:
+        return f"{self.base}{prefix}{API}/{path.lstrip('/')}"
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+
+#: Keys the test apps accept, by role.
+ROLES = {"admin": ["admin"], "read": ["read"], "svc_ai": ["service:ai_models"], "svc_pay": ["service:payment_processing"]}
+MAX_BODY = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def api_server(ray_session, redis_server, session_root):
+    """The Serve app, deployed once, reached over real HTTP.
+
+    Three applications share the Serve instance: ``/`` (Redis configured and up), ``/noredis``
+    (Redis not configured) and ``/redisdown`` (Redis configured, nothing listening).
+    """
+    from ray import serve
+
+    from cognopt_ray.security.keys import generate_key
+    from serve_apps.optimization_api import app_builder
+
+    port = free_port()
+    keys, records = {}, []
+    for role, scopes in ROLES.items():
+        key, rec = generate_key(scopes, note=f"test {role}")
+        keys[role] = key
+        records.append(rec.model_dump(mode="json"))
+    base_settings = {
+        "storage_root": str(session_root / "api"),
+        "api_keys": records,
+        "max_body_bytes": MAX_BODY,
+        "health_timeout_s": 5,
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    apps = {
+        "cognopt-test": ("/", {**base_settings, "redis_url": redis_server.url}),
+        "cognopt-noredis": ("/noredis", base_settings),
+        "cognopt-redisdown": ("/redisdown", {**base_settings, "redis_url": f"redis://127.0.0.1:{free_port()}/0"}),
+    }
+    for name, (prefix, settings) in apps.items():
+        serve.run(app_builder({"settings": settings}), name=name, route_prefix=prefix, blocking=False)
+    server = ApiServer(base=f"http://127.0.0.1:{port}", keys=keys, root=session_root / "api")
+    for prefix in ("", "/noredis", "/redisdown"):
+        wait_http(server.url("health", prefix), timeout=120, expect=None)
+    yield server
+    serve.shutdown()

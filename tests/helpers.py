@@ -1,0 +1,89 @@
+"""Helpers shared by the tests: free ports, a real redis-server, waiting for HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need_binary(name: str) -> str:
+    """The path of ``name``; in CI a missing binary fails the test, elsewhere it skips."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (the README's test command installs it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free port of 127.0.0.1, without persistence."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.binary = need_binary("redis-server")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+
+def wait_http(url: str, timeout: float = 60.0, expect: int | None = 200) -> None:
+    import requests
+
+    deadline = time.time() + timeout
+    last: object = None
+    while time.time() < deadline:
+        try:
+            r = requests.get(url, timeout=2)
+            if expect is None or r.status_code == expect:
+                return
+            last = r.status_code
+        except requests.RequestException as e:
+            last = e
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer {expect} within {timeout}s (last: {last})")

@@ -1,0 +1,87 @@
+"""The `cognopt` command as a user runs it: a subprocess, real HTTP, SIGINT to stop."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from tests.helpers import free_port, wait_http
+
+BIN = Path(sys.executable).parent / "cognopt"
+
+
+def _env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COGNOPT_", "RAY_ADDRESS"))}
+    env.update({"COGNOPT_STORAGE_ROOT": str(tmp_path / "root"), **extra})
+    return env
+
+
+def test_version():
+    out = subprocess.run([BIN, "version"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("cognopt-ray 0.1.0") and "ray 2." in out
+
+
+def test_bad_setting_fails_at_start_naming_it(tmp_path):
+    r = subprocess.run([BIN, "serve"], capture_output=True, text=True, env=_env(tmp_path, COGNOPT_MAX_BODY_BYTES="-3"), timeout=60)
+    assert r.returncode != 0
+    assert "max_body_bytes" in r.stderr and "COGNOPT_MAX_BODY_BYTES" in r.stderr
+
+
+def test_keys_create_prints_once_and_stores_hash(tmp_path):
+    r = subprocess.run([BIN, "keys", "create", "--scope", "read", "--scope", "service:ai_models"],
+                       capture_output=True, text=True, env=_env(tmp_path), check=True, timeout=60)
+    key = r.stdout.strip()
+    assert re.fullmatch(r"cok_[0-9a-f]{12}\.[A-Za-z0-9_-]+", key)
+    stored = (tmp_path / "root" / "keys.json").read_text()
+    assert key.split(".", 1)[1] not in stored and key[4:16] in stored
+    bad = subprocess.run([BIN, "keys", "create", "--scope", "root"], capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    assert bad.returncode != 0 and "scope" in bad.stderr
+
+
+def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
+    port = free_port()
+    # the CLI starts its own local Ray beside the test session's one
+    proc = subprocess.Popen([BIN, "serve", "--port", str(port), "--num-cpus", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=tmp_path)
+    try:
+        lines, key, url = [], None, None
+        deadline = time.time() + 90
+        while time.time() < deadline and key is None:
+            line = proc.stdout.readline()
+            if not line:
+                assert proc.poll() is None, proc.stderr.read()
+                continue
+            lines.append(line)
+            if m := re.search(r"ready at (http://\S+)", line):
+                url = m.group(1)
+            if m := re.search(r"admin key.*: (cok_\S+)", line):
+                key = m.group(1)
+        assert url == f"http://127.0.0.1:{port}/api/v0/optimization", lines
+        assert key, lines
+        wait_http(f"{url}/health", timeout=30)
+        assert requests.get(f"{url}/health").json()["ray"]["status"] == "up"
+        assert requests.get(f"{url}/not/a/route/yet").status_code == 401
+        r = requests.get(f"{url}/auth/whoami", headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 200 and r.json()["scopes"] == ["admin"]
+        status = subprocess.run([BIN, "status", "--url", f"http://127.0.0.1:{port}"], capture_output=True, text=True,
+                                env=_env(tmp_path), timeout=60)
+        assert status.returncode == 0 and '"status": "ok"' in status.stdout
+        # a key made by `cognopt keys create` works on the running server without a restart
+        new = subprocess.run([BIN, "keys", "create", "--scope", "read"], capture_output=True, text=True,
+                             env=_env(tmp_path), check=True, timeout=60).stdout.strip()
+        assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, err
+    assert "stopped." in out
+    assert key not in err

@@ -1,0 +1,92 @@
+import json
+import multiprocessing as mp
+
+import pytest
+
+from cognopt_ray.config import ApiKeyRecord, Settings
+from cognopt_ray.security import AuditLog, KeyStore, generate_key, hash_secret
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings.load(environ={}, storage_root=str(tmp_path))
+
+
+def test_generated_key_is_stored_as_hash_only(settings):
+    key, record = generate_key(["read"], note="n")
+    store = KeyStore(settings)
+    store.add(record)
+    text = store.path.read_text()
+    secret = key.split(".", 1)[1]
+    assert secret not in text and key not in text
+    assert record.hash in text and hash_secret(secret) == record.hash
+    p = store.authenticate(key)
+    assert p is not None and p.key_id == record.id and p.scopes == ("read",)
+    assert p.can_read() and not p.is_admin and not p.can_use_service("ai_models")
+
+
+def test_unknown_wrong_and_malformed_keys_are_refused(settings):
+    key, record = generate_key(["admin"])
+    store = KeyStore(settings, [record])
+    assert store.authenticate(key) is not None
+    wrong = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for bad in [None, "", wrong, "cok_000000000000.abcdefghijklmnopqrstuvwxyz", "garbage", key + "x"]:
+        assert store.authenticate(bad) is None
+
+
+def test_env_admin_key(tmp_path):
+    s = Settings.load(environ={"COGNOPT_ADMIN_KEY": "a-long-admin-key-123"}, storage_root=str(tmp_path))
+    p = KeyStore(s).authenticate("a-long-admin-key-123")
+    assert p is not None and p.is_admin and p.key_id == "env-admin"
+    assert KeyStore(s).authenticate("a-long-admin-key-124") is None
+
+
+def test_keys_file_is_reloaded_when_it_changes(settings):
+    store = KeyStore(settings)
+    key, record = generate_key(["service:ai_models"])
+    assert store.authenticate(key) is None
+    KeyStore(settings).add(record)  # another process/CLI adds a key
+    p = store.authenticate(key)
+    assert p is not None and p.can_use_service("ai_models") and not p.can_use_service("payment_processing")
+
+
+def test_invalid_scope_is_refused():
+    with pytest.raises(ValueError, match="scope"):
+        generate_key(["superuser"])
+    with pytest.raises(ValueError):
+        ApiKeyRecord(id="x", hash="0" * 64, scopes=["service:Bad Name"])
+
+
+def _writer(root, n, worker):
+    log = AuditLog(root)
+    for i in range(n):
+        log.record(f"k{worker}", "test.write", f"item{i}", "ok", payload="x" * 500)
+
+
+def test_audit_log_appends_whole_lines_from_many_processes(tmp_path):
+    procs = [mp.get_context("spawn").Process(target=_writer, args=(tmp_path, 50, w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    log = AuditLog(tmp_path)
+    lines = log.path.read_text().splitlines()
+    assert len(lines) == 200
+    assert all(json.loads(line)["action"] == "test.write" for line in lines)
+    assert len(log.read(key_id="k2", limit=0)) == 50
+
+
+def test_audit_log_filters_and_torn_line(tmp_path):
+    log = AuditLog(tmp_path)
+    a = log.record("k1", "storage.restore", "item1", "ok")
+    log.record("k2", "system.cleanup", None, "dry_run", removed=2)
+    log.record(None, "storage.prune", "repo", "error: disk full")
+    with open(log.path, "ab") as f:
+        f.write(b'{"time": "2030-01-01", "act')  # a crash mid-write
+    assert [e["action"] for e in log.read(action="storage.")] == ["storage.restore", "storage.prune"]
+    assert log.read(key_id="k2")[0]["details"] == {"removed": 2}
+    assert log.read(target="item1")[0]["time"] == a["time"]
+    assert log.read(since=a["time"], limit=1)[0]["action"] == "storage.prune"
+    assert log.read(action="storage.prune")[0]["key_id"] == "-"
+    assert {"time", "key_id", "action", "target", "result"} <= set(a)
