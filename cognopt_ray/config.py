@@ -137,6 +137,42 @@ class ApiKeyRecord(_Model):
         return v
 
 
+class CpuEngineSettings(_Model):
+    """Settings of the CPU engine (scheduler, pools, placement). Owned by cognopt_ray.cpu."""
+
+    enabled: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class MemoryEngineSettings(_Model):
+    """Settings of the memory engine (pools, shared cache, GC tuner). Owned by cognopt_ray.memory."""
+
+    enabled: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class StorageEngineSettings(_Model):
+    """Settings of the storage engine (tiers, codecs, lifecycle, backups). Owned by cognopt_ray.storage."""
+
+    enabled: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class NetworkEngineSettings(_Model):
+    """Settings of the network engine (HTTP cache, client, SSRF guard, assets). Owned by cognopt_ray.network."""
+
+    enabled: bool = True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
 class Settings(_Model):
     """All settings of cognopt_ray.
 
@@ -163,6 +199,10 @@ class Settings(_Model):
     health_timeout_s: float = Field(default=2.0, gt=0, le=60)
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     default_service: ServiceSettings = Field(default_factory=ServiceSettings)
+    cpu: CpuEngineSettings = Field(default_factory=CpuEngineSettings)
+    memory: MemoryEngineSettings = Field(default_factory=MemoryEngineSettings)
+    storage: StorageEngineSettings = Field(default_factory=StorageEngineSettings)
+    network: NetworkEngineSettings = Field(default_factory=NetworkEngineSettings)
 
     @field_validator("storage_root")
     @classmethod
@@ -370,6 +410,10 @@ __all__ = [
     "StorageServiceSettings",
     "NetworkServiceSettings",
     "ApiKeyRecord",
+    "CpuEngineSettings",
+    "MemoryEngineSettings",
+    "StorageEngineSettings",
+    "NetworkEngineSettings",
     "DEFAULT_SERVICES",
     "check_service_name",
 ]
