@@ -25,6 +25,13 @@ from serve_apps.http import API_PREFIX, ApiContext, AuthMiddleware, BodyLimitMid
 logger = logging.getLogger(__name__)
 
 
+#: One router module per group; each exposes ``router`` (an APIRouter with paths relative to the prefix).
+ROUTERS = [
+    health_routes,
+    admin_routes,
+]
+
+
 def create_api() -> FastAPI:
     """The FastAPI app with every router, the middleware and the problem+json handlers."""
     api = FastAPI(
@@ -37,8 +44,8 @@ def create_api() -> FastAPI:
     api.add_middleware(BodyLimitMiddleware)
     api.add_middleware(AuthMiddleware)
     install_error_handlers(api)
-    api.include_router(health_routes.router, prefix=API_PREFIX)
-    api.include_router(admin_routes.router, prefix=API_PREFIX)
+    for module in ROUTERS:
+        api.include_router(module.router, prefix=API_PREFIX)
     return api
 
 

@@ -1,0 +1,70 @@
+"""What every benchmark shares: arguments, percentiles, the table and the closing JSON line.
+
+Each script ends with :func:`emit`, which prints a readable table and then, as the very last line
+of stdout, ``{"benchmark", "quick", "results", "ratios"}`` (DESIGN section 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Sequence
+
+
+def parse_args(name: str, description: str, extra: Iterable[tuple[str, dict]] = ()) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes, under 90 s on 2 cores")
+    for flag, kwargs in extra:
+        parser.add_argument(flag, **kwargs)
+    return parser.parse_args()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (0..100) with linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    k = (len(data) - 1) * p / 100.0
+    lo, hi = math.floor(k), math.ceil(k)
+    return data[lo] + (data[hi] - data[lo]) * (k - lo)
+
+
+@contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    """``with timed() as t: ...`` then ``t["s"]`` holds the elapsed seconds."""
+    box: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box["s"] = time.perf_counter() - start
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def emit(name: str, quick: bool, results: dict[str, Any], ratios: dict[str, float],
+         rows: Sequence[Sequence[Any]] = (), header: Sequence[str] = ()) -> None:
+    """Print the table (if any), the ratios, and the JSON line last."""
+    if rows:
+        print(table(rows, header))
+        print()
+    if ratios:
+        print(table([(k, v) for k, v in ratios.items()], ("ratio", "value")))
+    sys.stdout.flush()
+    print(json.dumps({"benchmark": name, "quick": quick, "results": results, "ratios": ratios}, default=float))
