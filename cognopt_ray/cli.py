@@ -86,10 +86,10 @@ def serve(address: str | None, host: str | None, port: int | None, config: str |
     click.echo("stopping cognopt_ray API ...")
     started_here = runtime._state.started_ray
     try:
-        ray_serve.delete("cognopt")
-        if started_here:
-            ray_serve.shutdown()
+        if not started_here:  # a cluster we joined keeps running; only our app goes
+            ray_serve.delete("cognopt")
     finally:
+        # a Ray started here takes Serve, the app and the engines down with it
         runtime.shutdown(kill_engines=started_here)
     click.echo("stopped.")
 
