@@ -170,6 +170,11 @@ class MemoryEngineSettings(_Model):
         cache_redis_retry_s: after Redis failed, how long the cache stays on the in-cluster
             backend before it tries Redis again.
         cache_redis_timeout_s: socket timeout of Redis calls; a slower Redis counts as down.
+        client_lease_s: how long a client reuses an allocation's object reference before it asks
+            the pools actor again (0 = ask on every get). Within the lease a ``get`` costs one
+            ``ray.get`` instead of an actor round trip; its hit and LRU touch are reported to the
+            actor in batches. An allocation freed by *another* process may still be read through
+            an existing lease until it runs out (the bytes are the right ones: ids are never reused).
         gc_tuning: install the GC tuner in every Ray worker (``worker_process_setup_hook``).
         gc_interval_s: period of each worker's tuning pass and report to the engine.
         gc_freeze_after_s: ``gc.freeze()`` this many seconds after a worker starts (0 = never).
@@ -187,6 +192,7 @@ class MemoryEngineSettings(_Model):
     cache_default_ttl_s: float = Field(default=3600.0, ge=0, le=365 * 86400)
     cache_redis_retry_s: float = Field(default=2.0, gt=0, le=3600)
     cache_redis_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    client_lease_s: float = Field(default=1.0, ge=0, le=3600)
     gc_tuning: bool = True
     gc_interval_s: float = Field(default=10.0, gt=0, le=3600)
     gc_freeze_after_s: float = Field(default=0.0, ge=0, le=86400)

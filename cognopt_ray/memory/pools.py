@@ -368,6 +368,18 @@ class _MemoryPoolsActor:
         return {"allocation_id": alloc.id, "service_name": service, "memory_type": memory_type, "pinned": alloc.pinned,
                 "kind": kind, "nbytes": nbytes, "blocks": need, "evicted": evicted, "expires": alloc.expires}
 
+    async def touch(self, counts: dict[str, int]) -> None:
+        """Hits that clients answered from their lease (see ``client_lease_s``): count and LRU-touch."""
+        now = time.time()
+        for alloc_id, n in counts.items():
+            alloc = self.index.get(alloc_id)
+            if alloc is None:
+                continue
+            pool = self.pools[alloc.service]
+            pool.hits += int(n)
+            pool.allocations.move_to_end(alloc_id)
+            alloc.last_used = now
+
     async def lookup(self, allocation_id: str) -> tuple[Any, str]:
         """The object reference of an allocation (a hit) and its kind."""
         alloc = self.index.get(allocation_id)
@@ -699,6 +711,18 @@ class MemoryPools(EngineClient):
     """
 
     engine = "memory"
+    #: Most leases a client keeps (oldest dropped first).
+    MAX_LEASES = 4096
+    #: Seconds between two batches of lease hits sent to the actor.
+    TOUCH_FLUSH_S = 0.5
+
+    def __init__(self, handle: Any, *, lease_s: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(handle, **kwargs)
+        self._lease_s = lease_s
+        self._leases: OrderedDict[str, tuple[Any, str, float]] = OrderedDict()
+        self._touches: dict[str, int] = {}
+        self._touched_at = time.monotonic()
+        self._lease_lock = threading.Lock()
 
     @classmethod
     def connect(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
@@ -706,7 +730,63 @@ class MemoryPools(EngineClient):
         """Get or create the pools actor ``name`` (``state_dir`` defaults to ``<root>/memory``)."""
         settings = settings or runtime.get_settings()
         handle = runtime.get_or_create_actor(_MemoryPoolsRemote, name, settings, state_dir, **options)
-        return cls(handle)
+        return cls(handle, lease_s=settings.memory.client_lease_s)
+
+    # -- leases: skip the actor round trip on repeated gets ------------------------------------
+    def _leased(self, allocation_id: str) -> tuple[Any, str] | None:
+        if not self._lease_s:
+            return None
+        with self._lease_lock:
+            entry = self._leases.get(allocation_id)
+            if entry is None:
+                return None
+            if entry[2] <= time.monotonic():
+                del self._leases[allocation_id]
+                return None
+            self._touches[allocation_id] = self._touches.get(allocation_id, 0) + 1
+            flush = time.monotonic() - self._touched_at >= self.TOUCH_FLUSH_S
+        if flush:
+            self.flush_touches()
+        return entry[0], entry[1]
+
+    def _lease(self, allocation_id: str, ref: Any, kind: str) -> None:
+        if not self._lease_s:
+            return
+        with self._lease_lock:
+            self._leases[allocation_id] = (ref, kind, time.monotonic() + self._lease_s)
+            while len(self._leases) > self.MAX_LEASES:
+                self._leases.popitem(last=False)
+
+    def _forget(self, allocation_id: str) -> None:
+        with self._lease_lock:
+            self._leases.pop(allocation_id, None)
+            self._touches.pop(allocation_id, None)
+
+    def flush_touches(self) -> None:
+        """Send the hits answered from leases to the actor now (fire and forget)."""
+        with self._lease_lock:
+            touches, self._touches, self._touched_at = self._touches, {}, time.monotonic()
+        if touches:
+            try:
+                self._actor.touch.remote(touches)
+            except Exception:  # noqa: BLE001 - figures only; the actor may be restarting
+                logger.debug("could not report leased hits", exc_info=True)
+
+    def _lookup(self, allocation_id: str) -> tuple[Any, str]:
+        leased = self._leased(allocation_id)
+        if leased is not None:
+            return leased
+        ref, kind = self._call("lookup", allocation_id)
+        self._lease(allocation_id, ref, kind)
+        return ref, kind
+
+    async def _alookup(self, allocation_id: str) -> tuple[Any, str]:
+        leased = self._leased(allocation_id)
+        if leased is not None:
+            return leased
+        ref, kind = await self._acall("lookup", allocation_id)
+        self._lease(allocation_id, ref, kind)
+        return ref, kind
 
     def pool(self, service: str) -> ServicePool:
         try:
@@ -737,15 +817,15 @@ class MemoryPools(EngineClient):
 
     def get(self, allocation_id: str) -> Any:
         """The allocation's value; numpy arrays and Arrow buffers are zero-copy read-only views."""
-        ref, _kind = self._call("lookup", allocation_id)
+        ref, _kind = self._lookup(allocation_id)
         return self._resolve(ref)
 
     def get_with_kind(self, allocation_id: str) -> tuple[Any, str]:
-        ref, kind = self._call("lookup", allocation_id)
+        ref, kind = self._lookup(allocation_id)
         return self._resolve(ref), kind
 
     async def aget_with_kind(self, allocation_id: str) -> tuple[Any, str]:
-        ref, kind = await self._acall("lookup", allocation_id)
+        ref, kind = await self._alookup(allocation_id)
         try:
             return await ref, kind
         except Exception as e:  # noqa: BLE001
@@ -763,9 +843,11 @@ class MemoryPools(EngineClient):
 
     def deallocate(self, allocation_id: str) -> dict[str, Any]:
         """Free an allocation. Raises :class:`NotFound` for unknown or already freed ids."""
+        self._forget(allocation_id)
         return self._call("deallocate", allocation_id)
 
     async def adeallocate(self, allocation_id: str) -> dict[str, Any]:
+        self._forget(allocation_id)
         return await self._acall("deallocate", allocation_id)
 
     def describe(self, allocation_id: str) -> dict[str, Any]:
@@ -773,6 +855,7 @@ class MemoryPools(EngineClient):
 
     def metrics(self, include_cache: bool = True) -> dict[str, Any]:
         """Pools, totals, cleanup, object store per node, GC and (optionally) shared-cache figures."""
+        self.flush_touches()
         doc = self._call("metrics")
         if include_cache:
             from cognopt_ray.memory.cache import cache_figures
@@ -781,6 +864,7 @@ class MemoryPools(EngineClient):
         return doc
 
     async def ametrics(self, include_cache: bool = True) -> dict[str, Any]:
+        self.flush_touches()
         doc = await self._acall("metrics")
         if include_cache:
             from cognopt_ray.memory.cache import acache_figures
