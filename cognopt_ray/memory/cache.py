@@ -63,7 +63,11 @@ def encode(value: Any) -> bytes:
         import numpy as np
 
         buf = io.BytesIO()
-        np.save(buf, np.asarray(value), allow_pickle=False)
+        try:
+            np.save(buf, np.asarray(value), allow_pickle=False)
+        except ValueError:
+            raise InvalidInput("the shared cache cannot store numpy object arrays",
+                               hint="use a numeric dtype or the memory pools") from None
         return b"N" + buf.getvalue()
     try:
         return b"J" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()

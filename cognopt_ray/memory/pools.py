@@ -40,12 +40,13 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import ray
+from ray.exceptions import ObjectLostError
 
 from cognopt_ray import runtime
-from cognopt_ray._private.client import EngineClient
+from cognopt_ray._private.client import EngineClient, translate_error
 from cognopt_ray._private.files import atomic_write, fsync_dir
 from cognopt_ray.config import MemoryServiceSettings, Settings, check_service_name
-from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
+from cognopt_ray.errors import Conflict, EngineUnavailable, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
 from cognopt_ray.memory import _values
 from cognopt_ray.memory.gc_tuner import GcTuner, current_tuner, probe_pauses
 
@@ -817,28 +818,37 @@ class MemoryPools(EngineClient):
 
     def get(self, allocation_id: str) -> Any:
         """The allocation's value; numpy arrays and Arrow buffers are zero-copy read-only views."""
-        ref, _kind = self._lookup(allocation_id)
-        return self._resolve(ref)
+        return self.get_with_kind(allocation_id)[0]
 
     def get_with_kind(self, allocation_id: str) -> tuple[Any, str]:
         ref, kind = self._lookup(allocation_id)
-        return self._resolve(ref), kind
+        try:
+            return self._resolve(ref), kind
+        except ObjectLostError:
+            # A lease outlived the actor that owned the object (it restarted): ask it again.
+            self._forget(allocation_id)
+            ref, kind = self._lookup(allocation_id)
+            return self._resolve(ref), kind
 
     async def aget_with_kind(self, allocation_id: str) -> tuple[Any, str]:
-        ref, kind = await self._alookup(allocation_id)
-        try:
-            return await ref, kind
-        except Exception as e:  # noqa: BLE001
-            from cognopt_ray._private.client import translate_error
-
-            raise translate_error(e, self.engine) from None
+        for attempt in (0, 1):
+            ref, kind = await self._alookup(allocation_id)
+            try:
+                return await ref, kind
+            except ObjectLostError:
+                self._forget(allocation_id)
+                if attempt:
+                    raise EngineUnavailable(f"allocation {allocation_id!r} is being reloaded", hint="retry") from None
+            except Exception as e:  # noqa: BLE001
+                raise translate_error(e, self.engine) from None
+        raise AssertionError("unreachable")
 
     def _resolve(self, ref: Any) -> Any:
         try:
             return ray.get(ref, timeout=self._timeout_s)
+        except ObjectLostError:
+            raise
         except Exception as e:  # noqa: BLE001
-            from cognopt_ray._private.client import translate_error
-
             raise translate_error(e, self.engine) from None
 
     def deallocate(self, allocation_id: str) -> dict[str, Any]:
