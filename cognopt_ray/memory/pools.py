@@ -186,6 +186,7 @@ class _MemoryPoolsActor:
         self.gc_passes: list[dict[str, Any]] = []
         self.reloaded = 0
         self.store_cache: tuple[float, list[dict[str, Any]]] | None = None
+        self._gauges: dict[str, Any] | None = None
         self._load_state()
 
     # -- durable state -----------------------------------------------------------------------
@@ -264,6 +265,7 @@ class _MemoryPoolsActor:
             await asyncio.sleep(interval)
             try:
                 self._sweep()
+                self._export({name: p.figures() for name, p in self.pools.items()})
             except Exception:  # noqa: BLE001
                 logger.exception("memory sweep failed")
 
@@ -544,6 +546,7 @@ class _MemoryPoolsActor:
         """
         self._ensure_sweeper()
         pools = {name: p.figures() for name, p in sorted(self.pools.items())}
+        self._export(pools)
         hits = sum(p["hits"] for p in pools.values())
         misses = sum(p["misses"] for p in pools.values())
         held = sum(p["bytes_used"] for p in pools.values())
@@ -573,6 +576,25 @@ class _MemoryPoolsActor:
             "reloaded_persistent": self.reloaded,
             "evict_to": getattr(self.evict_to, "__qualname__", None) if self.evict_to else None,
         }
+
+    def _export(self, pools: dict[str, dict[str, Any]]) -> None:
+        """Publish the pool figures as Prometheus gauges through ``ray.util.metrics``."""
+        try:
+            if self._gauges is None:
+                from ray.util.metrics import Gauge
+
+                names = {
+                    "blocks_used": "blocks in use", "blocks_free": "free blocks", "bytes_used": "bytes held",
+                    "allocations": "live allocations", "evictions": "evictions since start",
+                    "hits": "gets answered from the pool", "misses": "gets of evicted allocations",
+                }
+                self._gauges = {k: Gauge(f"cognopt_memory_pool_{k}", description=f"memory pool: {d}",
+                                         tag_keys=("service",)) for k, d in names.items()}
+            for service, fig in pools.items():
+                for key, gauge in self._gauges.items():
+                    gauge.set(float(fig[key]), tags={"service": service})
+        except Exception:  # noqa: BLE001 - metrics export must never break the engine
+            logger.debug("could not export memory gauges", exc_info=True)
 
     def _object_store(self) -> list[dict[str, Any]]:
         now = time.monotonic()
