@@ -69,10 +69,18 @@ class CpuServiceSettings(_Model):
 
 
 class MemoryServiceSettings(_Model):
-    """Memory pool of one service: ``pool_size`` blocks of ``block_size`` bytes."""
+    """Memory pool of one service: ``pool_size`` blocks of ``block_size`` bytes.
+
+    ``eviction`` is what a full pool does: ``lru`` evicts the least-recently-used unpinned
+    transient allocations, ``none`` refuses the allocation (``PoolFull``). ``transient_ttl_s``
+    is how long a transient allocation lives when the caller gives no TTL (0 = until evicted or
+    deallocated); the cleanup sweep frees expired ones.
+    """
 
     pool_size: int = Field(default=16, ge=1, le=1_000_000)
     block_size: int = Field(default=256 * KiB, ge=1 * KiB, le=1024 * MiB)
+    eviction: Literal["lru", "none"] = "lru"
+    transient_ttl_s: float = Field(default=0.0, ge=0, le=365 * 86400)
 
 
 class StorageServiceSettings(_Model):
@@ -147,9 +155,51 @@ class CpuEngineSettings(_Model):
 
 
 class MemoryEngineSettings(_Model):
-    """Settings of the memory engine (pools, shared cache, GC tuner). Owned by cognopt_ray.memory."""
+    """Settings of the memory engine (pools, shared cache, GC tuner). Owned by cognopt_ray.memory.
+
+    Attributes:
+        sweep_interval_s: period of the cleanup sweep in the pools actor (expired transient
+            allocations, allocations of retired services); 0 switches it off.
+        evict_to: ``"module:function"`` called with each evicted transient allocation
+            (``fn(service, allocation_id, value, meta)``); unset = evicted data is dropped and
+            counted. The seam for the storage engine's WARM tier.
+        load_evicted: ``"module:function"`` (``fn(service, allocation_id) -> value``) that a
+            ``get`` of an evicted allocation calls; it raises ``KeyError`` when it has nothing.
+        cache_max_bytes: capacity of the in-cluster shared-cache backend (LRU by bytes).
+        cache_default_ttl_s: TTL of a shared-cache entry when ``set`` gives none (0 = no expiry).
+        cache_redis_retry_s: after Redis failed, how long the cache stays on the in-cluster
+            backend before it tries Redis again.
+        cache_redis_timeout_s: socket timeout of Redis calls; a slower Redis counts as down.
+        client_lease_s: how long a client reuses an allocation's object reference before it asks
+            the pools actor again (0 = ask on every get). Within the lease a ``get`` costs one
+            ``ray.get`` instead of an actor round trip; its hit and LRU touch are reported to the
+            actor in batches. An allocation freed by *another* process may still be read through
+            an existing lease until it runs out (the bytes are the right ones: ids are never reused).
+        gc_tuning: install the GC tuner in every Ray worker (``worker_process_setup_hook``).
+        gc_interval_s: period of each worker's tuning pass and report to the engine.
+        gc_freeze_after_s: ``gc.freeze()`` this many seconds after a worker starts (0 = never).
+        gc_min_threshold0 / gc_max_threshold0: range the tuner keeps ``threshold0`` in.
+        gc_pressure_percent: system memory use (psutil) at or above which the tuner collects
+            more often.
+        gc_plenty_percent: memory use at or below which memory counts as plentiful.
+    """
 
     enabled: bool = True
+    sweep_interval_s: float = Field(default=30.0, ge=0, le=86400)
+    evict_to: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    load_evicted: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    cache_max_bytes: int = Field(default=256 * MiB, ge=1 * KiB, le=1024 * 1024 * MiB)
+    cache_default_ttl_s: float = Field(default=3600.0, ge=0, le=365 * 86400)
+    cache_redis_retry_s: float = Field(default=2.0, gt=0, le=3600)
+    cache_redis_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    client_lease_s: float = Field(default=1.0, ge=0, le=3600)
+    gc_tuning: bool = True
+    gc_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    gc_freeze_after_s: float = Field(default=0.0, ge=0, le=86400)
+    gc_min_threshold0: int = Field(default=700, ge=10, le=1_000_000)
+    gc_max_threshold0: int = Field(default=50_000, ge=10, le=10_000_000)
+    gc_pressure_percent: float = Field(default=85.0, gt=0, le=100)
+    gc_plenty_percent: float = Field(default=60.0, gt=0, le=100)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,6 +76,10 @@ def init(
         if not ray.is_initialized():
             target = address if address is not None else os.environ.get("RAY_ADDRESS") or "local"
             kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, **ray_kwargs}
+            if settings.memory.gc_tuning:  # the memory engine's GC tuner, in every worker of the job
+                from cognopt_ray.memory.gc_tuner import merge_setup_hook
+
+                kwargs["runtime_env"] = merge_setup_hook(kwargs.get("runtime_env"))
             if target == "local":
                 if num_cpus is not None:
                     kwargs["num_cpus"] = num_cpus

@@ -1,0 +1,124 @@
+"""Memory engine pieces that need no Ray: GC tuner, hook merge, value sizing, cache encoding, ids."""
+
+import gc
+
+import numpy as np
+import pytest
+
+from cognopt_ray.errors import InvalidInput, NotFound
+from cognopt_ray.memory import _values
+from cognopt_ray.memory.cache import decode, encode
+from cognopt_ray.memory.gc_tuner import SETUP_HOOK, GcTuner, merge_setup_hook, probe_pauses
+from cognopt_ray.memory.pools import split_allocation_id
+
+
+@pytest.fixture
+def thresholds():
+    saved = gc.get_threshold()
+    yield saved
+    gc.set_threshold(*saved)
+
+
+def test_tuner_times_every_collection():
+    t = GcTuner().install()
+    try:
+        before = t.collections
+        gc.collect()
+        gc.collect()
+        stats = t.pause_stats()
+        assert t.collections >= before + 2
+        assert stats["count"] >= 2 and stats["p50_ms"] >= 0 and stats["p99_ms"] >= stats["p50_ms"]
+        assert "2" in stats["by_generation"]
+    finally:
+        t.uninstall()
+    assert t._callback not in gc.callbacks
+
+
+def test_decide_by_memory_pressure(thresholds):
+    gc.set_threshold(4000, *thresholds[1:])
+    t = GcTuner(min_threshold0=700, max_threshold0=10_000, pressure_percent=85, plenty_percent=60)
+    new, why = t.decide(memory_percent=95, pause_share=0.0, young_per_s=0)
+    assert new == 2000 and "more often" in why
+    new, why = t.decide(memory_percent=30, pause_share=0.02, young_per_s=0)
+    assert new == 8000 and "fewer, larger" in why
+    new, _ = t.decide(memory_percent=30, pause_share=0.0, young_per_s=0)
+    assert new == 4000  # cheap GC: keep
+    new, _ = t.decide(memory_percent=70, pause_share=0.5, young_per_s=100)
+    assert new == 4000  # neither plentiful nor under pressure: keep
+    gc.set_threshold(9000, *thresholds[1:])
+    assert t.decide(memory_percent=10, pause_share=1, young_per_s=100)[0] == 10_000  # capped
+    gc.set_threshold(800, *thresholds[1:])
+    assert t.decide(memory_percent=99, pause_share=0, young_per_s=0)[0] == 700  # floored
+
+
+def test_tune_changes_only_threshold0_and_reports_before_after(thresholds):
+    gc.set_threshold(1000, 11, 12)
+    t = GcTuner(min_threshold0=500, max_threshold0=100_000).install()
+    try:
+        report = t.tune(memory_percent=99.0, probe=True)
+    finally:
+        t.uninstall()
+    assert report["thresholds_before"] == [1000, 11, 12]
+    assert report["thresholds_after"] == [500, 11, 12]
+    assert gc.get_threshold() == (500, 11, 12)
+    for side in ("pause_before", "pause_after"):
+        assert report[side]["count"] >= 1 and report[side]["p99_ms"] is not None
+    assert report["measured_by"] == "probe"
+
+
+def test_probe_restores_thresholds(thresholds):
+    gc.set_threshold(900, 10, 10)
+    out = probe_pauses((100, 10, 10), objects=5000, rounds=1)
+    assert out["count"] >= 1 and out["thresholds"] == [100, 10, 10]
+    assert gc.get_threshold() == (900, 10, 10)
+
+
+def test_tuner_rejects_inverted_range():
+    with pytest.raises(ValueError):
+        GcTuner(min_threshold0=10_000, max_threshold0=100)
+
+
+def test_merge_setup_hook_never_clobbers_the_users_runtime_env():
+    assert merge_setup_hook(None) == {"worker_process_setup_hook": SETUP_HOOK}
+    user = {"env_vars": {"A": "1"}}
+    merged = merge_setup_hook(user)
+    assert merged == {"env_vars": {"A": "1"}, "worker_process_setup_hook": SETUP_HOOK}
+    assert user == {"env_vars": {"A": "1"}}  # not mutated
+    own = {"worker_process_setup_hook": "mypkg.setup", "pip": ["x"]}
+    assert merge_setup_hook(own) is own
+
+
+def test_values_classify_and_size():
+    arr = np.zeros(1000)
+    assert _values.classify(arr) == "numpy" and _values.nbytes_of(arr, "numpy") == 8000
+    assert _values.classify(b"abc") == "bytes" and _values.nbytes_of(b"abc", "bytes") == 3
+    assert _values.classify({"a": [1, 2.5, None]}) == "json"
+    assert _values.nbytes_of({"a": 1}, "json") == len('{"a":1}')
+    assert _values.classify({1: "x"}) == "object"  # int keys are not JSON
+    import pyarrow as pa
+
+    buf = pa.py_buffer(b"x" * 100)
+    assert _values.classify(buf) == "arrow" and _values.nbytes_of(buf, "arrow") == 100
+
+
+@pytest.mark.parametrize("value", [b"\x00raw", "text", {"a": [1, 2]}, [1, "x"], 3.5, None])
+def test_cache_encoding_round_trips(value):
+    assert decode(encode(value)) == value
+
+
+def test_cache_encoding_numpy_without_pickle():
+    arr = np.arange(12, dtype=np.int32).reshape(3, 4)
+    data = encode(arr)
+    assert data[:1] == b"N"
+    assert np.array_equal(decode(data), arr)
+    with pytest.raises(InvalidInput, match="cannot store"):
+        encode(object())
+    with pytest.raises(InvalidInput):
+        encode(np.array([object()], dtype=object))  # object arrays would need pickle
+
+
+def test_allocation_ids_name_their_service():
+    assert split_allocation_id("ai_models.0123456789abcdef") == "ai_models"
+    for bad in ("nope", "Bad.0123456789abcdef", "ai_models.xyz", "ai_models.0123456789ABCDEF", "../x.0123456789abcdef"):
+        with pytest.raises(NotFound):
+            split_allocation_id(bad)
