@@ -231,6 +231,8 @@ def test_resize_never_drops_pinned_or_persistent(make_pools, svc):
         pools.optimize_service(big, "resize", {"eviction": "none"})
     with pytest.raises(InvalidInput):
         pools.optimize_service(big, "shrink", {})
+    out = pools.optimize_service(big, "memory", {"pool_size": 5, "eviction": "none"})  # the spec's style
+    assert out["after"]["pool_size"] == 5 and out["after"]["eviction"] == "none"
 
 
 def test_sweep_frees_expired_and_removed_services(make_pools, svc):
