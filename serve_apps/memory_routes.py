@@ -173,8 +173,9 @@ async def metrics(principal: Principal = Depends(require_read)) -> MetricsRespon
 
 class OptimizeServiceRequest(BaseModel):
     service_name: str = Field(pattern=SERVICE_RE)
-    optimization_type: Literal["resize", "policy", "remove"] = Field(
-        description="resize: pool_size/block_size; policy: eviction/transient_ttl_s; remove: retire the pool")
+    optimization_type: Literal["resize", "policy", "remove", "memory"] = Field(
+        description="resize: pool_size/block_size; policy: eviction/transient_ttl_s; remove: retire the pool; "
+        "memory: any of the four parameters")
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"pool_size": 20}])
 
 

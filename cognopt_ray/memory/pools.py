@@ -444,6 +444,9 @@ class _MemoryPoolsActor:
     async def optimize_service(self, service: str, optimization_type: str, parameters: dict[str, Any]) -> dict[str, Any]:
         """Resize (``pool_size``, ``block_size``), re-policy (``eviction``, ``transient_ttl_s``) or remove a pool.
 
+        ``optimization_type`` is ``resize``, ``policy``, ``remove``, or ``memory`` (any of the four
+        parameters at once, as the platform document's examples name the engine as the type).
+
         Never drops pinned or persistent data: a resize that could not hold them is refused
         (409) and changes nothing; transient allocations that no longer fit are evicted LRU first.
         """
@@ -453,6 +456,9 @@ class _MemoryPoolsActor:
             raise InvalidInput(str(e)) from None
         parameters = dict(parameters or {})
         allowed = {"resize": {"pool_size", "block_size"}, "policy": {"eviction", "transient_ttl_s"}, "remove": set()}
+        # The platform document's examples name the engine as the type ("optimization_type": "cpu"):
+        # "memory" accepts any pool parameter.
+        allowed["memory"] = allowed["resize"] | allowed["policy"]
         if optimization_type not in allowed:
             raise InvalidInput(f"optimization_type {optimization_type!r} is not one of {sorted(allowed)}")
         extra = set(parameters) - allowed[optimization_type]
@@ -475,7 +481,7 @@ class _MemoryPoolsActor:
         except Exception as e:  # noqa: BLE001 - pydantic error, reworded
             raise InvalidInput(f"invalid parameters for pool {service!r}: {e}") from None
         evicted: list[str] = []
-        if optimization_type == "resize":
+        if optimization_type in ("resize", "memory"):
             new_blocks = {a.id: pool.blocks_for(a.nbytes, new.block_size) for a in pool.allocations.values()}
             kept = sum(b for i, b in new_blocks.items() if not pool.allocations[i].evictable)
             if kept > new.pool_size:

@@ -100,6 +100,14 @@ def test_redis_killed_mid_run_falls_back_and_returns(make_cache, redis_factory):
     assert "unreachable" in health["reason"] and server.url in health["reason"]
     actor_health = cache._cluster_call("health")
     assert actor_health["status"] == "degraded" and "unreachable" in actor_health["reason"]
+    import asyncio
+
+    from cognopt_ray.system.health import check_health
+
+    doc = asyncio.run(check_health(cache.settings))  # what GET /health serves
+    engine = doc["engines"][cache.actor_name.removeprefix("cognopt.")]
+    assert engine["status"] == "degraded" and server.url in engine["reason"]
+    assert doc["status"] == "degraded"
     server.start()  # same port
     time.sleep(0.3)  # past cache_redis_retry_s
     assert cache.set("after", b"3") == "redis"

@@ -18,32 +18,53 @@ MiB = 1024 * KiB
 
 
 def _settings(root, **memory):
-    return Settings.load(
-        storage_root=str(root),
-        services={
-            "tiny": {"memory": {"pool_size": 4, "block_size": 128 * KiB}},
-            "strict": {"memory": {"pool_size": 2, "block_size": 128 * KiB, "eviction": "none"}},
-            "big": {"memory": {"pool_size": 64, "block_size": 1 * MiB}},
-        },
-        memory={"sweep_interval_s": 0, **memory},
-    )
+    return Settings.load(storage_root=str(root), memory={"sweep_interval_s": 0, **memory})
+
+
+@pytest.fixture(scope="module")
+def shared_actor(ray_session, tmp_path_factory):
+    """One private pools actor for this module (tests use their own services on it)."""
+    root = tmp_path_factory.mktemp("memory-pools")
+    name = f"cognopt.memory_test_{uuid.uuid4().hex[:8]}"
+    pools = MemoryPools.connect(_settings(root), name=name, state_dir=str(root / "state"))
+    yield pools.actor
+    ray_session.kill(pools.actor, no_restart=True)
 
 
 @pytest.fixture
-def make_pools(ray_session, tmp_path):
-    """A private pools actor per test (unique name, own state dir), killed afterwards."""
-    made = []
+def make_pools(shared_actor):
+    """A client on the module's actor; ``lease_s=0`` asks the actor on every get."""
 
-    def make(lease_s: float = 1.0, name: str | None = None, **memory):
-        name = name or f"cognopt.memory_test_{uuid.uuid4().hex[:8]}"
-        settings = _settings(tmp_path, client_lease_s=lease_s, **memory)
-        pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / name))
-        made.append(pools)
-        return pools
+    def make(lease_s: float = 1.0):
+        return MemoryPools(shared_actor, lease_s=lease_s)
 
-    yield make
-    for p in made:
-        ray_session.kill(p.actor, no_restart=True)
+    return make
+
+
+@pytest.fixture
+def svc(make_pools):
+    """Create a fresh service with the given pool and return its name."""
+
+    def make(pool_size: int, block_size: int, eviction: str = "lru") -> str:
+        name = f"t{uuid.uuid4().hex[:10]}"
+        pools = make_pools()
+        pools.optimize_service(name, "resize", {"pool_size": pool_size, "block_size": block_size})
+        if eviction != "lru":
+            pools.optimize_service(name, "policy", {"eviction": eviction})
+        return name
+
+    return make
+
+
+def _retry(fn, timeout=60):
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except EngineUnavailable:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def _wait_up(pools, timeout=60):
@@ -57,9 +78,9 @@ def _wait_up(pools, timeout=60):
             time.sleep(0.3)
 
 
-def test_numpy_get_is_zero_copy_read_only_view(make_pools):
+def test_numpy_get_is_zero_copy_read_only_view(make_pools, svc):
     pools = make_pools()
-    pool = pools.pool("big")
+    pool = pools.pool(svc(64, MiB))
     arr = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: in plasma, not inlined
     aid = pool.allocate(arr)
     a, b = pool.get(aid), pools.get(aid)
@@ -70,25 +91,27 @@ def test_numpy_get_is_zero_copy_read_only_view(make_pools):
         a[0] = 1.0
 
 
-def test_arrow_buffers_come_back_without_copy(make_pools):
+def test_arrow_buffers_come_back_without_copy(make_pools, svc):
     import pyarrow as pa
 
     pools = make_pools()
+    big = svc(64, MiB)
     table = pa.table({"x": np.arange(1 << 17, dtype=np.int64)})  # 1 MiB column
-    aid = pools.allocate("big", table)
+    aid = pools.allocate(big, table)
     got = pools.get(aid)
     assert got.equals(table)
     col = got.column("x").chunk(0).to_numpy(zero_copy_only=True)
     assert not col.flags.writeable
 
 
-def test_allocation_takes_ceil_blocks_and_figures_add_up(make_pools):
+def test_allocation_takes_ceil_blocks_and_figures_add_up(make_pools, svc):
     pools = make_pools()
-    info = pools.allocate_info("tiny", b"x" * (128 * KiB + 1))
+    tiny = svc(4, 128 * KiB)
+    info = pools.allocate_info(tiny, b"x" * (128 * KiB + 1))
     assert info["blocks"] == 2 and info["nbytes"] == 128 * KiB + 1 and info["kind"] == "bytes"
-    small = pools.allocate_info("tiny", {"a": 1})
+    small = pools.allocate_info(tiny, {"a": 1})
     assert small["blocks"] == 1 and small["kind"] == "json"
-    fig = pools.metrics()["pools"]["tiny"]
+    fig = pools.metrics()["pools"][tiny]
     assert fig["blocks_used"] == 3 and fig["blocks_free"] == 1 and fig["allocations"] == 2
     assert fig["bytes_used"] == 128 * KiB + 1 + len('{"a":1}')
     m = pools.metrics()
@@ -98,52 +121,56 @@ def test_allocation_takes_ceil_blocks_and_figures_add_up(make_pools):
     assert pools.get(small["allocation_id"]) == {"a": 1}
 
 
-def test_full_pool_evicts_lru_unpinned_transient_only(make_pools):
+def test_full_pool_evicts_lru_unpinned_transient_only(make_pools, svc):
     pools = make_pools(lease_s=0)
+    tiny = svc(4, 128 * KiB)
     block = b"x" * (100 * KiB)
-    a, b, c, d = (pools.allocate("tiny", block) for _ in range(4))
+    a, b, c, d = (pools.allocate(tiny, block) for _ in range(4))
     pools.get(a)  # a is now more recent than b
-    e = pools.allocate_info("tiny", block)
+    e = pools.allocate_info(tiny, block)
     assert e["evicted"] == [b]
     with pytest.raises(NotFound, match="evicted"):
         pools.get(b)
     assert pools.get(a) == block
-    fig = pools.metrics()["pools"]["tiny"]
+    fig = pools.metrics()["pools"][tiny]
     assert fig["evictions"] == 1 and fig["misses"] == 1 and fig["hits"] == 2
     assert fig["hit_rate"] == pytest.approx(2 / 3)
 
 
-def test_pinned_and_persistent_are_never_evicted(make_pools):
+def test_pinned_and_persistent_are_never_evicted(make_pools, svc):
     pools = make_pools()
+    tiny = svc(4, 128 * KiB)
     block = b"y" * (100 * KiB)
-    pinned = [pools.allocate("tiny", block, pin=True) for _ in range(2)]
-    kept = [pools.allocate("tiny", block, memory_type="persistent") for _ in range(2)]
-    before = pools.metrics()["pools"]["tiny"]
-    with pytest.raises(PoolFull, match="pool 'tiny' is full") as exc:
-        pools.allocate("tiny", block)
+    pinned = [pools.allocate(tiny, block, pin=True) for _ in range(2)]
+    kept = [pools.allocate(tiny, block, memory_type="persistent") for _ in range(2)]
+    before = pools.metrics()["pools"][tiny]
+    with pytest.raises(PoolFull, match="is full") as exc:
+        pools.allocate(tiny, block)
     assert exc.value.status == 409 and "pool_size" in exc.value.hint
-    after = pools.metrics()["pools"]["tiny"]
+    after = pools.metrics()["pools"][tiny]
     assert after["blocks_used"] == before["blocks_used"] == 4 and after["evictions"] == 0
     for aid in pinned + kept:
         assert pools.get(aid) == block
 
 
-def test_eviction_policy_none_refuses(make_pools):
+def test_eviction_policy_none_refuses(make_pools, svc):
     pools = make_pools()
-    pools.allocate("strict", b"1" * 1000)
-    pools.allocate("strict", b"2" * 1000)
+    strict = svc(2, 128 * KiB, "none")
+    pools.allocate(strict, b"1" * 1000)
+    pools.allocate(strict, b"2" * 1000)
     with pytest.raises(PoolFull, match="eviction 'lru'"):
-        pools.allocate("strict", b"3" * 1000)
+        pools.allocate(strict, b"3" * 1000)
 
 
-def test_data_larger_than_the_pool_is_413_and_changes_nothing(make_pools):
+def test_data_larger_than_the_pool_is_413_and_changes_nothing(make_pools, svc):
     pools = make_pools()
-    before = pools.metrics()["pools"].get("tiny")
+    tiny = svc(4, 128 * KiB)
+    before = pools.metrics()["pools"].get(tiny)
     with pytest.raises(PayloadTooLarge) as exc:
-        pools.allocate("tiny", b"z" * (600 * KiB))
+        pools.allocate(tiny, b"z" * (600 * KiB))
     assert exc.value.status == 413
-    assert "pool 'tiny'" in exc.value.message and str(4 * 128 * KiB) in exc.value.message
-    after = pools.metrics()["pools"]["tiny"]
+    assert f"pool '{tiny}'" in exc.value.message and str(4 * 128 * KiB) in exc.value.message
+    after = pools.metrics()["pools"][tiny]
     assert after["blocks_used"] == (before["blocks_used"] if before else 0) and after["allocations"] == 0
 
 
@@ -156,83 +183,82 @@ def test_data_larger_than_the_pool_is_413_and_changes_nothing(make_pools):
         ({"ttl_s": -1}, "ttl_s"),
     ],
 )
-def test_bad_input_is_refused_and_changes_nothing(make_pools, kwargs, match):
+def test_bad_input_is_refused_and_changes_nothing(make_pools, svc, kwargs, match):
     pools = make_pools()
-    args = {"service": "tiny", "memory_type": "transient", "ttl_s": None, **kwargs}
+    tiny = svc(4, 128 * KiB)
+    before = pools.metrics()["totals"]["allocations"]
+    args = {"service": tiny, "memory_type": "transient", "ttl_s": None, **kwargs}
     with pytest.raises(InvalidInput, match=match) as exc:
         pools.allocate(args["service"], b"data", memory_type=args["memory_type"], ttl_s=args["ttl_s"])
     assert exc.value.status == 422
-    assert pools.metrics()["totals"]["allocations"] == 0
+    assert pools.metrics()["totals"]["allocations"] == before
+    assert pools.metrics()["pools"][tiny]["allocations"] == 0
 
 
-def test_deallocate_unknown_or_twice_is_not_found(make_pools):
+def test_deallocate_unknown_or_twice_is_not_found(make_pools, svc):
     pools = make_pools()
-    aid = pools.allocate("tiny", b"a")
+    tiny = svc(4, 128 * KiB)
+    aid = pools.allocate(tiny, b"a")
     assert pools.deallocate(aid)["blocks_freed"] == 1
     with pytest.raises(NotFound, match="already freed"):
         pools.deallocate(aid)
     with pytest.raises(NotFound, match="already freed"):
         pools.get(aid)
     with pytest.raises(NotFound, match="does not exist"):
-        pools.deallocate("tiny.0123456789abcdef")
-    assert pools.metrics()["pools"]["tiny"]["blocks_used"] == 0
+        pools.deallocate(f"{tiny}.0123456789abcdef")
+    assert pools.metrics()["pools"][tiny]["blocks_used"] == 0
 
 
-def test_resize_never_drops_pinned_or_persistent(make_pools):
+def test_resize_never_drops_pinned_or_persistent(make_pools, svc):
     pools = make_pools()
-    keep = pools.allocate("big", b"p" * (2 * MiB), memory_type="persistent")  # 2 blocks
-    pin = pools.allocate("big", b"q" * MiB, pin=True)  # 1 block
-    loose = [pools.allocate("big", b"t" * MiB) for _ in range(3)]
+    big = svc(64, MiB)
+    keep = pools.allocate(big, b"p" * (2 * MiB), memory_type="persistent")  # 2 blocks
+    pin = pools.allocate(big, b"q" * MiB, pin=True)  # 1 block
+    loose = [pools.allocate(big, b"t" * MiB) for _ in range(3)]
     with pytest.raises(Conflict, match="need 3"):
-        pools.optimize_service("big", "resize", {"pool_size": 2})
-    assert pools.metrics()["pools"]["big"]["pool_size"] == 64  # unchanged
-    out = pools.optimize_service("big", "resize", {"pool_size": 4})
+        pools.optimize_service(big, "resize", {"pool_size": 2})
+    assert pools.metrics()["pools"][big]["pool_size"] == 64  # unchanged
+    out = pools.optimize_service(big, "resize", {"pool_size": 4})
     assert out["after"]["pool_size"] == 4 and out["after"]["blocks_used"] == 4
     assert out["evicted"] == loose[:2]
     assert pools.get(keep) == b"p" * (2 * MiB) and pools.get(pin) == b"q" * MiB and pools.get(loose[2])
     # a larger block size re-counts blocks: 2 MiB blocks → 1 + 1 + 1
-    out = pools.optimize_service("big", "resize", {"block_size": 2 * MiB})
+    out = pools.optimize_service(big, "resize", {"block_size": 2 * MiB})
     assert out["after"]["blocks_used"] == 3
     with pytest.raises(InvalidInput):
-        pools.optimize_service("big", "resize", {"pool_size": 0})
+        pools.optimize_service(big, "resize", {"pool_size": 0})
     with pytest.raises(InvalidInput, match="do not apply"):
-        pools.optimize_service("big", "resize", {"eviction": "none"})
+        pools.optimize_service(big, "resize", {"eviction": "none"})
     with pytest.raises(InvalidInput):
-        pools.optimize_service("big", "shrink", {})
+        pools.optimize_service(big, "shrink", {})
+    out = pools.optimize_service(big, "memory", {"pool_size": 5, "eviction": "none"})  # the spec's style
+    assert out["after"]["pool_size"] == 5 and out["after"]["eviction"] == "none"
 
 
-def test_sweep_frees_expired_and_removed_services(make_pools):
+def test_sweep_frees_expired_and_removed_services(make_pools, svc):
     pools = make_pools(lease_s=0)
-    short = pools.allocate("tiny", b"s", ttl_s=0.05)
-    lasting = pools.allocate("tiny", b"l")
-    gone = [pools.allocate("big", b"g" * 10), pools.allocate("big", b"h", memory_type="persistent")]
-    pools.optimize_service("big", "remove")
+    tiny, big = svc(4, 128 * KiB), svc(64, MiB)
+    short = pools.allocate(tiny, b"s", ttl_s=0.05)
+    lasting = pools.allocate(tiny, b"l")
+    gone = [pools.allocate(big, b"g" * 10), pools.allocate(big, b"h", memory_type="persistent")]
+    pools.optimize_service(big, "remove")
     time.sleep(0.1)
     out = pools.sweep()
     assert out["expired_freed"] == 1 and out["retired_freed"] == 2
     m = pools.metrics()
     assert m["cleanup"]["expired_freed"] == 1 and m["cleanup"]["retired_freed"] == 2
-    assert m["cleanup"]["retired_services"] == ["big"]
+    assert m["cleanup"]["retired_services"] == [big]
     for aid in [short, *gone]:
         with pytest.raises(NotFound):
             pools.get(aid)
     assert pools.get(lasting) == b"l"
     with pytest.raises(Conflict, match="removed"):
-        pools.allocate("big", b"again")
-    pools.optimize_service("big", "resize", {"pool_size": 8})  # re-creates it
-    assert pools.get(pools.allocate("big", b"again")) == b"again"
+        pools.allocate(big, b"again")
+    pools.optimize_service(big, "resize", {"pool_size": 8})  # re-creates it
+    assert pools.get(pools.allocate(big, b"again")) == b"again"
 
 
-def _evict_to_file(service, allocation_id, value, meta):
-    import os
-    import pickle
-
-    folder = os.environ["COGNOPT_TEST_EVICT_DIR"]
-    with open(os.path.join(folder, allocation_id), "wb") as f:
-        pickle.dump(value, f)
-
-
-def test_evict_to_hook_keeps_evicted_data_readable(make_pools, tmp_path, monkeypatch):
+def test_evict_to_hook_keeps_evicted_data_readable(make_pools, svc, tmp_path):
     folder = tmp_path / "warm"
     folder.mkdir()
 
@@ -246,19 +272,34 @@ def test_evict_to_hook_keeps_evicted_data_readable(make_pools, tmp_path, monkeyp
         return path.read_bytes()
 
     pools = make_pools(lease_s=0)
+    strict = svc(2, 128 * KiB, "none")
     pools.set_evict_hooks(evict_to, load_evicted)
-    first = pools.allocate("strict", b"1" * 1000)
-    pools.optimize_service("strict", "policy", {"eviction": "lru"})
-    pools.allocate("strict", b"2" * 1000)
-    assert pools.allocate_info("strict", b"3" * 1000)["evicted"] == [first]
+    first = pools.allocate(strict, b"1" * 1000)
+    pools.optimize_service(strict, "policy", {"eviction": "lru"})
+    pools.allocate(strict, b"2" * 1000)
+    assert pools.allocate_info(strict, b"3" * 1000)["evicted"] == [first]
     assert (folder / first).read_bytes() == b"1" * 1000
     assert pools.get(first) == b"1" * 1000  # answered from the hook's store: a miss of the pool
-    fig = pools.metrics()["pools"]["strict"]
+    fig = pools.metrics()["pools"][strict]
     assert fig["misses"] == 1 and fig["evictions"] == 1
+    pools.set_evict_hooks(None, None)
 
 
-def test_persistent_allocations_survive_an_actor_restart(make_pools, ray_session):
-    pools = make_pools(lease_s=30)
+def test_persistent_allocations_survive_an_actor_restart(ray_session, tmp_path):
+    settings = Settings.load(
+        storage_root=str(tmp_path), memory={"sweep_interval_s": 0, "client_lease_s": 30},
+        services={"tiny": {"memory": {"pool_size": 4, "block_size": 128 * KiB}},
+                  "big": {"memory": {"pool_size": 64, "block_size": 1 * MiB}}},
+    )
+    name = f"cognopt.memory_test_{uuid.uuid4().hex[:8]}"
+    pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
+    try:
+        _restart_case(pools, ray_session)
+    finally:
+        ray_session.kill(pools.actor, no_restart=True)
+
+
+def _restart_case(pools, ray_session):
     arr = np.arange(200_000, dtype=np.float64)
     pid = pools.allocate("big", arr, memory_type="persistent")
     meta_id = pools.allocate("tiny", {"model": "v3"}, memory_type="persistent")
@@ -267,20 +308,21 @@ def test_persistent_allocations_survive_an_actor_restart(make_pools, ray_session
     assert np.array_equal(pools.get(pid), arr)  # leased now
     ray_session.kill(pools.actor, no_restart=False)
     _wait_up(pools)
-    got = pools.get(pid)  # the lease's object died with its owner: the client asks again
+    # Calls right after a restart may get EngineUnavailable (retryable, 503): retry as a client would.
+    got = _retry(lambda: pools.get(pid))  # the lease's object died with its owner: the client asks again
     assert np.array_equal(got, arr) and not got.flags.writeable
-    assert MemoryPools(pools.actor, lease_s=0).get(meta_id) == {"model": "v3"}
+    assert _retry(lambda: MemoryPools(pools.actor, lease_s=0).get(meta_id)) == {"model": "v3"}
     with pytest.raises(NotFound):
-        MemoryPools(pools.actor, lease_s=0).get(tid)
-    m = pools.metrics()
+        _retry(lambda: MemoryPools(pools.actor, lease_s=0).get(tid))
+    m = _retry(pools.metrics)
     assert m["reloaded_persistent"] == 2
     assert m["pools"]["tiny"]["pool_size"] == 6  # the resize is durable too
     assert m["pools"]["big"]["blocks_used"] == 2
 
 
-def test_object_store_use_per_node(make_pools):
+def test_object_store_use_per_node(make_pools, svc):
     pools = make_pools()
-    pools.allocate("big", np.ones(1 << 18))
+    pools.allocate(svc(64, MiB), np.ones(1 << 18))
     nodes = pools.metrics()["object_store"]
     assert nodes and nodes[0]["capacity_bytes"] > 0
     assert nodes[0]["used_bytes"] >= 2 * MiB and nodes[0]["objects"] >= 1
