@@ -191,6 +191,14 @@ class NetworkEngineSettings(_Model):
         keep_stale_s: extra time a stale entry with validators is kept so it can be revalidated.
         redis_namespace: prefix of every Redis key the cache writes.
         redis_retry_s: while Redis is down, how often to try it again.
+        hot_cache_max_bytes / hot_cache_ttl_s: decoded entries kept in the engine's memory in front
+            of the backend (0 bytes disables it); an entry read from the backend is reused for at
+            most ``hot_cache_ttl_s`` before the backend is read again (other writers of a shared
+            Redis are seen after that long at most). The engine's own writes and purges update it at once.
+        near_cache_ttl_s / near_cache_max_bytes: each process's engine client keeps fresh answers
+            for at most this long (and never past their freshness), so a repeated hit skips the
+            actor call; a purge or an unsafe request made elsewhere is seen after at most this
+            long. 0 disables it.
         heuristic_fraction: heuristic freshness = this × (Date − Last-Modified) (RFC 9111 4.2.2).
         assets_dir: a folder built by ``cognopt assets build`` that ``GET network/assets/...`` serves.
         api_compression_min_bytes: API responses at least this large are compressed.
@@ -214,6 +222,10 @@ class NetworkEngineSettings(_Model):
     redis_namespace: str = Field(default="cognopt:net:v1:", min_length=1, max_length=128)
     redis_retry_s: float = Field(default=2.0, gt=0, le=3600)
     heuristic_fraction: float = Field(default=0.1, ge=0, le=1)
+    hot_cache_max_bytes: int = Field(default=64 * MiB, ge=0)
+    hot_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    near_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    near_cache_max_bytes: int = Field(default=16 * MiB, ge=0)
     assets_dir: str | None = None
     api_compression_min_bytes: int = Field(default=1 * KiB, ge=0)
 

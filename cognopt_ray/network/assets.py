@@ -111,6 +111,7 @@ def upload(dst: str | os.PathLike, uri: str) -> int:
     Raises:
         InvalidInput: the URI is not one pyarrow.fs understands or the folder has no manifest.
     """
+    import pyarrow as pa
     import pyarrow.fs as pafs
 
     src = Path(dst).resolve()
@@ -118,7 +119,7 @@ def upload(dst: str | os.PathLike, uri: str) -> int:
         raise InvalidInput(f"{str(dst)!r} has no {MANIFEST}", hint="run `cognopt assets build SRC DST` first")
     try:
         fs, root = pafs.FileSystem.from_uri(uri)
-    except (pafs.ArrowInvalid, ValueError, OSError) as e:  # type: ignore[attr-defined]
+    except (pa.ArrowInvalid, ValueError, OSError) as e:
         raise InvalidInput(f"cannot open {uri!r}: {e}", hint="use a pyarrow.fs URI such as s3://bucket/path or file:///abs/path") from None
     fs.create_dir(root, recursive=True)
     local = pafs.LocalFileSystem()

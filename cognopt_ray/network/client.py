@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 import re
 import time
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class NetworkResponse(BaseModel):
     coalesced: bool = False
     redirects: list[str] = Field(default_factory=list)
     timings_ms: dict[str, float] = Field(default_factory=dict)
+    fresh_for_s: float = Field(default=0.0, description="seconds the answer stays fresh in the cache (0 = not stored or stale)")
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
@@ -114,6 +116,7 @@ class _Result:
     body: bytes
     cache_status: CacheStatus
     coalesced: bool = False
+    fresh_for: float = 0.0
 
 
 @dataclass
@@ -157,6 +160,8 @@ class OptimizedClient:
         self._key = encryption_key(self.settings)
         self._slot: _Slot | None = None
         self._inflight: dict[tuple, _Inflight] = {}
+        self._hot: OrderedDict[str, tuple[list[StoredResponse], float, int]] = OrderedDict()
+        self._hot_bytes = 0
         self._background: set[asyncio.Task] = set()
         self._closed = False
 
@@ -326,6 +331,7 @@ class OptimizedClient:
             request_id=request_id, url=str(current), status=res.status, headers=res.headers, body=res.body,
             cache_status=res.cache_status, coalesced=res.coalesced, redirects=redirects,
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
+            fresh_for_s=0.0 if redirects else max(0.0, min(res.fresh_for, 1e9)),
         )
 
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
@@ -334,7 +340,11 @@ class OptimizedClient:
             raise InvalidInput("give exactly one of url or prefix", hint='{"url": "https://host/path"} or {"prefix": "https://host/"}')
         try:
             if url:
-                return await self.backend.delete(_cache_key(URL(url)))
+                key = _cache_key(URL(url))
+                self._hot_drop(key)
+                return await self.backend.delete(key)
+            for k in [k for k in self._hot if k.startswith(str(prefix))]:
+                self._hot_drop(k)
             return await self.backend.delete_prefix(str(prefix))
         except ValueError as e:
             raise InvalidInput(f"invalid URL: {e}") from None
@@ -355,7 +365,7 @@ class OptimizedClient:
         ckey = (key, tuple(sorted((k.lower(), v) for k, v in hdrs)))
         if entry is not None:
             if entry.is_fresh(now, hdrs):
-                return _Result(entry.status, entry.response_headers(now), entry.body, "HIT")
+                return _Result(entry.status, entry.response_headers(now), entry.body, "HIT", fresh_for=_fresh_for(entry))
             if entry.may_serve_while_revalidating(now) and "no-cache" not in req_cc:
                 self._revalidate_in_background(ckey, entry, url, hdrs, strategy, level, svc)
                 return _Result(entry.status, entry.response_headers(now) + [("Warning", '110 - "Response is Stale"')],
@@ -373,7 +383,7 @@ class OptimizedClient:
             except asyncio.TimeoutError:
                 logger.info("coalesced request waited %.1f s; fetching on its own", self.net.coalesce_timeout_s)
                 return await make()
-            return _Result(res.status, res.headers, res.body, res.cache_status, coalesced=True)
+            return _Result(res.status, res.headers, res.body, res.cache_status, coalesced=True, fresh_for=res.fresh_for)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[ckey] = _Inflight(fut)
         try:
@@ -391,8 +401,8 @@ class OptimizedClient:
 
     async def _miss(self, url: URL, hdrs: list, strategy: str, level: str, svc: NetworkServiceSettings) -> _Result:
         origin = await self._fetch(url, "GET", hdrs, None, level, svc)
-        await self._maybe_store(url, hdrs, origin, strategy)
-        return _Result(origin.status, origin.headers, origin.body, "MISS")
+        stored = await self._maybe_store(url, hdrs, origin, strategy)
+        return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
 
     async def _revalidate(self, entry: StoredResponse, url: URL, hdrs: list, strategy: str, level: str,
                           svc: NetworkServiceSettings, *, background: bool = False) -> _Result:
@@ -412,12 +422,12 @@ class OptimizedClient:
         if origin.status == 304:
             fresh = entry.refreshed(origin.headers, origin.request_time, origin.response_time)
             await self._store(url, fresh)
-            return _Result(fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED")
+            return _Result(fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED", fresh_for=_fresh_for(fresh))
         if origin.status >= 500 and entry.may_serve_on_error(now, hdrs):
             return _Result(entry.status, entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
                            entry.body, "STALE")
-        await self._maybe_store(url, hdrs, origin, strategy)
-        return _Result(origin.status, origin.headers, origin.body, "MISS")
+        stored = await self._maybe_store(url, hdrs, origin, strategy)
+        return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
 
     def _revalidate_in_background(self, ckey: tuple, entry: StoredResponse, url: URL, hdrs: list, strategy: str,
                                   level: str, svc: NetworkServiceSettings) -> None:
@@ -436,27 +446,53 @@ class OptimizedClient:
         task.add_done_callback(self._background.discard)
 
     # -- storage -----------------------------------------------------------------------------------------
+    def _hot_put(self, key: str, variants: list[StoredResponse]) -> None:
+        if self.net.hot_cache_max_bytes <= 0 or self.net.hot_cache_ttl_s <= 0:
+            return
+        self._hot_drop(key)
+        size = sum(len(v.body) + 512 for v in variants)
+        if size > self.net.hot_cache_max_bytes:
+            return
+        self._hot[key] = (variants, time.monotonic(), size)
+        self._hot_bytes += size
+        while self._hot_bytes > self.net.hot_cache_max_bytes and self._hot:
+            self._hot_drop(next(iter(self._hot)))
+
+    def _hot_drop(self, key: str) -> None:
+        item = self._hot.pop(key, None)
+        if item is not None:
+            self._hot_bytes -= item[2]
+
     async def _load(self, key: str) -> list[StoredResponse]:
+        item = self._hot.get(key)
+        if item is not None:
+            if time.monotonic() - item[1] < self.net.hot_cache_ttl_s:
+                self._hot.move_to_end(key)
+                return item[0]
+            self._hot_drop(key)
         try:
             raw = await self.backend.get(key)
-            return unpack(raw, key=self._key) if raw else []
+            variants = unpack(raw, key=self._key) if raw else []
+            if variants:
+                self._hot_put(key, variants)
+            return variants
         except Exception as e:  # noqa: BLE001 - the cache never fails a request
             self.metrics.cache_errors += 1
             logger.warning("cache read of %s failed: %s: %s", key[:200], type(e).__name__, e)
             return []
 
-    async def _maybe_store(self, url: URL, hdrs: list, origin: _Origin, strategy: str) -> None:
+    async def _maybe_store(self, url: URL, hdrs: list, origin: _Origin, strategy: str) -> StoredResponse | None:
         ok, why = storable("GET", origin.status, hdrs, origin.headers, strategy)
         if not ok:
             self.metrics.not_stored += 1
             logger.debug("not stored %s: %s", url, why)
-            return
+            return None
         names = vary_names(origin.headers)
         entry = StoredResponse(str(url), origin.status, origin.headers, origin.body, origin.request_time,
                                origin.response_time, vary_key(names, hdrs), strategy, self.net.heuristic_fraction)
-        await self._store(url, entry)
+        return entry if await self._store(url, entry) else None
 
-    async def _store(self, url: URL, entry: StoredResponse) -> None:
+    async def _store(self, url: URL, entry: StoredResponse) -> bool:
         key = _cache_key(url)
         try:
             variants = [v for v in await self._load(key)
@@ -466,17 +502,21 @@ class OptimizedClient:
             if len(data) > self.net.cache_max_entry_bytes:
                 self.metrics.not_stored += 1
                 logger.debug("not stored %s: %d bytes is over cache_max_entry_bytes", url, len(data))
-                return
+                return False
             ttls = [v.ttl(self.net.keep_stale_s) for v in variants]
             ttl = None if any(t is None for t in ttls) else max(ttls)  # type: ignore[type-var]
             if ttl is not None and ttl <= 0:
+                self._hot_drop(key)
                 await self.backend.delete(key)
-                return
+                return False
+            self._hot_put(key, variants)
             await self.backend.set(key, data, ttl)
             self.metrics.stored += 1
+            return True
         except Exception as e:  # noqa: BLE001 - the cache never fails a request
             self.metrics.cache_errors += 1
             logger.warning("cache write of %s failed: %s: %s", url, type(e).__name__, e)
+            return False
 
     async def _invalidate(self, url: URL, resp_headers: list) -> None:
         targets = [url]
@@ -491,6 +531,7 @@ class OptimizedClient:
                     targets.append(other)
         for t in targets:
             try:
+                self._hot_drop(_cache_key(t))
                 await self.backend.delete(_cache_key(t))
                 self.metrics.invalidations += 1
             except Exception as e:  # noqa: BLE001
@@ -561,6 +602,12 @@ class OptimizedClient:
 def _too_large(url: URL, limit: int) -> BadGateway:
     return BadGateway(f"the response of {str(url)[:200]!r} is over the limit of {limit} bytes",
                       hint="raise settings.network.max_response_bytes", rule="max-response-bytes")
+
+
+def _fresh_for(entry: StoredResponse | None) -> float:
+    if entry is None or entry.vary:  # variants are selected by the engine, not by a near cache
+        return 0.0
+    return max(0.0, entry.lifetime() - entry.current_age())
 
 
 def _cache_key(url: URL) -> str:

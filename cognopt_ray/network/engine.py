@@ -23,6 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +129,14 @@ class _NetworkActor:
         snap["services"] = {k: v.model_dump() for k, v in self.client.services.items()}
         return snap
 
+    async def record_near_hits(self, hits: int, served: int) -> None:
+        """Count hits that engine clients answered from their near cache."""
+        m = self.client.metrics
+        m.requests += hits
+        m.hits += hits
+        m.near_hits += hits
+        m.bytes_served += served
+
     async def reset_metrics(self) -> None:
         from cognopt_ray.network.metrics import NetworkMetrics
 
@@ -140,11 +151,102 @@ class _NetworkActor:
         return {"status": status, "reason": b.get("reason"), "cache_backend": b.get("backend")}
 
 
+class _NearCache:
+    """Fresh answers kept in this process for at most ``ttl_s`` (never past their freshness)."""
+
+    def __init__(self, ttl_s: float, max_bytes: int) -> None:
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[tuple, tuple[NetworkResponse, float, float, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.pending_hits = 0
+        self.pending_bytes = 0
+        self.last_flush = time.monotonic()
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_s > 0 and self.max_bytes > 0
+
+    def get(self, key: tuple) -> NetworkResponse | None:
+        now = time.monotonic()
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            resp, stored, expires, _ = item
+            if now >= expires:
+                self._drop(key)
+                return None
+            self._data.move_to_end(key)
+            self.pending_hits += 1
+            self.pending_bytes += len(resp.body)
+        elapsed = now - stored
+        headers = []
+        for k, v in resp.headers:
+            if k.lower() == "age":
+                try:
+                    v = str(int(int(v) + elapsed))
+                except ValueError:
+                    pass
+            headers.append((k, v))
+        return resp.model_copy(update={"headers": headers, "cache_status": "HIT", "coalesced": False,
+                                       "fresh_for_s": max(0.0, resp.fresh_for_s - elapsed)})
+
+    def put(self, key: tuple, resp: NetworkResponse) -> None:
+        size = len(resp.body) + 512
+        if size > self.max_bytes:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._drop(key)
+            self._data[key] = (resp, now, now + min(self.ttl_s, resp.fresh_for_s), size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._data:
+                self._drop(next(iter(self._data)))
+
+    def _drop(self, key: tuple) -> None:
+        item = self._data.pop(key, None)
+        if item is not None:
+            self._bytes -= item[3]
+
+    def drop_url(self, url: str | None = None, prefix: str | None = None) -> None:
+        with self._lock:
+            for key in [k for k in self._data if (url is not None and k[0] == url) or
+                        (prefix is not None and k[0].startswith(prefix))]:
+                self._drop(key)
+
+    def take_pending(self) -> tuple[int, int]:
+        with self._lock:
+            out = (self.pending_hits, self.pending_bytes)
+            self.pending_hits = self.pending_bytes = 0
+            self.last_flush = time.monotonic()
+            return out
+
+
+def _near_key(url: str, method: str, headers: Any, body: Any, kw: dict[str, Any]) -> tuple | None:
+    if (method or "GET").upper() != "GET" or body:
+        return None
+    try:
+        items = sorted((str(k).lower(), str(v)) for k, v in (headers.items() if isinstance(headers, dict) else headers or []))
+    except (TypeError, ValueError):
+        return None
+    if any(k in ("cache-control", "pragma") for k, _ in items):
+        return None
+    return (url, tuple(items), kw.get("service"), kw.get("cache_strategy"), kw.get("compression_level"),
+            kw.get("follow_redirects", True))
+
+
 class NetworkEngine(EngineClient):
     """Client of the network engine actor: sync and async methods.
 
+    Repeated GETs of a fresh answer are served from a small near cache in this process (at most
+    ``settings.network.near_cache_ttl_s``, default 1 s, and never past the answer's freshness);
+    they are counted in the engine's metrics as hits.
+
     Args:
         handle: the actor handle (see :meth:`get_or_create`).
+        near_cache_ttl_s / near_cache_max_bytes: the near cache (0 disables it).
 
     Example:
         >>> net = NetworkEngine.get_or_create()                     # doctest: +SKIP
@@ -156,6 +258,34 @@ class NetworkEngine(EngineClient):
 
     engine = "network"
 
+    def __init__(self, handle: Any, *, near_cache_ttl_s: float = 0.0, near_cache_max_bytes: int = 16 << 20,
+                 **kwargs: Any) -> None:
+        super().__init__(handle, **kwargs)
+        self._near = _NearCache(near_cache_ttl_s, near_cache_max_bytes)
+
+    def _near_lookup(self, url: str, method: str, headers: Any, body: Any, kw: dict[str, Any]) -> tuple[tuple | None, NetworkResponse | None]:
+        if not self._near.enabled:
+            return None, None
+        key = _near_key(url, method, headers, body, kw)
+        hit = self._near.get(key) if key is not None else None
+        if hit is not None and time.monotonic() - self._near.last_flush > 1.0:
+            self._flush_near()
+        return key, hit
+
+    def _near_store(self, key: tuple | None, resp: NetworkResponse, method: str, url: str) -> None:
+        if (method or "GET").upper() != "GET":
+            self._near.drop_url(url)
+        elif key is not None and resp.fresh_for_s > 0 and resp.cache_status in ("HIT", "MISS", "REVALIDATED"):
+            self._near.put(key, resp)
+
+    def _flush_near(self) -> None:
+        hits, served = self._near.take_pending()
+        if hits:
+            try:
+                self._actor.record_near_hits.remote(hits, served)
+            except Exception:  # noqa: BLE001 - metrics must never fail a request
+                logger.debug("could not report near-cache hits", exc_info=True)
+
     @classmethod
     def get_or_create(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
                       cache_actor_name: str = CACHE_ACTOR_NAME) -> "NetworkEngine":
@@ -164,17 +294,28 @@ class NetworkEngine(EngineClient):
         detached = runtime._state.detached
         handle = runtime.get_or_create_actor(_NetworkActor, name, settings,
                                              cache_actor_name, detached)
-        return cls(handle)
+        return cls(handle, near_cache_ttl_s=settings.network.near_cache_ttl_s,
+                   near_cache_max_bytes=settings.network.near_cache_max_bytes)
 
     # requests
     def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
                 **kw: Any) -> NetworkResponse:
         """Perform a request through the engine (see :meth:`OptimizedClient.request`)."""
-        return self._call("request", url, method, headers, body, **kw)
+        key, hit = self._near_lookup(url, method, headers, body, kw)
+        if hit is not None:
+            return hit
+        resp = self._call("request", url, method, headers, body, **kw)
+        self._near_store(key, resp, method, url)
+        return resp
 
     async def arequest(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
                        **kw: Any) -> NetworkResponse:
-        return await self._acall("request", url, method, headers, body, **kw)
+        key, hit = self._near_lookup(url, method, headers, body, kw)
+        if hit is not None:
+            return hit
+        resp = await self._acall("request", url, method, headers, body, **kw)
+        self._near_store(key, resp, method, url)
+        return resp
 
     # pool, services, cache
     def configure_pooling(self, **params: Any) -> dict[str, Any]:
@@ -193,16 +334,20 @@ class NetworkEngine(EngineClient):
 
     def purge(self, url: str | None = None, prefix: str | None = None) -> int:
         """Drop cached entries by URL or URL prefix; returns how many."""
+        self._near.drop_url(url, prefix)
         return self._call("purge", url, prefix)
 
     async def apurge(self, url: str | None = None, prefix: str | None = None) -> int:
+        self._near.drop_url(url, prefix)
         return await self._acall("purge", url, prefix)
 
     def metrics(self) -> dict[str, Any]:
         """Counters and derived figures (see :mod:`cognopt_ray.network.metrics`)."""
+        self._flush_near()
         return self._call("metrics")
 
     async def ametrics(self) -> dict[str, Any]:
+        self._flush_near()
         return await self._acall("metrics")
 
     def health(self) -> dict[str, Any]:

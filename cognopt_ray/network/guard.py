@@ -118,6 +118,7 @@ class SsrfGuard:
                 self.wildcards.append(item[1:])
             else:
                 self.hosts.add(item.rstrip("."))
+        self._checked: dict[str, CheckedUrl] = {}
 
     def host_allowlisted(self, host: str) -> bool:
         h = host.lower().rstrip(".")
@@ -144,14 +145,25 @@ class SsrfGuard:
             InvalidRequest: the URL cannot be parsed.
             UrlRefused: a rule refuses it (``rule`` says which).
         """
+        key = str(url)
+        hit = self._checked.get(key)
+        if hit is not None:
+            return hit
+        checked = self._check_url(url)
+        if len(self._checked) >= 4096:
+            self._checked.clear()
+        self._checked[key] = checked
+        return checked
+
+    def _check_url(self, url: str | URL) -> CheckedUrl:
         try:
             u = url if isinstance(url, URL) else URL(str(url))
         except (ValueError, TypeError) as e:
             raise InvalidRequest(f"URL {str(url)[:200]!r} is not valid: {e}", hint="send an absolute http(s) URL") from None
+        if u.scheme and u.scheme.lower() not in ("http", "https"):
+            raise _refused(str(url), "scheme", f"scheme {u.scheme!r} is not allowed; only http and https are")
         if not u.is_absolute() or not u.scheme:
             raise InvalidRequest(f"URL {str(url)[:200]!r} is not absolute", hint="send an absolute http(s) URL")
-        if u.scheme.lower() not in ("http", "https"):
-            raise _refused(str(url), "scheme", f"scheme {u.scheme!r} is not allowed; only http and https are")
         host = u.raw_host
         if not host:
             raise InvalidRequest(f"URL {str(url)[:200]!r} has no host", hint="send an absolute http(s) URL")

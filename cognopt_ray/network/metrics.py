@@ -34,6 +34,7 @@ class NetworkMetrics:
 
     requests: int = 0
     hits: int = 0
+    near_hits: int = 0
     stale: int = 0
     revalidated: int = 0
     misses: int = 0

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import email.utils
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -104,6 +105,11 @@ def parse_http_date(value: str | None) -> float | None:
     """An HTTP date as a Unix timestamp, or None when absent or invalid."""
     if not value:
         return None
+    return _parse_http_date(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_http_date(value: str) -> float | None:
     try:
         dt = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
@@ -228,9 +234,19 @@ class StoredResponse:
     heuristic_fraction: float = 0.1
 
     # -- ages and lifetimes (RFC 9111 4.2.3) ---------------------------------------------------
+    def __post_init__(self) -> None:
+        self._initial_age: float | None = None
+        self._lifetime: float | None = None
+        self._cc: dict[str, str | None] | None = None
+
     def current_age(self, now: float | None = None) -> float:
         """``corrected_initial_age + resident_time`` as RFC 9111 4.2.3 defines them."""
         now = time.time() if now is None else now
+        if self._initial_age is None:
+            self._initial_age = self._corrected_initial_age()
+        return self._initial_age + max(0.0, now - self.response_time)
+
+    def _corrected_initial_age(self) -> float:
         date = parse_http_date(header(self.headers, "date"))
         apparent_age = max(0.0, self.response_time - date) if date is not None else 0.0
         try:
@@ -238,22 +254,24 @@ class StoredResponse:
         except ValueError:
             age_value = 0.0
         response_delay = max(0.0, self.response_time - self.request_time)
-        corrected_initial_age = max(apparent_age, age_value + response_delay)
-        return corrected_initial_age + max(0.0, now - self.response_time)
+        return max(apparent_age, age_value + response_delay)
 
     @property
     def cache_control(self) -> dict[str, str | None]:
-        return parse_cache_control(header(self.headers, "cache-control"))
+        if self._cc is None:
+            self._cc = parse_cache_control(header(self.headers, "cache-control"))
+        return self._cc
 
     def lifetime(self) -> float:
-        return freshness_lifetime(self.status, self.headers, self.strategy, heuristic_fraction=self.heuristic_fraction)
+        if self._lifetime is None:
+            self._lifetime = freshness_lifetime(self.status, self.headers, self.strategy,
+                                                heuristic_fraction=self.heuristic_fraction)
+        return self._lifetime
 
     def is_fresh(self, now: float | None = None, request_headers: Sequence[tuple[str, str]] = ()) -> bool:
         """Fresh for this request: age below the lifetime and the request's own limits."""
-        req_cc = parse_cache_control(header(request_headers, "cache-control"))
-        if "no-cache" in req_cc or header(request_headers, "pragma") == "no-cache" and "cache-control" not in {
-            k.lower() for k, _ in request_headers
-        }:
+        req_cc = parse_cache_control(header(request_headers, "cache-control")) if request_headers else {}
+        if "no-cache" in req_cc or (not req_cc and request_headers and header(request_headers, "pragma") == "no-cache"):
             return False
         age = self.current_age(now)
         lifetime = self.lifetime()
