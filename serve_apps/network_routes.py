@@ -42,6 +42,7 @@ class OptimizeRequest(_Req):
     cache_strategy: CacheStrategy | None = None
     compression_level: CompressionLevel | None = None
     follow_redirects: bool = True
+    timeout_s: float | None = Field(default=None, gt=0, le=3600, description="shortens the origin timeout")
 
 
 class OptimizeResponse(BaseModel):
@@ -98,7 +99,8 @@ async def optimize_request(req: OptimizeRequest, principal: Principal = Depends(
     t0 = time.perf_counter()
     r = await _engine().arequest(req.url, req.method, list(req.headers.items()), body, service=req.service_name,
                                  cache_strategy=req.cache_strategy, compression_level=req.compression_level,
-                                 follow_redirects=req.follow_redirects, request_id=req.request_id)
+                                 follow_redirects=req.follow_redirects, request_id=req.request_id,
+                                 timeout_s=req.timeout_s)
     headers: dict[str, str] = {}
     for k, v in r.headers:
         headers[k] = f"{headers[k]}, {v}" if k in headers else v

@@ -410,8 +410,13 @@ class FallbackBackend:
         return {"status": "up", "backend": "redis"}
 
     async def stats(self) -> dict[str, Any]:
-        return {"backend": "in_cluster (Redis down)" if self.using_fallback else "redis", "fallbacks": self.fallbacks,
-                "secondary": await self.secondary.stats()}
+        out: dict[str, Any] = {"backend": "in_cluster (Redis down)" if self.using_fallback else "redis",
+                               "fallbacks": self.fallbacks}
+        try:
+            out["secondary"] = await self.secondary.stats()
+        except Exception as e:  # noqa: BLE001
+            out["secondary"] = {"error": f"{type(e).__name__}: {e}"}
+        return out
 
 
 __all__ = ["pack", "unpack", "LocalLRU", "LocalBackend", "InClusterBackend", "RedisBackend", "FallbackBackend",

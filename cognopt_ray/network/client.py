@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections import OrderedDict
 import re
@@ -62,6 +63,8 @@ _OWNED_REQUEST_HEADERS = {"host", "connection", "content-length", "transfer-enco
 _TRANSFER_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
                      "proxy-connection", "trailer", "upgrade", "te")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: The total timeout of the request being served (``timeout_s``), seen by every hop it makes.
+_request_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("cognopt_request_timeout", default=None)
 
 
 class PoolConfig(BaseModel):
@@ -264,8 +267,11 @@ class OptimizedClient:
     async def request(self, url: str, method: str = "GET", headers: dict[str, str] | list | None = None,
                       body: bytes | str | None = None, *, service: str | None = None,
                       cache_strategy: str | None = None, compression_level: str | None = None,
-                      follow_redirects: bool = True, request_id: str | None = None) -> NetworkResponse:
+                      follow_redirects: bool = True, request_id: str | None = None,
+                      timeout_s: float | None = None) -> NetworkResponse:
         """Perform a request through guard, cache, coalescing and the pool.
+
+        ``timeout_s`` shortens the total origin timeout for this request (never lengthens it).
 
         Raises:
             InvalidRequest: invalid method, URL or header (422).
@@ -286,6 +292,9 @@ class OptimizedClient:
                                  hint="use no_cache, short_term, medium_term, long_term or persistent")
         if level not in encoding.LEVELS and level != "none":
             raise InvalidRequest(f"compression_level {level!r} is unknown", hint="use none, fast, balanced or max")
+        if timeout_s is not None and not (0 < timeout_s <= 3600):
+            raise InvalidRequest(f"timeout_s {timeout_s!r} must be > 0 and <= 3600")
+        _request_timeout.set(min(timeout_s, self.net.total_timeout_s) if timeout_s else None)
         data = body.encode() if isinstance(body, str) else body
         if data is not None and len(data) > self.settings.max_body_bytes:
             from cognopt_ray.errors import PayloadTooLarge
@@ -550,7 +559,8 @@ class OptimizedClient:
                     data = packed
                     send.append(("Content-Encoding", "gzip"))
             self.metrics.request_bytes_sent += len(data)
-        timeout = aiohttp.ClientTimeout(total=self.net.total_timeout_s, connect=self.net.connect_timeout_s)
+        total = _request_timeout.get() or self.net.total_timeout_s
+        timeout = aiohttp.ClientTimeout(total=total, connect=min(self.net.connect_timeout_s, total))
         limit = self.net.max_response_bytes
         slot = self._acquire()
         request_time = time.time()
@@ -587,7 +597,7 @@ class OptimizedClient:
         except asyncio.TimeoutError:
             self.metrics.origin_errors += 1
             raise OriginTimeout(f"the origin {url.host}:{url.port} did not answer within the timeout "
-                                f"(connect {self.net.connect_timeout_s:g} s, total {self.net.total_timeout_s:g} s)",
+                                f"(connect {min(self.net.connect_timeout_s, total):g} s, total {total:g} s)",
                                 hint="retry later or raise settings.network.total_timeout_s") from None
         except aiohttp.InvalidURL as e:
             raise InvalidRequest(f"URL {str(url)[:200]!r} is not valid: {e}") from None

@@ -119,10 +119,12 @@ class _NetworkActor:
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
         return await self.client.purge(url, prefix)
 
-    async def metrics(self) -> dict[str, Any]:
+    async def metrics(self, near_hits: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+        if near_hits[0]:
+            await self.record_near_hits(*near_hits)
         snap = self.client.metrics.snapshot()
         try:
-            snap["backend"] = await asyncio.wait_for(self.backend.stats(), timeout=2)
+            snap["backend"] = await asyncio.wait_for(self.backend.stats(), timeout=10)
         except Exception as e:  # noqa: BLE001
             snap["backend"] = {"error": f"{type(e).__name__}: {e}"}
         snap["pool"] = self.client.pool_stats()
@@ -182,14 +184,17 @@ class _NearCache:
             self.pending_hits += 1
             self.pending_bytes += len(resp.body)
         elapsed = now - stored
-        headers = []
+        headers, has_age = [], False
         for k, v in resp.headers:
             if k.lower() == "age":
+                has_age = True
                 try:
                     v = str(int(int(v) + elapsed))
                 except ValueError:
                     pass
             headers.append((k, v))
+        if not has_age:  # stored from a MISS: its age is the time since then (RFC 9111 5.1)
+            headers.append(("Age", str(int(elapsed))))
         return resp.model_copy(update={"headers": headers, "cache_status": "HIT", "coalesced": False,
                                        "fresh_for_s": max(0.0, resp.fresh_for_s - elapsed)})
 
@@ -343,12 +348,10 @@ class NetworkEngine(EngineClient):
 
     def metrics(self) -> dict[str, Any]:
         """Counters and derived figures (see :mod:`cognopt_ray.network.metrics`)."""
-        self._flush_near()
-        return self._call("metrics")
+        return self._call("metrics", self._near.take_pending())
 
     async def ametrics(self) -> dict[str, Any]:
-        self._flush_near()
-        return await self._acall("metrics")
+        return await self._acall("metrics", self._near.take_pending())
 
     def health(self) -> dict[str, Any]:
         return self._call("health")
