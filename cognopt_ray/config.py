@@ -200,6 +200,8 @@ class NetworkEngineSettings(_Model):
             actor call; a purge or an unsafe request made elsewhere is seen after at most this
             long. 0 disables it.
         heuristic_fraction: heuristic freshness = this × (Date − Last-Modified) (RFC 9111 4.2.2).
+        maintenance_interval_s: how often the engine drops expired entries of the in-cluster cache
+            and exports its counters as Ray metrics (0 turns the loop off).
         assets_dir: a folder built by ``cognopt assets build`` that ``GET network/assets/...`` serves.
         api_compression_min_bytes: API responses at least this large are compressed.
     """
@@ -226,6 +228,7 @@ class NetworkEngineSettings(_Model):
     hot_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
     near_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
     near_cache_max_bytes: int = Field(default=16 * MiB, ge=0)
+    maintenance_interval_s: float = Field(default=30.0, ge=0, le=86400)
     assets_dir: str | None = None
     api_compression_min_bytes: int = Field(default=1 * KiB, ge=0)
 

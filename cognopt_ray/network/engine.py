@@ -69,7 +69,36 @@ class _NetworkActor:
         self.client = OptimizedClient(settings, backend=self.backend)
         self.state_path = Path(settings.root) / "network" / f"state-{cache_actor_name.removeprefix('cognopt.')}.json"
         self._load_state()
-        self._sweeper: asyncio.Task | None = None
+        self._maintenance: asyncio.Task | None = None
+        self._gauges: dict[str, Any] | None = None
+
+    def _ensure_maintenance(self) -> None:
+        interval = self.settings.network.maintenance_interval_s
+        if interval > 0 and (self._maintenance is None or self._maintenance.done()):
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain(interval))
+
+    async def _maintain(self, interval: float) -> None:
+        """Background loop: drop expired in-cluster entries, export counters to Ray's metrics."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                secondary = getattr(self.backend, "secondary", self.backend)
+                if isinstance(secondary, InClusterBackend):
+                    await secondary.actor.sweep.remote()
+                self._export_metrics()
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything
+                logger.warning("network maintenance pass failed: %s: %s", type(e).__name__, e)
+
+    def _export_metrics(self) -> None:
+        from ray.util.metrics import Gauge
+
+        snap = self.client.metrics.snapshot()
+        names = ("requests", "hits", "misses", "coalesced", "origin_requests", "bytes_from_origin", "bytes_served",
+                 "cache_hit_rate", "bandwidth_saved_mb", "compression_ratio")
+        if self._gauges is None:
+            self._gauges = {n: Gauge(f"cognopt_network_{n}", description=f"network engine: {n}") for n in names}
+        for n in names:
+            self._gauges[n].set(float(snap[n]))
 
     def _load_state(self) -> None:
         try:
@@ -91,6 +120,7 @@ class _NetworkActor:
 
     async def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
                       **kw: Any) -> NetworkResponse:
+        self._ensure_maintenance()
         return await self.client.request(url, method, headers, body, **kw)
 
     async def configure_pooling(self, **params: Any) -> dict[str, Any]:
