@@ -301,10 +301,14 @@ class NetworkEngine(EngineClient):
     def _near_lookup(self, url: str, method: str, headers: Any, body: Any, kw: dict[str, Any]) -> tuple[tuple | None, NetworkResponse | None]:
         if not self._near.enabled:
             return None, None
+        t0 = time.perf_counter()
         key = _near_key(url, method, headers, body, kw)
         hit = self._near.get(key) if key is not None else None
-        if hit is not None and time.monotonic() - self._near.last_flush > 1.0:
-            self._flush_near()
+        if hit is not None:
+            hit = hit.model_copy(update={"request_id": kw.get("request_id"),
+                                         "timings_ms": {"total": (time.perf_counter() - t0) * 1000, "near_cache": 1.0}})
+            if time.monotonic() - self._near.last_flush > 1.0:
+                self._flush_near()
         return key, hit
 
     def _near_store(self, key: tuple | None, resp: NetworkResponse, method: str, url: str) -> None:

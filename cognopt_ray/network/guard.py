@@ -101,6 +101,12 @@ class SsrfGuard:
 
     Args:
         allowlist: host names, IP addresses and CIDRs (``settings.network.allowlist``).
+
+    Example:
+        >>> SsrfGuard(["10.0.0.0/8"]).check_url("http://10.1.2.3/x").host
+        '10.1.2.3'
+        >>> SsrfGuard().check_address("::ffff:127.0.0.1")
+        'global-address'
     """
 
     def __init__(self, allowlist: Iterable[str] = ()) -> None:

@@ -166,8 +166,9 @@ def test_near_cache_in_the_client(origin, engine):
     eng = NetworkEngine(engine.actor, near_cache_ttl_s=5.0)
     before = eng.metrics()
     first = eng.request(h.url)
-    second = eng.request(h.url)  # answered in this process
+    second = eng.request(h.url, request_id="r2")  # answered in this process
     assert first.cache_status == "MISS" and second.cache_status == "HIT"
+    assert second.request_id == "r2" and second.timings_ms["near_cache"] == 1.0 and second.body == first.body
     m = eng.metrics()
     assert m["near_hits"] - before["near_hits"] == 1 and m["hits"] - before["hits"] == 1
     assert m["requests"] - before["requests"] == 2
