@@ -23,6 +23,7 @@ from cognopt_ray.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from cognopt_ray.network import NetworkEngine, OptimizedClient
 from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_settings, init, shutdown
 from cognopt_ray.memory import MemoryPools, PoolFull, ServicePool, SharedCache
@@ -37,6 +38,8 @@ __all__ = [
     "get_settings",
     "Settings",
     "Priority",
+    "NetworkEngine",
+    "OptimizedClient",
     "CognoptError",
     "ConfigError",
     "Conflict",

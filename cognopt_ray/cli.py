@@ -138,5 +138,29 @@ def keys_create(scopes: tuple[str, ...], note: str | None, config: str | None) -
     click.echo(f"key id {record.id}, scopes {', '.join(record.scopes)}; stored (hash only) in {store.path}", err=True)
 
 
+@main.group()
+def assets() -> None:
+    """Static assets for a CDN: fingerprinted names, precompressed variants, a manifest."""
+
+
+@assets.command("build")
+@click.argument("src", type=click.Path(exists=True, file_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--upload", "upload_uri", default=None, help="Copy the build to this pyarrow.fs URI (s3://, gs://, file://).")
+def assets_build(src: str, dst: str, upload_uri: str | None) -> None:
+    """Build SRC into DST (content-hashed names, .gz/.br/.zst where smaller, manifest.json)."""
+    from cognopt_ray.network import assets as _assets
+
+    try:
+        manifest = _assets.build(src, dst)
+        click.echo(f"{len(manifest['files'])} assets built into {dst}: {manifest['bytes_raw']} bytes raw, "
+                   f"{manifest['bytes_smallest']} bytes as the smallest variants")
+        if upload_uri:
+            n = _assets.upload(dst, upload_uri)
+            click.echo(f"uploaded {n} files to {upload_uri}")
+    except CognoptError as e:
+        raise click.ClickException(str(e)) from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -94,10 +94,17 @@ class StorageServiceSettings(_Model):
 
 
 class NetworkServiceSettings(_Model):
-    """Network defaults of one service."""
+    """Network defaults of one service.
+
+    ``cache_strategy`` gives the lifetime of responses whose origin says nothing and caps the
+    lifetime the origin gives; ``compression_level`` picks the encodings offered to origins
+    (``none`` asks for identity) and the level used for request bodies; request bodies are
+    compressed only when ``compress_request_bodies`` is on (most origins do not accept them).
+    """
 
     cache_strategy: CacheStrategy = "medium_term"
     compression_level: CompressionLevel = "balanced"
+    compress_request_bodies: bool = False
 
 
 class ServiceSettings(_Model):
@@ -215,9 +222,85 @@ class StorageEngineSettings(_Model):
 
 
 class NetworkEngineSettings(_Model):
-    """Settings of the network engine (HTTP cache, client, SSRF guard, assets). Owned by cognopt_ray.network."""
+    """Settings of the network engine (HTTP cache, client, SSRF guard, assets). Owned by cognopt_ray.network.
+
+    Attributes:
+        allowlist: host names, IP addresses or CIDRs that outbound requests may reach even when
+            they are not global (e.g. ``["127.0.0.1", "10.0.0.0/8", "api.internal"]``). Every
+            other destination must resolve to global addresses only.
+        max_redirects: redirects followed (each hop checked by the SSRF guard) before a 502.
+        max_response_bytes: origin bodies above this are refused (502) while they stream in.
+        connect_timeout_s / total_timeout_s: per origin request; a timeout answers 504.
+        pool_limit / pool_limit_per_host / keepalive_timeout_s: the aiohttp connection pool.
+        coalesce_timeout_s: how long identical concurrent misses wait for the leader's response.
+        cache_backend: ``auto`` (Redis when ``redis_url`` is set, else in-cluster), ``redis``,
+            ``in_cluster``.
+        cache_max_bytes: size of the in-cluster LRU (bytes of compressed entries).
+        cache_max_entry_bytes: entries larger than this (compressed) are not cached.
+        cache_max_variants: ``Vary`` variants kept per URL.
+        keep_stale_s: extra time a stale entry with validators is kept so it can be revalidated.
+        redis_namespace: prefix of every Redis key the cache writes.
+        redis_retry_s: while Redis is down, how often to try it again.
+        hot_cache_max_bytes / hot_cache_ttl_s: decoded entries kept in the engine's memory in front
+            of the backend (0 bytes disables it); an entry read from the backend is reused for at
+            most ``hot_cache_ttl_s`` before the backend is read again (other writers of a shared
+            Redis are seen after that long at most). The engine's own writes and purges update it at once.
+        near_cache_ttl_s / near_cache_max_bytes: each process's engine client keeps fresh answers
+            for at most this long (and never past their freshness), so a repeated hit skips the
+            actor call; a purge or an unsafe request made elsewhere is seen after at most this
+            long. 0 disables it.
+        heuristic_fraction: heuristic freshness = this × (Date − Last-Modified) (RFC 9111 4.2.2).
+        maintenance_interval_s: how often the engine drops expired entries of the in-cluster cache
+            and exports its counters as Ray metrics (0 turns the loop off).
+        assets_dir: a folder built by ``cognopt assets build`` that ``GET network/assets/...`` serves.
+        api_compression_min_bytes: API responses at least this large are compressed.
+    """
 
     enabled: bool = True
+    allowlist: list[str] = Field(default_factory=list)
+    max_redirects: int = Field(default=5, ge=0, le=50)
+    max_response_bytes: int = Field(default=32 * MiB, ge=1, le=16 * 1024 * MiB)
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    total_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    pool_limit: int = Field(default=100, ge=0, le=100_000)
+    pool_limit_per_host: int = Field(default=20, ge=0, le=100_000)
+    keepalive_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    coalesce_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    cache_backend: Literal["auto", "redis", "in_cluster"] = "auto"
+    cache_max_bytes: int = Field(default=256 * MiB, ge=1 * KiB)
+    cache_max_entry_bytes: int = Field(default=8 * MiB, ge=1 * KiB)
+    cache_max_variants: int = Field(default=8, ge=1, le=256)
+    keep_stale_s: float = Field(default=3600.0, ge=0)
+    redis_namespace: str = Field(default="cognopt:net:v1:", min_length=1, max_length=128)
+    redis_retry_s: float = Field(default=2.0, gt=0, le=3600)
+    heuristic_fraction: float = Field(default=0.1, ge=0, le=1)
+    hot_cache_max_bytes: int = Field(default=64 * MiB, ge=0)
+    hot_cache_ttl_s: float = Field(default=5.0, ge=0, le=3600)
+    near_cache_ttl_s: float = Field(default=1.0, ge=0, le=60)
+    near_cache_max_bytes: int = Field(default=16 * MiB, ge=0)
+    maintenance_interval_s: float = Field(default=30.0, ge=0, le=86400)
+    assets_dir: str | None = None
+    api_compression_min_bytes: int = Field(default=1 * KiB, ge=0)
+
+    @field_validator("allowlist")
+    @classmethod
+    def _allowlist(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        out = []
+        for item in v:
+            item = item.strip().lower()
+            if not item:
+                continue
+            if any(c.isdigit() for c in item[:1]) or ":" in item or "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"allowlist entry {item!r} is not a host name, IP address or CIDR") from None
+            elif not re.match(r"^[a-z0-9*]([a-z0-9.*-]{0,252})$", item):
+                raise ValueError(f"allowlist entry {item!r} is not a host name, IP address or CIDR")
+            out.append(item)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

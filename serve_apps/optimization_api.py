@@ -19,8 +19,8 @@ import cognopt_ray
 from cognopt_ray import runtime
 from cognopt_ray.config import ApiKeyRecord, Settings
 from cognopt_ray.security import AuditLog, KeyStore
-from serve_apps import admin_routes, health_routes
-from serve_apps import memory_routes
+from serve_apps import admin_routes, health_routes, memory_routes, network_routes
+from serve_apps.compression import CompressionMiddleware
 from serve_apps.http import API_PREFIX, ApiContext, AuthMiddleware, BodyLimitMiddleware, install_error_handlers, set_context
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ ROUTERS = [
     health_routes,
     admin_routes,
     memory_routes,
+    network_routes,
 ]
 
 
@@ -43,6 +44,7 @@ def create_api() -> FastAPI:
         "Every route but /health needs an API key (Authorization: Bearer <key> or X-API-Key).",
     )
     # Starlette runs the last added middleware first: auth, then the body limit, then the routes.
+    api.add_middleware(CompressionMiddleware)
     api.add_middleware(BodyLimitMiddleware)
     api.add_middleware(AuthMiddleware)
     install_error_handlers(api)

@@ -97,6 +97,7 @@ def api_server(ray_session, redis_server, session_root):
         "api_keys": records,
         "max_body_bytes": MAX_BODY,
         "health_timeout_s": 5,
+        "network": {"allowlist": ["127.0.0.1"], "assets_dir": str(session_root / "assets")},
     }
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     apps = {

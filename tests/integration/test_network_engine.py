@@ -1,0 +1,197 @@
+"""The network actor: cluster-wide coalescing, Redis and in-cluster backends, fallback, restarts."""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+import ray
+import redis
+from aiohttp import web
+
+from cognopt_ray.config import Settings
+from cognopt_ray.errors import InvalidInput
+from cognopt_ray.network import NetworkEngine
+from cognopt_ray.network.errors import UrlRefused
+from tests.network_origin import Origin
+
+
+@pytest.fixture(scope="module")
+def origin():
+    o = Origin()
+    yield o
+    o.close()
+
+
+@pytest.fixture(scope="module")
+def make_engine(ray_session, tmp_path_factory):
+    """Engines with their own actor names (the session's Ray is shared); killed afterwards."""
+    made = []
+    root = tmp_path_factory.mktemp("net-engine")
+
+    def make(redis_url=None, near=0.0, top=None, **network):
+        tag = uuid.uuid4().hex[:8]
+        settings = Settings.load(storage_root=str(root), redis_url=redis_url,
+                                 network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": near, **network}, **(top or {}))
+        eng = NetworkEngine.get_or_create(settings, name=f"cognopt.network_t{tag}", cache_actor_name=f"cognopt.network_t{tag}_cache")
+        made.append((eng, f"cognopt.network_t{tag}_cache"))
+        return eng, settings
+
+    yield make
+    for eng, cache_name in made:
+        ray.kill(eng.actor, no_restart=True)
+        try:
+            ray.kill(ray.get_actor(cache_name, namespace="cognopt"), no_restart=True)
+        except ValueError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def engine(make_engine):
+    return make_engine()[0]
+
+
+def cached(path_fn, cc="max-age=600", body=b"payload"):
+    def h(req):
+        return web.Response(body=body, headers={"Cache-Control": cc})
+    return h
+
+
+def test_in_cluster_backend_hits_and_metrics(origin, engine):
+    h = origin.route()(cached(None))
+    eng = engine
+    before = eng.metrics()
+    assert [eng.request(h.url).cache_status for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    m = eng.metrics()
+    assert m["hits"] - before["hits"] == 2 and m["misses"] - before["misses"] == 1
+    assert m["origin_requests"] - before["origin_requests"] == 1
+    assert m["cache_hit_rate"] == pytest.approx((m["hits"] + m["stale"] + m["revalidated"]) / m["cache_lookups"])
+    saved = (m["bytes_served"] - m["bytes_from_origin"]) - (before["bytes_served"] - before["bytes_from_origin"])
+    assert saved == 3 * 7 - 7 and m["bandwidth_saved_mb"] == pytest.approx((m["bytes_served"] - m["bytes_from_origin"]) / 1e6)
+    assert m["backend"]["backend"] == "in_cluster" and m["backend"]["entries"] >= 1
+    assert eng.health()["status"] == "up"
+
+
+def test_coalescing_across_callers_of_the_actor(origin, engine):
+    @origin.route()
+    async def slow(req):
+        await asyncio.sleep(0.5)
+        return web.Response(body=b"x" * 10000, headers={"Cache-Control": "max-age=600"})
+
+    eng = engine
+    before = eng.metrics()["coalesced"]
+
+    @ray.remote(num_cpus=0)
+    def from_a_task(handle, url):
+        return NetworkEngine(handle).request(url).status
+
+    async def go():
+        return await asyncio.gather(*(eng.arequest(slow.url) for _ in range(30)))
+
+    task_refs = [from_a_task.remote(eng.actor, slow.url) for _ in range(2)]
+    rs = asyncio.run(go())
+    assert ray.get(task_refs) == [200, 200]
+    assert all(r.body == b"x" * 10000 for r in rs)
+    assert origin.hits[slow.path] == 1
+    m = eng.metrics()
+    # the one origin request answered everyone: waiters that arrived in time were coalesced,
+    # later ones were cache hits (how many of each depends on scheduling, not on the engine)
+    assert m["coalesced"] - before >= 1
+
+
+def test_guard_errors_cross_the_actor_boundary(engine):
+    eng = engine
+    with pytest.raises(UrlRefused) as e:
+        eng.request("http://169.254.169.254/latest/meta-data/")
+    assert e.value.status == 403 and e.value.extra["rule"] == "global-address"
+    with pytest.raises(InvalidInput):
+        eng.optimize_service("ai_models", cache_strategy="forever")
+
+
+def test_redis_backend_compressed_namespaced_with_ttl_and_size_cap(origin, make_engine, redis_server):
+    body = b'{"a": "b"}' * 1000
+    h = origin.route()(cached(None, cc="max-age=100, stale-while-revalidate=50", body=body))
+    import os
+
+    big_body = os.urandom(200_000)  # incompressible: over cache_max_entry_bytes
+    big = origin.route()(cached(None, body=big_body))
+    ns = f"test:{uuid.uuid4().hex[:6]}:"
+    eng, _ = make_engine(redis_url=redis_server.url, redis_namespace=ns, cache_max_entry_bytes=100_000)
+    assert [eng.request(h.url).cache_status for _ in range(2)] == ["MISS", "HIT"]
+    r = redis.Redis.from_url(redis_server.url)
+    keys = r.keys(ns + "*")
+    assert keys == [(ns + h.url).encode()]
+    value = r.get(keys[0])
+    assert value.startswith(b"CNC1\x28\xb5\x2f\xfd")  # our magic, then a zstd frame
+    assert len(value) < len(body) / 5
+    assert 140 <= r.ttl(keys[0]) <= 150  # freshness + stale window
+    assert [eng.request(big.url).cache_status for _ in range(2)] == ["MISS", "MISS"]
+    assert eng.health()["status"] == "up" and eng.metrics()["backend"]["backend"] == "redis"
+    assert eng.purge(prefix=origin.url("/")) >= 1 and r.keys(ns + "*") == []
+
+
+def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory):
+    server = redis_factory()
+    a = origin.route()(cached(None, body=b"A"))
+    b = origin.route()(cached(None, body=b"B"))
+    c = origin.route()(cached(None, body=b"C"))
+    import base64
+    import os
+
+    key = base64.b64encode(os.urandom(32)).decode()
+    eng, _ = make_engine(redis_url=server.url, redis_retry_s=0.2, hot_cache_max_bytes=0, top={"encryption_key": key})
+    assert eng.request(a.url).cache_status == "MISS"
+    server.stop()
+    # no request fails because the cache is gone
+    assert eng.request(b.url).status == 200
+    health = eng.health()
+    assert health["status"] == "degraded" and "Redis" in health["reason"]
+    assert eng.request(b.url).cache_status == "HIT"  # served by the in-cluster fallback
+    assert eng.metrics()["backend"]["backend"].startswith("in_cluster")
+    server.start()
+    deadline = time.time() + 20
+    while eng.health()["status"] != "up" and time.time() < deadline:
+        time.sleep(0.3)
+    assert eng.health()["status"] == "up"
+    assert eng.request(c.url).cache_status == "MISS"
+    value = redis.Redis.from_url(server.url).get(f"cognopt:net:v1:{c.url}")
+    assert value.startswith(b"CNE1")  # encrypted at rest (AES-GCM)
+    from cognopt_ray.network.backends import unpack
+
+    assert unpack(value, key=base64.b64decode(key))[0].body == b"C"
+
+
+def test_near_cache_in_the_client(origin, engine):
+    h = origin.route()(cached(None))
+    eng = NetworkEngine(engine.actor, near_cache_ttl_s=5.0)
+    before = eng.metrics()
+    first = eng.request(h.url)
+    second = eng.request(h.url, request_id="r2")  # answered in this process
+    assert first.cache_status == "MISS" and second.cache_status == "HIT"
+    assert second.request_id == "r2" and second.timings_ms["near_cache"] == 1.0 and second.body == first.body
+    m = eng.metrics()
+    assert m["near_hits"] - before["near_hits"] == 1 and m["hits"] - before["hits"] == 1
+    assert m["requests"] - before["requests"] == 2
+    eng.purge(url=h.url)
+    assert eng.request(h.url).cache_status == "MISS"
+    assert origin.hits[h.path] == 2
+
+
+def test_settings_survive_an_actor_restart(origin, engine):
+    """Runs last in this module: it restarts the shared engine."""
+    eng = engine
+    eng.optimize_service("voice_processing", cache_strategy="long_term", compression_level="max")
+    eng.configure_pooling(limit=7, limit_per_host=3)
+    ray.kill(eng.actor, no_restart=False)
+    deadline = time.time() + 60
+    while True:
+        try:
+            m = eng.metrics()
+            break
+        except Exception:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    assert m["services"]["voice_processing"]["cache_strategy"] == "long_term"
+    assert m["services"]["voice_processing"]["compression_level"] == "max"
+    assert m["pool"]["limit"] == 7 and m["pool"]["limit_per_host"] == 3
