@@ -49,6 +49,11 @@ MiB = 1024 * 1024
 
 
 # ----------------------------------------------------------------------------------------- corpus
+def stage(msg: str) -> None:
+    """Progress on stderr (stdout ends with the JSON line)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def corpus_files(limit_bytes: int, max_file: int = 4 * MiB) -> list[Path]:
     """Real text files: stdlib sources first, then text/JSON files of installed packages."""
     roots = [Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"])]
@@ -205,7 +210,7 @@ def main() -> None:
         text = b"".join(p.read_bytes() for p in files[: 4000])[: warm_bytes - 4 * MiB] + b"".join(blobs.values())
         results["corpus_files"] = len(files)
 
-        # warm path, 1 MiB items
+        stage("warm path, 1 MiB items")
         items = cut(text, MiB)[: warm_bytes // MiB]
         plain_s = plain_durable(items, work / "plain1")
         eng_s = engine_path(store, items, "warm1m", 8)
@@ -213,7 +218,7 @@ def main() -> None:
         results["warm_engine_mb_s"], results["warm_plain_mb_s"] = mb / eng_s, mb / plain_s
         rows.append(("warm 1 MiB items", len(items), mb / eng_s, mb / plain_s, "MB/s"))
 
-        # small items, 4 KiB
+        stage("small items, 4 KiB")
         n_small = 2000 if quick else 20000
         small = cut(text[len(text) // 3:], 4096)[:n_small]
         plain_s = plain_durable(small, work / "plain4k")
@@ -225,8 +230,8 @@ def main() -> None:
         rec = store.put("random-bytes", rng.randbytes(MiB), tier="warm", codec="auto")
         results["random_codec"] = rec["codec"]
 
-        # archive size, one item per file
-        arch_limit = (6 if quick else 40) * MiB
+        stage("archive size")
+        arch_limit = (4 if quick else 40) * MiB
         arch_files, total = [], 0
         for p in files[::3]:
             arch_files.append(p)
@@ -248,7 +253,7 @@ def main() -> None:
         assert store.get("arch-0") == datas[0]
         rows.append(("archive bytes", len(datas), engine_arch, baseline, "bytes (engine, min(lzma9,zstd19))"))
 
-        # backups
+        stage("backups")
         ds_size = (64 if quick else 512) * MiB
         ds = work / "dataset"
         ds_bytes = make_dataset(ds, files, blobs, ds_size)

@@ -248,7 +248,7 @@ async def restore(body: RestoreRequest, request: Request, principal: Principal =
     except Exception as e:
         audit(request, "storage.restore", body.snapshot_id, "error", error=str(e)[:200])
         raise
-    audit(request, "storage.restore", body.snapshot_id, "ok", restored=out["restored"], target=out["target"])
+    audit(request, "storage.restore", body.snapshot_id, "ok", restored=out["restored"], into=out["target"])
     return out
 
 

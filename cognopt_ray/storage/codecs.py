@@ -60,7 +60,7 @@ ZSTD_THREADS_ABOVE = 8 * 1024 * 1024
 #: Items under this size use the service dictionary when one exists.
 DICT_MAX_ITEM = 16 * 1024
 _LOCAL = threading.local()  # zstd contexts must not be shared between threads
-_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9}]
 
 
 @dataclass
@@ -74,6 +74,7 @@ class CodecChoice:
     probe_ratio: float | None = None
     candidates: dict[str, int] = field(default_factory=dict)
     raw_stream: bool = False  # lzma without the xz container (archive choice)
+    payload: bytes | None = field(default=None, repr=False, compare=False)  # output kept from the trial; not stored
 
     def to_dict(self) -> dict[str, Any]:
         return {"codec": self.codec, "level": self.level, "dict_id": self.dict_id, "reason": self.reason,
@@ -237,21 +238,28 @@ def choose_codec(data: bytes | memoryview, tier: str, zdict: Dictionary | None =
         return CodecChoice("zstd", lvl, dict_id if use_dict else None,
                            reason=f"auto: cold tier, zstd level {lvl}" + (" with service dictionary" if use_dict else ""),
                            probe_ratio=round(ratio, 4))
-    # archive: try the strongest codecs on a sample, keep the smallest.
-    sample = bytes(memoryview(data)[: 1024 * 1024])
-    cands: dict[str, int] = {
-        "lzma": len(lzma.compress(sample, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)),
-        "zstd": len(_zstd_c(19).compress(sample)),
+    # archive: try the strongest codecs on a sample, keep the smallest. When the sample is the
+    # whole item the winner's output is kept, so the item is not compressed twice.
+    whole = n <= 1024 * 1024
+    sample = bytes(data) if whole else bytes(memoryview(data)[: 1024 * 1024])
+    outs: dict[str, bytes] = {
+        "lzma": lzma.compress(sample, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+        "zstd": _zstd_c(19).compress(sample),
     }
     if use_dict:
-        cands["zstd+dict"] = len(_zstd_c(19, zdict).compress(sample))
+        outs["zstd+dict"] = _zstd_c(19, zdict).compress(sample)
+    cands = {k: len(v) for k, v in outs.items()}
     best = min(cands, key=lambda k: cands[k])
     if best == "lzma":
-        return CodecChoice("lzma", 9, reason="archive: smallest on the sample was lzma preset 9e",
-                           probe_ratio=round(ratio, 4), candidates=cands, raw_stream=True)
-    return CodecChoice("zstd", 19, dict_id if best == "zstd+dict" else None,
-                       reason=f"archive: smallest on the sample was {best} level 19",
-                       probe_ratio=round(ratio, 4), candidates=cands)
+        choice = CodecChoice("lzma", 9, reason="archive: smallest on the sample was lzma preset 9",
+                             probe_ratio=round(ratio, 4), candidates=cands, raw_stream=True)
+    else:
+        choice = CodecChoice("zstd", 19, dict_id if best == "zstd+dict" else None,
+                             reason=f"archive: smallest on the sample was {best} level 19",
+                             probe_ratio=round(ratio, 4), candidates=cands)
+    if whole:
+        choice.payload = outs[best]
+    return choice
 
 
 def train_dictionary(samples: list[bytes], size: int = 32 * 1024) -> bytes:

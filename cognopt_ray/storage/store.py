@@ -250,7 +250,8 @@ class TieredStore:
             self._maybe_train_dictionaries(norm)
             # Large items are encoded and written in parallel (zstd, BLAKE3 and fsync release the
             # GIL); small ones inline, where a thread hop would cost more than the work.
-            futures = [self._pool.submit(self._prepare, *n) if _size(n[1]) >= 256 * 1024 else n for n in norm]
+            futures = [self._pool.submit(self._prepare, *n) if _size(n[1]) >= 256 * 1024 or n[3] in ("cold", "archive")
+                       else n for n in norm]
             prepared: list[_Prepared] = []
             error: BaseException | None = None
             for f in futures:
@@ -365,7 +366,11 @@ class TieredStore:
                 chunks.append((h, None))
                 stored += row[0][0]
                 continue
-            payload = self._encode(f"chunk:{h}", codecs.compress(piece, choice, self._zdict(choice.dict_id)))
+            if len(pieces) == 1 and choice.payload is not None:
+                comp = choice.payload  # the archive trial already compressed the whole item
+            else:
+                comp = codecs.compress(piece, choice, self._zdict(choice.dict_id))
+            payload = self._encode(f"chunk:{h}", comp)
             new = {"hash": h, "codec": json.dumps(choice.to_dict()), "raw_size": len(piece),
                    "stored_size": len(payload), "stored_checksum": b3(payload)}
             if len(payload) <= self.cfg.inline_max_bytes:
