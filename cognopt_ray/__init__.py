@@ -25,6 +25,7 @@ from cognopt_ray.errors import (
 )
 from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_settings, init, shutdown
+from cognopt_ray.storage import StorageClient, TieredStore
 
 connect = init  # joining a cluster is init(address="auto")
 
@@ -47,4 +48,6 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "Unauthorized",
+    "StorageClient",
+    "TieredStore",
 ]

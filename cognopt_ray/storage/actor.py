@@ -33,6 +33,14 @@ from cognopt_ray.config import Settings
 logger = logging.getLogger(__name__)
 
 ACTOR_NAME = "cognopt.storage"
+#: Bytes items at least this large (with an explicit warm/cold tier and codec) are encoded by the client.
+LOCAL_CODEC_MIN = 256 * 1024
+
+
+def _codec_names() -> tuple[str, ...]:
+    from cognopt_ray.storage.codecs import CODEC_CHOICES
+
+    return CODEC_CHOICES
 
 
 class _StoreActor:
@@ -91,6 +99,9 @@ class _StoreActor:
 
     def get_many(self, item_ids: list[str]) -> list[Any]:
         return self.store.get_many(item_ids)
+
+    def locate_many(self, item_ids: list[str]) -> tuple[str, list[dict[str, Any] | None]]:
+        return ray.get_runtime_context().get_node_id(), self.store.locate_many(item_ids)
 
     def get_ref(self, item_id: str) -> Any:
         r = self.store.get_ref(item_id)
@@ -196,8 +207,22 @@ class StorageClient(EngineClient):
         return (await self._acall("put_many", [{"item_id": item_id, "data": data, **kw}]))[0]
 
     def put_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Store several items with one catalog commit (fast for many small items)."""
-        return self._call("put_many", items)
+        """Store several items with one catalog commit (fast for many small items).
+
+        Large bytes items with an explicit warm/cold tier and codec are compressed here, in the
+        caller's process, so the actor only writes, fsyncs and commits (the codec choice is the
+        same one the actor would make, and is recorded the same way).
+        """
+        from cognopt_ray.storage.store import encode_for
+
+        out = []
+        for it in items:
+            data = it.get("data") if isinstance(it, dict) else None
+            if isinstance(data, (bytes, bytearray)) and len(data) >= LOCAL_CODEC_MIN and it.get("tier") in ("warm", "cold") \
+                    and it.get("codec") and it.get("codec") in _codec_names():
+                it = {**it, "data": encode_for(bytes(data), it["tier"], it["codec"], it.get("level"))}
+            out.append(it)
+        return self._call("put_many", out)
 
     def get(self, item_id: str, *, columns: list[str] | None = None) -> Any:
         """The item: bytes, JSON value or ``pa.Table``; HOT items come zero-copy from the object store."""
@@ -220,7 +245,31 @@ class StorageClient(EngineClient):
         return await self._acall("get", item_id, columns)
 
     def get_many(self, item_ids: list[str]) -> list[Any]:
-        return self._call("get_many", item_ids)
+        """Several items. Plain bytes items in local warm/cold files are read and verified in this
+        process when it runs on the actor's node (no copy through the actor); the rest, and
+        anything that does not verify here, come through the actor (which reports damage)."""
+        from cognopt_ray.storage.store import decode_from
+
+        node, locs = self._call("locate_many", item_ids)
+        here = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+        values: list[Any] = [None] * len(item_ids)
+        rest: list[int] = []
+        for k, loc in enumerate(locs):
+            raw = None
+            if loc is not None and node == here:
+                try:
+                    with open(loc["path"], "rb") as f:
+                        raw = decode_from(f.read(), loc["codec"], loc["raw_size"], loc["checksum"])
+                except OSError:
+                    raw = None
+            if raw is None:
+                rest.append(k)
+            else:
+                values[k] = raw
+        if rest:
+            for k, v in zip(rest, self._call("get_many", [item_ids[k] for k in rest])):
+                values[k] = v
+        return values
 
     def info(self, item_id: str) -> dict[str, Any]:
         return self._call("info", item_id)

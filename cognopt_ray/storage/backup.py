@@ -5,7 +5,7 @@ restic's:
 
 * ``config.json`` — format version, chunker parameters, whether chunks are encrypted.
 * ``packs/<xx>/<pack id>`` — chunks packed together (about ``backup_pack_bytes`` each); each
-  chunk is ``codec byte + payload`` (``0`` = stored, ``1`` = zstd level 3), sealed with AES-GCM
+  chunk is ``codec byte + payload`` (``0`` = stored, ``1`` = zstd level 1), sealed with AES-GCM
   when ``encryption_key`` is set.
 * ``index/<pack id>`` — which chunk hash sits where in that pack (zstd-compressed JSON).
 * ``snapshots/<snapshot id>`` — time, source, statistics and the chunk hashes of the snapshot's
@@ -56,13 +56,15 @@ from cognopt_ray.storage.tiers import TierRoot
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+#: zstd level of backup chunks: level 1 is ~40 % faster than 3 here for ~3.5 % more bytes.
+ZSTD_LEVEL = 1
 _ZC = threading.local()
 
 
 def _zc() -> zstandard.ZstdCompressor:
     c = getattr(_ZC, "c", None)
     if c is None:
-        c = _ZC.c = zstandard.ZstdCompressor(level=3, write_checksum=False, write_content_size=True)
+        c = _ZC.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True)
     return c
 
 
@@ -345,38 +347,30 @@ class BackupRepository:
         return self.sealer.seal(blob, b"snapshot") if self.sealer else blob
 
     def _backup_items(self, work: Iterator[tuple], writer: "_PackWriter", entries: list, stats: dict, bar: Any) -> None:
-        """Chunk, hash and compress files in a thread pool (zstd and BLAKE3 release the GIL);
-        pack them in order on this thread."""
+        """Read, chunk and hash files on this thread (cheap per byte, but many small calls that
+        would fight over the GIL in a pool); compress the new chunks of each batch in a thread
+        pool (zstd releases the GIL), then pack them in order."""
         seen: set[str] = set()
-        lock = threading.Lock()
 
-        def process(job: tuple) -> tuple[dict[str, Any], list[tuple[str, int, bytes | None]]]:
-            path, read, size, mtime, meta = job
-            data = read()
-            out = []
-            for c in self._cdc.cut_buf(data) if data else []:
-                piece = c.data
-                h = self._hash(piece)
-                with lock:
-                    fresh = h not in self.index and h not in seen
-                    if fresh:
-                        seen.add(h)
-                out.append((h, len(piece), self._encode_chunk(h, piece) if fresh else None))
-            entry = {"path": path, "size": len(data), "mtime_ns": mtime, "chunks": [h for h, _, _ in out],
-                     "blake3": blake3.blake3(data).hexdigest()}
-            if meta:
-                entry["meta"] = meta
-            return entry, out
+        def compress_group(group: list[tuple[str, bytes]]) -> list[bytes]:
+            return [self._encode_chunk(h, piece) for h, piece in group]
 
-        with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-            batch: list[tuple] = []
+        workers = max(2, min(4, os.cpu_count() or 2))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            batch: list[dict[str, Any]] = []
+            fresh: list[tuple[str, bytes]] = []
+            fresh_bytes = 0
+            pending: tuple | None = None  # the previous batch, compressing while this one is read
 
-            def drain(jobs: list[tuple]) -> None:
-                for entry, chunks in pool.map(process, jobs):
-                    for h, raw_len, blob in chunks:
-                        if blob is not None:
-                            stats["chunks_new"] += 1
-                            writer.add(h, raw_len, blob)
+            def finish(job: tuple) -> None:
+                entries_done, chunks, futures = job
+                blobs = [b for f in futures for b in f.result()]
+                order = [c for g in range(len(futures)) for c in chunks[g::len(futures)]]
+                by_hash = {h: b for (h, _), b in zip(order, blobs)}
+                for h, piece in chunks:
+                    stats["chunks_new"] += 1
+                    writer.add(h, len(piece), by_hash[h])
+                for entry in entries_done:
                     entries.append(entry)
                     stats["files"] += 1
                     stats["bytes_scanned"] += entry["size"]
@@ -384,14 +378,37 @@ class BackupRepository:
                     if bar:
                         bar.update(entry["size"])
 
-            batch_bytes = 0
-            for job in work:
-                batch.append(job)
-                batch_bytes += job[2] or 0
-                if len(batch) >= 64 or batch_bytes >= 32 * 1024 * 1024:
-                    drain(batch)
-                    batch, batch_bytes = [], 0
-            drain(batch)
+            def submit() -> None:
+                nonlocal batch, fresh, fresh_bytes, pending
+                n = max(1, min(workers, len(fresh) // 4 or 1))
+                futures = [pool.submit(compress_group, fresh[i::n]) for i in range(n)] if fresh else []
+                job = (batch, fresh, futures)
+                if pending is not None:
+                    finish(pending)
+                pending = job
+                batch, fresh, fresh_bytes = [], [], 0
+
+            for path, read, size, mtime, meta in work:
+                data = read()
+                hashes = []
+                for c in self._cdc.cut_buf(data) if data else []:
+                    piece = c.data
+                    h = self._hash(piece)
+                    hashes.append(h)
+                    if h not in self.index and h not in seen:
+                        seen.add(h)
+                        fresh.append((h, bytes(piece)))
+                        fresh_bytes += len(piece)
+                entry = {"path": path, "size": len(data), "mtime_ns": mtime, "chunks": hashes,
+                         "blake3": blake3.blake3(data).hexdigest()}
+                if meta:
+                    entry["meta"] = meta
+                batch.append(entry)
+                if fresh_bytes >= 8 * 1024 * 1024:
+                    submit()
+            submit()
+            if pending is not None:
+                finish(pending)
 
     # ------------------------------------------------------------------------------- restore
     def read_entry(self, entry: dict[str, Any]) -> bytes:

@@ -88,6 +88,36 @@ class _Prepared:
     hot_value: Any = None
 
 
+@dataclass
+class Encoded:
+    """Bytes already compressed by the client (:class:`StorageClient` encodes large items in the
+    caller's process so the actor only writes, fsyncs and commits). Never encrypted here."""
+
+    payload: bytes
+    raw_size: int
+    checksum: str
+    choice: dict[str, Any]
+
+    def __len__(self) -> int:
+        return self.raw_size
+
+
+def encode_for(data: bytes, tier: str, codec: str, level: int | None) -> Encoded:
+    """What the actor would store for ``data`` in ``tier`` (no service dictionary: large items only)."""
+    choice = codecs.choose_codec(data, tier) if codec == "auto" else codecs.requested(codec, level)
+    cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob"}
+    return Encoded(codecs.compress(data, choice), len(data), b3(data), cdict)
+
+
+def decode_from(stored: bytes, codec: dict[str, Any], raw_size: int, checksum: str) -> bytes | None:
+    """Decode a located blob in the caller's process; ``None`` when it does not verify."""
+    try:
+        raw = codecs.decompress(stored, CodecChoice.from_dict(codec), None, raw_size)
+    except Exception:  # noqa: BLE001 - the caller falls back to the actor, which reports damage
+        return None
+    return raw if b3(raw) == checksum else None
+
+
 def _size(data: Any) -> int:
     return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 1 << 30
 
@@ -316,6 +346,10 @@ class TieredStore:
         table = _to_table(data)
         if table is not None:
             return self._prepare_table(item_id, table, service, tier, codec, now, keep_created)
+        if isinstance(data, Encoded) and tier in ("warm", "cold") and chosen is None:
+            return self._prepare_encoded(item_id, data, service, tier, now, keep_created)
+        if isinstance(data, Encoded):  # e.g. migrated: decode and go the ordinary way
+            data = codecs.decompress(data.payload, CodecChoice.from_dict(data.choice), None, data.raw_size)
         if isinstance(data, (bytes, bytearray, memoryview)):
             raw, kind = bytes(data), "bytes"
         else:
@@ -350,6 +384,50 @@ class TieredStore:
         root.write(rel, payload)
         rec.location = f"file:{rel}"
         return _Prepared(rec, hot_value=hot_value)
+
+    def _prepare_encoded(self, item_id: str, enc: Encoded, service: str, tier: str, now: float,
+                         keep_created: float | None) -> _Prepared:
+        payload = self._encode(item_id, enc.payload)
+        rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind="bytes", codec=enc.choice,
+                         raw_size=enc.raw_size, stored_size=len(payload), checksum=enc.checksum,
+                         stored_checksum=b3(payload), location="", encrypted=bool(self.sealer),
+                         created=keep_created or now, last_access=now, access_count=0, score=0.0)
+        if len(payload) <= self.cfg.inline_max_bytes:
+            rec.location = "inline"
+            return _Prepared(rec, inline=payload)
+        root = self.roots[tier]
+        root.check_space(len(payload))
+        rel = self._rel(tier, item_id)
+        root.write(rel, payload)
+        rec.location = f"file:{rel}"
+        return _Prepared(rec)
+
+    def locate_many(self, item_ids: list[str]) -> list[dict[str, Any] | None]:
+        """Where callers on this node may read items themselves: plain (unencrypted) bytes items in
+        files of a local warm/cold root. ``None`` for the others (read them through the actor).
+        A located item counts as accessed."""
+        if not isinstance(item_ids, list):
+            raise InvalidInput("locate_many needs a list of item ids")
+        for i in item_ids:
+            check_item_id(i)
+        with self._lock:
+            recs: dict[str, ItemRecord] = {}
+            for s in range(0, len(item_ids), 500):
+                part = item_ids[s:s + 500]
+                recs.update((r.item_id, r) for r in self.catalog.items(f"item_id IN ({','.join('?' * len(part))})", tuple(part)))
+            out: list[dict[str, Any] | None] = []
+            for i in item_ids:
+                rec = recs.get(i)
+                f = self._loc_file(rec.location) if rec else None
+                lp = self.roots[rec.tier].local_path(f) if f else None
+                if rec is None or rec.kind != "bytes" or rec.encrypted or lp is None or rec.tier not in ("warm", "cold") \
+                        or rec.codec.get("dict_id") is not None:
+                    out.append(None)
+                    continue
+                self._touch(rec)
+                self.counters["gets"] += 1
+                out.append({"path": lp, "codec": rec.codec, "raw_size": rec.raw_size, "checksum": rec.checksum})
+            return out
 
     def _prepare_chunks(self, rec: ItemRecord, raw: bytes, choice: CodecChoice) -> _Prepared:
         from pyfastcdc import FastCDC
@@ -682,8 +760,8 @@ class TieredStore:
     def _decode_stored(self, rec: ItemRecord, stored: bytes | None) -> bytes:
         if stored is None:
             raise self._integrity(rec, "its inline blob is missing")
-        if b3(stored) != rec.stored_checksum:
-            raise self._integrity(rec, "stored checksum mismatch")
+        # One hash per read: damaged stored bytes either fail to decode (or to authenticate) or
+        # give raw bytes that miss the raw checksum. verify() also checks the stored checksum.
         choice = CodecChoice.from_dict(rec.codec)
         try:
             raw = codecs.decompress(self._decode(rec.item_id, stored, rec.encrypted), choice,
@@ -981,6 +1059,9 @@ class TieredStore:
         for i in ids:
             try:
                 rec = self.record(i)
+                f = self._loc_file(rec.location)
+                if f and rec.kind != "table" and b3(self.roots[rec.tier].read(f)) != rec.stored_checksum:
+                    raise self._integrity(rec, "stored checksum mismatch")
                 self._read_value(rec)
             except (IntegrityError, NotFound) as e:
                 bad.append({"item_id": i, "error": e.message})
@@ -1047,4 +1128,4 @@ class TieredStore:
         self.catalog.close()
 
 
-__all__ = ["TieredStore", "DEFAULT_SERVICE", "b3"]
+__all__ = ["TieredStore", "DEFAULT_SERVICE", "b3", "Encoded", "encode_for", "decode_from"]
