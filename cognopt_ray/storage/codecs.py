@@ -246,7 +246,7 @@ def choose_codec(data: bytes | memoryview, tier: str, zdict: Dictionary | None =
         "lzma": lzma.compress(sample, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
         "zstd": _zstd_c(19).compress(sample),
     }
-    if use_dict:
+    if zdict is not None:  # the trial decides, whatever the size
         outs["zstd+dict"] = _zstd_c(19, zdict).compress(sample)
     cands = {k: len(v) for k, v in outs.items()}
     best = min(cands, key=lambda k: cands[k])

@@ -328,7 +328,9 @@ class TieredStore:
                 if len(samples) >= 2000:
                     break
         total = sum(len(s) for s in samples)
-        size = min(self.cfg.dictionary_bytes, max(1024, total // 20))
+        # zstd's guidance: a dictionary about 1/100 of the training data; it is stored once per
+        # service, so on a small corpus a large dictionary would cost more than it saves.
+        size = min(self.cfg.dictionary_bytes, max(2048, total // 100))
         try:
             data = codecs.train_dictionary(samples[:4000], size)
         except Exception as e:  # noqa: BLE001 - zstd refuses too little or too uniform data
