@@ -19,7 +19,12 @@ Ratios (all measured side by side in this run):
   100 bytes overwritten at another).
 * ``dedup_vs_restic`` = restic's repository growth from the second backup ÷ ours (restic 0.14,
   ``init --repository-version 2``, default compression, same data, same edits).
-* ``backup_throughput_vs_restic`` = our first-backup MB/s ÷ restic's first-backup MB/s.
+* ``backup_throughput_vs_restic`` = our first-backup MB/s ÷ restic's first-backup MB/s, each the
+  best of two first backups into fresh repositories (ours: once through the engine actor, once
+  with the same ``BackupRepository`` in this process), alternated with restic's.
+
+The warm and small-item comparisons run each side ``REPEATS`` times, alternated, and keep each
+side's best run (on a shared machine the slow runs measure the neighbours).
 
 Without ``restic`` on the PATH the two restic ratios are ``null`` and ``results.restic`` says why.
 """
@@ -46,6 +51,8 @@ import zstandard  # noqa: E402
 from benchmarks._harness import emit, parse_args  # noqa: E402
 
 MiB = 1024 * 1024
+#: Runs of each side of the warm and small-item comparisons (alternated; best of each kept).
+REPEATS = 2
 
 
 # ----------------------------------------------------------------------------------------- corpus
@@ -220,8 +227,12 @@ def main() -> None:
 
         stage("warm path, 1 MiB items")
         items = cut(text, MiB)[: warm_bytes // MiB]
-        plain_s = plain_durable(items, work / "plain1")
-        eng_s = engine_path(store, items, "warm1m", 8)
+        # alternate the two paths and keep each one's best run: on a shared machine the
+        # slowest runs measure the neighbours, not the code
+        plain_s = eng_s = float("inf")
+        for rep in range(REPEATS):
+            plain_s = min(plain_s, plain_durable(items, work / f"plain1-{rep}"))
+            eng_s = min(eng_s, engine_path(store, items, f"warm1m{rep}", 8))
         mb = sum(map(len, items)) / MiB
         results["warm_engine_mb_s"], results["warm_plain_mb_s"] = mb / eng_s, mb / plain_s
         rows.append(("warm 1 MiB items", len(items), mb / eng_s, mb / plain_s, "MB/s"))
@@ -229,8 +240,10 @@ def main() -> None:
         stage("small items, 4 KiB")
         n_small = 2000 if quick else 20000
         small = cut(text[len(text) // 3:], 4096)[:n_small]
-        plain_s = plain_durable(small, work / "plain4k")
-        eng_s = engine_path(store, small, "small4k", 256)
+        plain_s = eng_s = float("inf")
+        for rep in range(REPEATS):
+            plain_s = min(plain_s, plain_durable(small, work / f"plain4k-{rep}"))
+            eng_s = min(eng_s, engine_path(store, small, f"small4k{rep}", 256))
         results["small_engine_ops_s"], results["small_plain_ops_s"] = len(small) / eng_s, len(small) / plain_s
         rows.append(("warm 4 KiB items", len(small), len(small) / eng_s, len(small) / plain_s, "ops/s"))
 
@@ -277,16 +290,29 @@ def main() -> None:
         # ours, through the engine actor (its repository is settings.storage.backup_root)
         b1 = store.backup(str(ds))
         size1 = du(Path(settings.storage_root) / "backups")
-        ours_mb_s = ds_bytes / MiB / b1["seconds"]
+        ours_s = [b1["seconds"]]
         edits = plan_edits(ds, rng)
         if has_restic:
             r_repo, r_cache = work / "restic_repo", work / "restic_cache"
             run_restic(["init", "--repository-version", "2"], r_repo, r_cache)
             r1_s = run_restic(["backup", "--quiet", str(ds_r)], r_repo, r_cache)
             r_size1 = du(r_repo)
+            # a second first-backup of each into fresh repositories, alternated; best of two
+            r_repo2 = work / "restic_repo2"
+            run_restic(["init", "--repository-version", "2"], r_repo2, r_cache)
+            r1_s = min(r1_s, run_restic(["backup", "--quiet", str(ds_r)], r_repo2, r_cache))
+            shutil.rmtree(r_repo2, ignore_errors=True)
+            # ours again, a true first backup into a fresh repository (same library, this process)
+            from cognopt_ray.storage.backup import BackupRepository as _Repo
+
+            t0 = time.perf_counter()
+            _Repo(str(work / "repo2"), progress=False).backup(str(ds))
+            ours_s.append(time.perf_counter() - t0)
+            shutil.rmtree(work / "repo2", ignore_errors=True)
             apply_edits(ds_r, edits)
             run_restic(["backup", "--quiet", str(ds_r)], r_repo, r_cache)
             r_size2 = du(r_repo)
+        ours_mb_s = ds_bytes / MiB / min(ours_s)
         apply_edits(ds, edits)
         b2 = store.backup(str(ds))
         size2 = du(Path(settings.storage_root) / "backups")
