@@ -87,6 +87,9 @@ class TierRoot:
         """A writable stream that becomes ``rel`` only when the block ends without error."""
         final = self.path(rel)
         if not self.local:
+            parent = final.rsplit("/", 1)[0]
+            if parent and parent != final:
+                self.fs.create_dir(parent, recursive=True)  # a no-op on object stores
             with self.fs.open_output_stream(final) as out:
                 yield out  # type: ignore[misc]
             return
