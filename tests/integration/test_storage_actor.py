@@ -40,12 +40,18 @@ def store(ray_session, tmp_path):
         ray_session.kill(c.actor, no_restart=True)
 
 
-def wait_up(c, timeout=90):
+def wait_up(c, timeout=90, old_pid=None):
+    """Wait until the (restarted) actor answers; with ``old_pid``, until a new process does
+    (``ray.kill`` returns before the old process is gone)."""
+    import ray
+
     deadline = time.time() + timeout
     while True:
         try:
+            if old_pid is not None and ray.get(c.actor.pid.remote(), timeout=10) == old_pid:
+                raise EngineUnavailable("old process still answering")
             return c.health()
-        except EngineUnavailable:
+        except (EngineUnavailable, ray.exceptions.RayError):
             if time.time() > deadline:
                 raise
             time.sleep(0.3)
@@ -64,8 +70,9 @@ def test_hot_items_live_in_the_object_store_and_survive_a_restart(store, ray_ses
     assert c.get("ht", columns=["x"]).num_rows == 1000
     assert c.get("hj") == {"a": 1}
     assert c.metrics()["counters"]["hot_hits"] >= 1
+    pid = ray_session.get(c.actor.pid.remote())
     ray_session.kill(c.actor, no_restart=False)
-    wait_up(c)
+    wait_up(c, old_pid=pid)
     assert c.get("h1") == TEXT  # from the durable copy, put back into the object store
     assert c.get("ht").num_rows == 1000
     assert c.info("h1")["tier"] == "hot"
@@ -135,6 +142,7 @@ def test_ray_kill_during_a_long_backup(store, ray_session, tmp_path):
     src.mkdir()
     for i in range(40):
         (src / f"f{i}.bin").write_bytes(os.urandom(500_000))
+    pid = ray_session.get(c.actor.pid.remote())
     ref = c.actor.backup.remote(str(src), None)
     time.sleep(0.5)
     ray_session.kill(c.actor, no_restart=False)
@@ -142,7 +150,7 @@ def test_ray_kill_during_a_long_backup(store, ray_session, tmp_path):
         ray_session.get(ref, timeout=60)
     except Exception:  # noqa: BLE001 - killed mid-way (or it finished first)
         pass
-    wait_up(c)
+    wait_up(c, old_pid=pid)
     assert c.check(read_data=True)["ok"]
     snap = c.backup(str(src))
     out = tmp_path / "out"
