@@ -27,6 +27,7 @@ from cognopt_ray.network import NetworkEngine, OptimizedClient
 from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_settings, init, shutdown
 from cognopt_ray.memory import MemoryPools, PoolFull, ServicePool, SharedCache
+from cognopt_ray.storage import StorageClient, TieredStore
 
 connect = init  # joining a cluster is init(address="auto")
 
@@ -55,4 +56,6 @@ __all__ = [
     "ServicePool",
     "SharedCache",
     "PoolFull",
+    "StorageClient",
+    "TieredStore",
 ]

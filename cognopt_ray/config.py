@@ -213,9 +213,41 @@ class MemoryEngineSettings(_Model):
 
 
 class StorageEngineSettings(_Model):
-    """Settings of the storage engine (tiers, codecs, lifecycle, backups). Owned by cognopt_ray.storage."""
+    """Settings of the storage engine (tiers, codecs, lifecycle, backups). Owned by cognopt_ray.storage.
+
+    Attributes:
+        tier_roots: tier -> folder or pyarrow.fs URI; unset tiers use ``<storage_root>/tiers/<tier>``.
+        backup_root: the backup chunk repository (folder or URI); default ``<storage_root>/backups``.
+        inline_max_bytes: stored payloads up to this size live in the catalog (group commit).
+        tier_capacity_bytes: tier -> capacity; above it the lifecycle demotes the lowest-scored items.
+        min_free_bytes: a local tier refuses writes (507) that would leave less free space than this.
+        lifecycle_enabled / lifecycle_interval_s: the background tiering loop.
+        lrfu_half_life_s: half-life of the recency-and-frequency score (LRFU).
+        promote_score: cold/archive items whose score reaches this move up to warm.
+        hot_promote_score: warm items whose score reaches this move to hot (0 = never).
+        archive_chunk_avg / backup_chunk_avg: FastCDC average chunk sizes.
+        backup_pack_bytes: target size of a backup pack file.
+        dictionary_bytes / dictionary_min_samples: per-service zstd dictionary training.
+        progress: tqdm bars for long runs when on a terminal.
+    """
 
     enabled: bool = True
+    tier_roots: dict[Tier, str] = Field(default_factory=dict)
+    backup_root: str | None = None
+    inline_max_bytes: int = Field(default=64 * KiB, ge=0, le=16 * MiB)
+    tier_capacity_bytes: dict[Tier, int] = Field(default_factory=dict)
+    min_free_bytes: int = Field(default=16 * MiB, ge=0)
+    lifecycle_enabled: bool = True
+    lifecycle_interval_s: float = Field(default=300.0, gt=0)
+    lrfu_half_life_s: float = Field(default=86400.0, gt=0)
+    promote_score: float = Field(default=4.0, gt=0)
+    hot_promote_score: float = Field(default=0.0, ge=0)
+    archive_chunk_avg: int = Field(default=256 * KiB, ge=4 * KiB, le=4 * MiB)
+    backup_chunk_avg: int = Field(default=64 * KiB, ge=4 * KiB, le=4 * MiB)
+    backup_pack_bytes: int = Field(default=16 * MiB, ge=64 * KiB, le=1024 * MiB)
+    dictionary_bytes: int = Field(default=32 * KiB, ge=1 * KiB, le=1 * MiB)
+    dictionary_min_samples: int = Field(default=64, ge=16)
+    progress: bool = True
 
 
 # ---------------------------------------------------------------------------------------------

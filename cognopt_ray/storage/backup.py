@@ -1,0 +1,601 @@
+"""Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd, optional AES-GCM.
+
+The repository lives on any pyarrow.fs path (a local folder by default) and is laid out like
+restic's:
+
+* ``config.json`` — format version, chunker parameters, whether chunks are encrypted.
+* ``packs/<xx>/<pack id>`` — chunks packed together (about ``backup_pack_bytes`` each); each
+  chunk is ``codec byte + payload`` (``0`` = stored, ``1`` = zstd level 1), sealed with AES-GCM
+  when ``encryption_key`` is set.
+* ``index/<pack id>`` — which chunk hash sits where in that pack (zstd-compressed JSON).
+* ``snapshots/<snapshot id>`` — time, source, statistics and the chunk hashes of the snapshot's
+  *tree*: the file list (path, size, mtime, chunk hashes, metadata) as JSON lines, itself cut
+  with FastCDC and stored as chunks, so an unchanged part of the file list costs nothing in the
+  next snapshot.
+
+Write order makes a crash harmless: pack (temp, fsync, rename) → its index → the snapshot file.
+A crash leaves at worst a pack no index or snapshot refers to (``prune`` removes it); a snapshot
+file never names a chunk that is not durable. ``backup()`` writes only chunks the repository does
+not have, and skips reading files whose size and mtime match the parent snapshot (as restic does).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> src = pathlib.Path(tempfile.mkdtemp()); (src / "a.txt").write_text("hello " * 1000)
+    6000
+    >>> repo = BackupRepository(tempfile.mkdtemp())
+    >>> snap = repo.backup(str(src))
+    >>> snap["files"], snap["bytes_scanned"]
+    (1, 6000)
+    >>> repo.backup(str(src))["bytes_added"] < 1000   # nothing new but the snapshot record
+    True
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
+
+import blake3
+import pyarrow.fs as pafs
+import zstandard
+from pyfastcdc import FastCDC
+
+from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from cognopt_ray.storage.crypto import Sealer
+from cognopt_ray.storage.tiers import TierRoot
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+#: zstd level of backup chunks: level 1 is ~40 % faster than 3 here for ~3.5 % more bytes.
+ZSTD_LEVEL = 1
+_ZC = threading.local()
+
+
+def _zc() -> zstandard.ZstdCompressor:
+    c = getattr(_ZC, "c", None)
+    if c is None:
+        c = _ZC.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True)
+    return c
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
+
+
+class _Source:
+    """Files of a folder or pyarrow.fs path, as ``(relative path, size, mtime_ns)``."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        if "://" in uri:
+            self.fs, self.base = pafs.FileSystem.from_uri(uri)
+        else:
+            if not os.path.isdir(uri):
+                raise InvalidInput(f"backup source {uri!r} is not a folder", hint="give an existing folder or a pyarrow.fs URI")
+            self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(uri)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def files(self) -> list[tuple[str, int, int]]:
+        sel = pafs.FileSelector(self.base, recursive=True)
+        base = self.base.rstrip("/") + "/"
+        out = [(i.path[len(base):], i.size, i.mtime_ns or 0) for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        return sorted(out)
+
+    def read(self, rel: str) -> bytes:
+        if self.local:
+            with open(os.path.join(self.base, rel), "rb") as f:
+                return f.read()
+        with self.fs.open_input_stream(f"{self.base.rstrip('/')}/{rel}") as f:
+            return f.read()
+
+
+class BackupRepository:
+    """A deduplicated chunk repository with snapshots.
+
+    Args:
+        uri: folder or pyarrow.fs URI of the repository (created if empty).
+        key_b64: ``encryption_key`` (base64 of 32 bytes) to encrypt chunks and snapshots.
+        chunk_avg: FastCDC average chunk size (min = avg/4, max = avg*4).
+        pack_bytes: target pack size.
+        progress: tqdm bars on a terminal.
+
+    Example:
+        >>> repo = BackupRepository("/tmp/repo")            # doctest: +SKIP
+        >>> snap = repo.backup("/data")                    # doctest: +SKIP
+        >>> repo.restore(snap["snapshot_id"], target="/tmp/out")  # doctest: +SKIP
+    """
+
+    def __init__(self, uri: str, *, key_b64: str | None = None, chunk_avg: int = 64 * 1024,
+                 pack_bytes: int = 16 * 1024 * 1024, progress: bool = True) -> None:
+        self.root = TierRoot(uri)
+        self.uri = uri
+        self.progress = progress
+        self.pack_bytes = pack_bytes
+        self._lock = threading.RLock()
+        self._fault: str | None = None
+        sealer = Sealer(key_b64, b"cognopt backup") if key_b64 else None
+        if self.root.exists("config.json"):
+            cfg = json.loads(self.root.read("config.json"))
+            if cfg.get("encrypted") and sealer is None:
+                raise InvalidInput(f"backup repository {uri} is encrypted", hint="configure the encryption_key it was made with")
+            if sealer is not None and cfg.get("encrypted"):
+                sealer.open(bytes.fromhex(cfg["key_check"]), b"config")
+            if sealer is not None and not cfg.get("encrypted"):
+                sealer = None  # an unencrypted repository stays unencrypted
+            self.config = cfg
+        else:
+            self.config = {"version": FORMAT_VERSION, "id": uuid.uuid4().hex, "created": time.time(),
+                           "chunker": {"avg": chunk_avg, "min": chunk_avg // 4, "max": chunk_avg * 4},
+                           "encrypted": sealer is not None,
+                           "key_check": sealer.seal(b"cognopt", b"config").hex() if sealer else None}
+            self.root.write("config.json", json.dumps(self.config).encode())
+        self.sealer = sealer
+        ch = self.config["chunker"]
+        self._cdc = FastCDC(ch["avg"], min_size=ch["min"], max_size=ch["max"])
+        self._tree_cdc = FastCDC(16 * 1024, min_size=4 * 1024, max_size=64 * 1024)
+        self._hkey = blake3.blake3(sealer.key, derive_key_context="cognopt backup chunk id").digest() if sealer else None
+        self.index: dict[str, tuple[str, int, int, int]] = {}
+        self._load_index()
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> "BackupRepository":
+        cfg = settings.storage
+        uri = cfg.backup_root or f"{settings.storage_root.rstrip('/')}/backups"
+        key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        return cls(uri, key_b64=key, chunk_avg=cfg.backup_chunk_avg, pack_bytes=cfg.backup_pack_bytes,
+                   progress=cfg.progress)
+
+    def arm_fault(self, point: str | None) -> None:
+        """Test hook: exit the process (as if killed) at ``point``."""
+        self._fault = point
+
+    def _maybe_fail(self, point: str) -> None:
+        if self._fault == point:
+            os._exit(1)
+
+    # ------------------------------------------------------------------------------- chunk layer
+    def _hash(self, data: bytes | memoryview) -> str:
+        if self._hkey is not None:
+            return blake3.blake3(data, key=self._hkey).hexdigest()
+        return blake3.blake3(data).hexdigest()
+
+    def _load_index(self) -> None:
+        self.index.clear()
+        for rel in self.root.listdir("index"):
+            pack = rel.rsplit("/", 1)[-1]
+            try:
+                entries = json.loads(zstandard.ZstdDecompressor().decompress(self.root.read(rel)))
+            except Exception as e:  # noqa: BLE001 - a damaged index is reported by check()
+                logger.warning("backup index %s unreadable: %s", rel, e)
+                continue
+            for h, (off, length, raw_len) in entries.items():
+                self.index[h] = (pack, off, length, raw_len)
+
+    def _encode_chunk(self, h: str, data: bytes | memoryview) -> bytes:
+        comp = _zc().compress(data)
+        blob = b"\x01" + comp if len(comp) < len(data) else b"\x00" + bytes(data)
+        return self.sealer.seal(blob, h.encode()) if self.sealer else blob
+
+    def _decode_chunk(self, h: str, blob: bytes) -> bytes:
+        if self.sealer:
+            blob = self.sealer.open(blob, h.encode())
+        data = zstandard.ZstdDecompressor().decompress(blob[1:]) if blob[:1] == b"\x01" else blob[1:]
+        if self._hash(data) != h:
+            raise IntegrityError(f"backup chunk {h[:12]} does not match its hash", hint="run check(read_data=True)")
+        return data
+
+    def read_chunk(self, h: str) -> bytes:
+        loc = self.index.get(h)
+        if loc is None:
+            raise IntegrityError(f"backup chunk {h[:12]} is missing from the repository", hint="run check()")
+        pack, off, length, _ = loc
+        try:
+            blob = self.root.read_range(f"packs/{pack[:2]}/{pack}", off, length)
+        except (FileNotFoundError, OSError):
+            raise IntegrityError(f"backup pack {pack[:12]} is missing", hint="run check()") from None
+        return self._decode_chunk(h, blob)
+
+    class _PackWriter:
+        def __init__(self, repo: "BackupRepository") -> None:
+            self.repo = repo
+            self.parts: list[bytes] = []
+            self.entries: dict[str, list[int]] = {}
+            self.size = 0
+            self.written = 0  # bytes of packs + indexes written
+
+        def add(self, h: str, raw_len: int, blob: bytes) -> None:
+            if h in self.entries or h in self.repo.index:
+                return
+            self.entries[h] = [self.size, len(blob), raw_len]
+            self.parts.append(blob)
+            self.size += len(blob)
+            if self.size >= self.repo.pack_bytes:
+                self.flush()
+
+        def flush(self) -> None:
+            if not self.parts:
+                return
+            pack = uuid.uuid4().hex
+            self.repo.root.write(f"packs/{pack[:2]}/{pack}", b"".join(self.parts))
+            self.repo._maybe_fail("backup.after_pack")
+            idx = zstandard.ZstdCompressor(level=3).compress(json.dumps(self.entries).encode())
+            self.repo.root.write(f"index/{pack}", idx)
+            self.written += self.size + len(idx)
+            for h, (off, length, raw_len) in self.entries.items():
+                self.repo.index[h] = (pack, off, length, raw_len)
+            self.parts, self.entries, self.size = [], {}, 0
+
+    # ------------------------------------------------------------------------------- snapshots
+    def snapshots(self) -> list[dict[str, Any]]:
+        """All snapshots, oldest first (without their trees)."""
+        out = []
+        for rel in self.root.listdir("snapshots"):
+            try:
+                out.append(self._read_snapshot_file(rel))
+            except Exception as e:  # noqa: BLE001 - a torn snapshot file is not a snapshot
+                logger.warning("snapshot %s unreadable: %s", rel, e)
+        out.sort(key=lambda s: (s["time"], s["snapshot_id"]))
+        return [{k: v for k, v in s.items() if k != "tree"} for s in out]
+
+    def _read_snapshot_file(self, rel: str) -> dict[str, Any]:
+        blob = self.root.read(rel)
+        if self.sealer:
+            blob = self.sealer.open(blob, b"snapshot")
+        return json.loads(zstandard.ZstdDecompressor().decompress(blob))
+
+    def _snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        if not isinstance(snapshot_id, str) or not snapshot_id.isalnum():
+            raise InvalidInput(f"snapshot id {snapshot_id!r} is not valid", hint="use an id from GET storage/snapshots")
+        if snapshot_id == "latest":
+            snaps = self.snapshots()
+            if not snaps:
+                raise NotFound("the repository has no snapshots", hint="run a backup first")
+            snapshot_id = snaps[-1]["snapshot_id"]
+        rel = f"snapshots/{snapshot_id}"
+        if not self.root.exists(rel):
+            raise NotFound(f"snapshot {snapshot_id!r} does not exist", hint="list them with GET storage/snapshots")
+        return self._read_snapshot_file(rel)
+
+    def tree(self, snapshot_id: str) -> list[dict[str, Any]]:
+        """The file entries of a snapshot."""
+        snap = self._snapshot(snapshot_id)
+        data = b"".join(self.read_chunk(h) for h in snap["tree"])
+        return [json.loads(line) for line in data.decode().splitlines() if line]
+
+    # ------------------------------------------------------------------------------- backup
+    def backup(self, source: str | Any, *, tag: str | None = None) -> dict[str, Any]:
+        """Back up ``source`` (a folder, a pyarrow.fs URI, or a :class:`TieredStore`).
+
+        Returns:
+            ``snapshot_id``, ``files``, ``bytes_scanned`` (bytes of the source), ``bytes_read``
+            (bytes actually read; unchanged files are skipped), ``bytes_added`` (bytes written to
+            the repository by this backup: new packs, their indexes and the snapshot file),
+            ``chunks_new``, ``seconds``.
+        """
+        with self._lock:
+            t0 = time.perf_counter()
+            is_store = hasattr(source, "iter_items_for_backup")
+            source_name = "store" if is_store else str(source)
+            parent = next((s for s in reversed(self.snapshots()) if s["source"] == source_name), None)
+            parent_files: dict[str, dict[str, Any]] = {}
+            if parent is not None and not is_store:
+                parent_files = {e["path"]: e for e in self.tree(parent["snapshot_id"])}
+            writer = self._PackWriter(self)
+            entries: list[dict[str, Any]] = []
+            stats = {"files": 0, "bytes_scanned": 0, "bytes_read": 0, "chunks_new": 0}
+            if is_store:
+                items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
+                self._backup_items(((p, lambda d=d: d, len(d), None, m) for p, d, m in items), writer, entries, stats, None)
+            else:
+                src = _Source(str(source))
+                files = src.files()
+                bar = _progress(sum(f[1] for f in files), "backup", self.progress)
+                work = []
+                for rel, size, mtime in files:
+                    prev = parent_files.get(rel)
+                    if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
+                        entries.append(prev)
+                        stats["files"] += 1
+                        stats["bytes_scanned"] += size
+                        if bar:
+                            bar.update(size)
+                        continue
+                    work.append((rel, (lambda r=rel: src.read(r)), size, mtime, None))
+                self._backup_items(iter(work), writer, entries, stats, bar)
+                if bar:
+                    bar.close()
+            entries.sort(key=lambda e: e["path"])
+            tree_bytes = "".join(json.dumps(e, separators=(",", ":"), sort_keys=True) + "\n" for e in entries).encode()
+            tree = []
+            for c in self._tree_cdc.cut_buf(tree_bytes):
+                piece = bytes(c.data)
+                h = self._hash(piece)
+                tree.append(h)
+                writer.add(h, len(piece), self._encode_chunk(h, piece))
+            writer.flush()
+            self._maybe_fail("backup.before_snapshot")
+            snap_id = uuid.uuid4().hex[:16]
+            snap = {"snapshot_id": snap_id, "time": time.time(), "tag": tag, "source": source_name,
+                    "parent": parent["snapshot_id"] if parent else None, "tree": tree, **stats,
+                    "bytes_added": 0, "seconds": 0.0}
+            snap["seconds"] = round(time.perf_counter() - t0, 4)
+            blob = self._snapshot_blob(snap)
+            snap["bytes_added"] = writer.written + len(blob)
+            blob = self._snapshot_blob(snap)
+            self.root.write(f"snapshots/{snap_id}", blob)
+            snap["time_iso"] = _dt.datetime.fromtimestamp(snap["time"], _dt.timezone.utc).isoformat(timespec="seconds")
+            return {k: v for k, v in snap.items() if k != "tree"}
+
+    def _snapshot_blob(self, snap: dict[str, Any]) -> bytes:
+        blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(snap).encode())
+        return self.sealer.seal(blob, b"snapshot") if self.sealer else blob
+
+    def _backup_items(self, work: Iterator[tuple], writer: "_PackWriter", entries: list, stats: dict, bar: Any) -> None:
+        """Read, chunk and hash files on this thread (cheap per byte, but many small calls that
+        would fight over the GIL in a pool); compress the new chunks of each batch in a thread
+        pool (zstd releases the GIL), then pack them in order."""
+        seen: set[str] = set()
+
+        def compress_group(group: list[tuple[str, bytes]]) -> list[bytes]:
+            return [self._encode_chunk(h, piece) for h, piece in group]
+
+        workers = max(2, min(4, os.cpu_count() or 2))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            batch: list[dict[str, Any]] = []
+            fresh: list[tuple[str, bytes]] = []
+            fresh_bytes = 0
+            pending: tuple | None = None  # the previous batch, compressing while this one is read
+
+            def finish(job: tuple) -> None:
+                entries_done, chunks, futures = job
+                blobs = [b for f in futures for b in f.result()]
+                order = [c for g in range(len(futures)) for c in chunks[g::len(futures)]]
+                by_hash = {h: b for (h, _), b in zip(order, blobs)}
+                for h, piece in chunks:
+                    stats["chunks_new"] += 1
+                    writer.add(h, len(piece), by_hash[h])
+                for entry in entries_done:
+                    entries.append(entry)
+                    stats["files"] += 1
+                    stats["bytes_scanned"] += entry["size"]
+                    stats["bytes_read"] += entry["size"]
+                    if bar:
+                        bar.update(entry["size"])
+
+            def submit() -> None:
+                nonlocal batch, fresh, fresh_bytes, pending
+                n = max(1, min(workers, len(fresh) // 4 or 1))
+                futures = [pool.submit(compress_group, fresh[i::n]) for i in range(n)] if fresh else []
+                job = (batch, fresh, futures)
+                if pending is not None:
+                    finish(pending)
+                pending = job
+                batch, fresh, fresh_bytes = [], [], 0
+
+            for path, read, size, mtime, meta in work:
+                data = read()
+                hashes = []
+                for c in self._cdc.cut_buf(data) if data else []:
+                    piece = c.data
+                    h = self._hash(piece)
+                    hashes.append(h)
+                    if h not in self.index and h not in seen:
+                        seen.add(h)
+                        fresh.append((h, bytes(piece)))
+                        fresh_bytes += len(piece)
+                entry = {"path": path, "size": len(data), "mtime_ns": mtime, "chunks": hashes,
+                         "blake3": blake3.blake3(data).hexdigest()}
+                if meta:
+                    entry["meta"] = meta
+                batch.append(entry)
+                if fresh_bytes >= 8 * 1024 * 1024:
+                    submit()
+            submit()
+            if pending is not None:
+                finish(pending)
+
+    # ------------------------------------------------------------------------------- restore
+    def read_entry(self, entry: dict[str, Any]) -> bytes:
+        data = b"".join(self.read_chunk(h) for h in entry["chunks"])
+        if blake3.blake3(data).hexdigest() != entry["blake3"]:
+            raise IntegrityError(f"restored {entry['path']!r} does not match its checksum", hint="run check(read_data=True)")
+        return data
+
+    def restore(self, snapshot_id: str, item_ids: list[str] | None = None, target: str | None = None,
+                store: Any = None) -> dict[str, Any]:
+        """Restore a snapshot (or some items of it) into ``target`` (a folder) or ``store``.
+
+        Every file is checked against its BLAKE3 checksum before it is written.
+        """
+        with self._lock:
+            entries = self.tree(snapshot_id)
+            if item_ids is not None:
+                wanted = {f"items/{i}" for i in item_ids} | set(item_ids)
+                entries = [e for e in entries if e["path"] in wanted]
+                found = {e["path"] for e in entries}
+                missing = [i for i in item_ids if f"items/{i}" not in found and i not in found]
+                if missing:
+                    raise NotFound(f"snapshot {snapshot_id!r} does not hold {missing[:5]}", hint="list the snapshot's items")
+            if target is None and store is None:
+                raise InvalidInput("restore needs a target folder or the store")
+            out_root = TierRoot(target) if target is not None else None
+            n = size = 0
+            bar = _progress(sum(e["size"] for e in entries), "restore", self.progress)
+            for e in entries:
+                data = self.read_entry(e)
+                if out_root is not None:
+                    rel = e["path"]
+                    if rel.startswith("/") or ".." in rel.split("/"):
+                        raise IntegrityError(f"snapshot path {rel!r} escapes the target")
+                    out_root.write(rel, data)
+                else:
+                    if "meta" not in e:
+                        raise InvalidInput("this snapshot is of a folder, not of the store", hint="restore it to a target folder")
+                    store.restore_entry(data, e["meta"])
+                n += 1
+                size += len(data)
+                if bar:
+                    bar.update(len(data))
+            if bar:
+                bar.close()
+            return {"snapshot_id": snapshot_id, "restored": n, "bytes": size, "target": target or "store"}
+
+    def find_latest(self, path: str, checksum: str | None = None) -> tuple[str, bytes, dict[str, Any]] | None:
+        """The newest snapshot entry at ``path`` (with this item checksum, if given): ``(snapshot, data, meta)``."""
+        for snap in reversed(self.snapshots()):
+            for e in self.tree(snap["snapshot_id"]):
+                if e["path"] == path and (checksum is None or e.get("meta", {}).get("checksum") == checksum):
+                    return snap["snapshot_id"], self.read_entry(e), e.get("meta", {})
+        return None
+
+    # ------------------------------------------------------------------------------- check, prune
+    def check(self, read_data: bool | float = False) -> dict[str, Any]:
+        """Verify the repository: every snapshot's chunks are indexed and their packs exist; with
+        ``read_data`` (``True`` or a fraction 0..1 of the packs) chunks are read and their hashes
+        checked."""
+        with self._lock:
+            self._load_index()
+            errors: list[str] = []
+            referenced: set[str] = set()
+            snaps = self.snapshots()
+            for s in snaps:
+                try:
+                    for e in self.tree(s["snapshot_id"]):
+                        referenced.update(e["chunks"])
+                    referenced.update(self._snapshot(s["snapshot_id"])["tree"])
+                except Exception as e:  # noqa: BLE001
+                    errors.append(f"snapshot {s['snapshot_id']}: {e}")
+            packs = {loc[0] for loc in self.index.values()}
+            for p in packs:
+                if not self.root.exists(f"packs/{p[:2]}/{p}"):
+                    errors.append(f"pack {p} is missing")
+            for h in referenced:
+                if h not in self.index:
+                    errors.append(f"chunk {h[:12]} is referenced but not indexed")
+            fraction = 1.0 if read_data is True else float(read_data or 0)
+            if not 0 <= fraction <= 1:
+                raise InvalidInput("read_data must be true, false or a fraction between 0 and 1")
+            chosen = sorted(packs)
+            if fraction < 1:
+                chosen = random.sample(chosen, k=round(len(chosen) * fraction))
+            chosen_set = set(chosen)
+            read = 0
+            for h, (pack, _, _, _) in list(self.index.items()):
+                if pack in chosen_set:
+                    try:
+                        self.read_chunk(h)
+                        read += 1
+                    except IntegrityError as e:
+                        errors.append(e.message)
+            return {"ok": not errors, "snapshots": len(snaps), "chunks": len(self.index), "packs": len(packs),
+                    "chunks_read": read, "errors": errors[:100]}
+
+    def prune(self, keep_last: int | None = None, keep_daily: int | None = None,
+              keep_weekly: int | None = None) -> dict[str, Any]:
+        """Forget snapshots outside the keep policy, then remove chunks no kept snapshot uses.
+
+        Packs whose chunks are all unused are deleted; partly used packs are rewritten with only
+        the used chunks (new pack and index durable first, then the old index and pack removed).
+        """
+        for name, v in (("keep_last", keep_last), ("keep_daily", keep_daily), ("keep_weekly", keep_weekly)):
+            if v is not None and (not isinstance(v, int) or v < 0):
+                raise InvalidInput(f"{name} must be a whole number >= 0")
+        if keep_last is None and keep_daily is None and keep_weekly is None:
+            raise InvalidInput("prune needs at least one of keep_last, keep_daily, keep_weekly",
+                               hint="e.g. prune(keep_last=7)")
+        with self._lock:
+            snaps = self.snapshots()
+            keep: set[str] = set()
+            newest_first = list(reversed(snaps))
+            keep.update(s["snapshot_id"] for s in newest_first[: keep_last or 0])
+            for n, fmt in ((keep_daily, "%Y-%m-%d"), (keep_weekly, "%G-W%V")):
+                buckets: list[str] = []
+                for s in newest_first:
+                    b = _dt.datetime.fromtimestamp(s["time"], _dt.timezone.utc).strftime(fmt)
+                    if n and b not in buckets and len(buckets) < n:
+                        buckets.append(b)
+                        keep.add(s["snapshot_id"])
+            forgotten = [s["snapshot_id"] for s in snaps if s["snapshot_id"] not in keep]
+            for sid in forgotten:
+                self.root.delete(f"snapshots/{sid}")
+            referenced: set[str] = set()
+            for sid in keep:
+                snap = self._snapshot(sid)
+                referenced.update(snap["tree"])
+                for e in self.tree(sid):
+                    referenced.update(e["chunks"])
+            by_pack: dict[str, list[str]] = {}
+            for h, (pack, *_rest) in self.index.items():
+                by_pack.setdefault(pack, []).append(h)
+            removed_packs = rewritten = freed = 0
+            for pack, hashes in by_pack.items():
+                used = [h for h in hashes if h in referenced]
+                if len(used) == len(hashes):
+                    continue
+                rel = f"packs/{pack[:2]}/{pack}"
+                old_size = self.root.size(rel) if self.root.exists(rel) else 0
+                if used:
+                    writer = self._PackWriter(self)
+                    for h in used:
+                        _, off, length, raw_len = self.index[h]
+                        blob = self.root.read_range(rel, off, length)
+                        writer.entries[h] = [writer.size, len(blob), raw_len]
+                        writer.parts.append(blob)
+                        writer.size += len(blob)
+                    writer.flush()
+                    rewritten += 1
+                    freed += old_size - writer.written
+                else:
+                    removed_packs += 1
+                    freed += old_size
+                self.root.delete(f"index/{pack}")
+                self.root.delete(rel)
+                for h in hashes:
+                    if self.index.get(h, (None,))[0] == pack:
+                        del self.index[h]
+            # packs with no index at all (left by a crash between pack and index)
+            indexed = {loc[0] for loc in self.index.values()}
+            for rel in self.root.listdir("packs"):
+                pack = rel.rsplit("/", 1)[-1]
+                if pack not in indexed and ".cognopt-tmp" not in rel:
+                    freed += self.root.size(rel)
+                    self.root.delete(rel)
+                    removed_packs += 1
+            self.root.remove_temps()
+            return {"kept": sorted(keep), "forgotten": forgotten, "packs_removed": removed_packs,
+                    "packs_rewritten": rewritten, "bytes_freed": max(0, freed)}
+
+    def size_on_disk(self) -> int:
+        """Bytes of every file in the repository."""
+        return sum(self.root.size(r) for r in self.root.listdir())
+
+
+def repository_size(path: str) -> int:
+    """Bytes of all files under a local folder (used to compare repositories)."""
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except FileNotFoundError:
+                pass
+    return total
+
+
+__all__ = ["BackupRepository", "repository_size", "Conflict"]

@@ -1,0 +1,295 @@
+"""Storage routes: store, retrieve, delete, items, explain, backup, snapshots, restore, check, prune,
+repair, optimize-tiering, metrics, optimize-service. HTTP translation only; the engine does the work."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from cognopt_ray.errors import InvalidInput
+from cognopt_ray.security import Principal
+from serve_apps.http import audit, authorize_service, current_principal, require_admin, require_read
+
+router = APIRouter(tags=["storage"])
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ITEM_PATH = Path(..., min_length=1, max_length=300, description="item id: 1-200 of A-Z a-z 0-9 . _ - : @ +")
+DEFAULT_SERVICE = "default"
+
+
+@functools.lru_cache(maxsize=1)
+def _client():
+    from cognopt_ray import runtime
+    from cognopt_ray.storage import client
+
+    return client(runtime.get_settings())
+
+
+async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
+    return await _client()._acall(method, *args, **kwargs)
+
+
+def _check_service(name: str) -> str:
+    from cognopt_ray.config import check_service_name
+
+    try:
+        return check_service_name(name)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
+
+
+# -- models ------------------------------------------------------------------------------------------
+class StoreRequest(BaseModel):
+    item_id: str = Field(..., max_length=300, examples=["model-weights-v1"])
+    data: Any = Field(..., description="any JSON value, or base64 text with encoding='base64'")
+    encoding: Literal["json", "base64"] = "json"
+    storage_tier: str | None = Field(None, description="hot, warm, cold or archive (default: the service's)")
+    compression_type: str | None = Field(None, description="auto, none, zlib, gzip, bz2, lzma, zstd, lz4")
+    compression_level: int | None = None
+    service_name: str = DEFAULT_SERVICE
+
+
+class ItemInfo(BaseModel):
+    item_id: str
+    service: str
+    tier: str
+    kind: str
+    codec: str
+    codec_choice: dict[str, Any]
+    raw_size: int
+    stored_size: int
+    checksum: str
+    stored_checksum: str
+    location: str
+    encrypted: bool
+    created: float
+    last_access: float
+    access_count: int
+    score: float
+
+
+class DeleteResponse(BaseModel):
+    item_id: str
+    deleted: bool
+    freed_bytes: int
+
+
+class BackupRequest(BaseModel):
+    source: str | None = Field(None, description="folder or pyarrow.fs URI; default: the store itself")
+    tag: str | None = Field(None, max_length=100)
+
+
+class RestoreRequest(BaseModel):
+    snapshot_id: str = Field(..., max_length=64, description="an id from GET storage/snapshots, or 'latest'")
+    item_ids: list[str] | None = Field(None, max_length=100_000)
+    target: str | None = Field(None, description="a folder to restore into; default: back into the store")
+
+
+class TieringRequest(BaseModel):
+    dry_run: bool = False
+
+
+class CheckRequest(BaseModel):
+    read_data: bool | float = Field(False, description="true, false, or the fraction of packs to read")
+
+
+class PruneRequest(BaseModel):
+    keep_last: int | None = Field(None, ge=0)
+    keep_daily: int | None = Field(None, ge=0)
+    keep_weekly: int | None = Field(None, ge=0)
+
+
+class OptimizeServiceRequest(BaseModel):
+    service_name: str
+    optimization_type: str | None = Field(None, description="informational, e.g. 'storage'")
+    parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"default_tier": "cold", "codec": "zstd"}])
+
+
+# -- store / retrieve ---------------------------------------------------------------------------------
+@router.post("/storage/store", response_model=ItemInfo, status_code=201, summary="Store an item",
+             description="JSON body (`data` any JSON value, or base64 with `encoding: base64`), or a raw "
+             "`application/octet-stream` body, or an Arrow IPC stream (`application/vnd.apache.arrow.stream`) for "
+             "tables; for raw bodies pass item_id, storage_tier, compression_type and service_name as query parameters.")
+async def store(
+    request: Request,
+    item_id: str | None = Query(None, max_length=300),
+    storage_tier: str | None = Query(None),
+    compression_type: str | None = Query(None),
+    compression_level: int | None = Query(None),
+    service_name: str = Query(DEFAULT_SERVICE),
+    principal: Principal = Depends(current_principal),
+) -> Any:
+    ctype = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+    if ctype in ("application/octet-stream", ARROW_STREAM):
+        if not item_id:
+            raise InvalidInput("item_id query parameter is required for raw uploads", hint="POST storage/store?item_id=...")
+        body = await request.body()
+        data: Any = body
+        if ctype == ARROW_STREAM:
+            try:
+                data = ipc.open_stream(pa.py_buffer(body)).read_all()
+            except pa.ArrowInvalid as e:
+                raise InvalidInput(f"body is not an Arrow IPC stream: {e}") from None
+        req = StoreRequest(item_id=item_id, data=None, storage_tier=storage_tier, compression_type=compression_type,
+                           compression_level=compression_level, service_name=service_name)
+    elif ctype == "application/json":
+        try:
+            req = StoreRequest.model_validate(json.loads(await request.body()))
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"body is not valid JSON: {e}") from None
+        except ValueError as e:
+            raise InvalidInput(f"invalid store request: {e}") from None
+        data = req.data
+        if req.encoding == "base64":
+            if not isinstance(data, str):
+                raise InvalidInput("data must be a base64 string when encoding is 'base64'")
+            try:
+                data = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInput("data is not valid base64") from None
+    else:
+        raise InvalidInput(f"unsupported content type {ctype!r}",
+                           hint=f"send application/json, application/octet-stream or {ARROW_STREAM}")
+    _check_service(req.service_name)
+    authorize_service(principal, req.service_name, write=True)
+    rec = (await _call("put_many", [{"item_id": req.item_id, "data": data, "service": req.service_name,
+                                     "tier": req.storage_tier, "codec": req.compression_type,
+                                     "level": req.compression_level}]))[0]
+    return rec
+
+
+@router.get("/storage/retrieve/{item_id}", summary="Read an item (checksum verified)",
+            description="Bytes items stream as application/octet-stream, JSON items as JSON, tables as an Arrow IPC "
+            "stream (or JSON rows with ?format=json). `columns` projects table columns.")
+async def retrieve(
+    item_id: str = ITEM_PATH,
+    columns: list[str] | None = Query(None),
+    format: Literal["auto", "arrow", "json"] = Query("auto"),
+    principal: Principal = Depends(current_principal),
+) -> Response:
+    info = await _call("info", item_id)
+    authorize_service(principal, info["service"], write=False)
+    value = await _call("get", item_id, columns)
+    headers = {"X-Cognopt-Tier": info["tier"], "X-Cognopt-Codec": info["codec"], "X-Cognopt-Checksum": info["checksum"]}
+    if info["kind"] == "json":
+        return JSONResponse(value, headers=headers)
+    if info["kind"] == "table":
+        if format == "json":
+            return JSONResponse(value.to_pylist(), headers=headers)
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, value.schema) as w:
+            w.write_table(value)
+        buf = sink.getvalue()
+        return StreamingResponse(_slices(memoryview(buf)), media_type=ARROW_STREAM, headers=headers)
+    return StreamingResponse(_slices(memoryview(value)), media_type="application/octet-stream",
+                             headers={**headers, "Content-Length": str(len(value))})
+
+
+def _slices(mv: memoryview, size: int = 1 << 20):
+    for i in range(0, len(mv), size):
+        yield bytes(mv[i:i + size])
+
+
+@router.delete("/storage/items/{item_id}", response_model=DeleteResponse, summary="Delete an item")
+async def delete_item(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
+    info = await _call("info", item_id)
+    authorize_service(principal, info["service"], write=True)
+    out = await _call("delete", item_id)
+    audit(request, "storage.delete", item_id, "ok", service=info["service"])
+    return out
+
+
+@router.get("/storage/items", response_model=list[ItemInfo], summary="List items (read)")
+async def list_items(service: str | None = Query(None, max_length=63), tier: str | None = Query(None),
+                     limit: int = Query(1000, ge=1, le=100_000), principal: Principal = Depends(require_read)) -> Any:
+    return await _call("list_items", service, tier, limit)
+
+
+@router.get("/storage/items/{item_id}", response_model=ItemInfo, summary="An item's catalog record")
+async def item_info(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
+    info = await _call("info", item_id)
+    authorize_service(principal, info["service"], write=False)
+    return info
+
+
+@router.get("/storage/explain/{item_id}", summary="Why an item has its tier and codec")
+async def explain(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    info = await _call("info", item_id)
+    authorize_service(principal, info["service"], write=False)
+    return await _call("explain", item_id)
+
+
+# -- backups -----------------------------------------------------------------------------------------
+@router.post("/storage/backup", summary="Incremental deduplicated snapshot (admin)")
+async def backup(body: BackupRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    out = await _call("backup", body.source, body.tag, _timeout=3600)
+    audit(request, "storage.backup", out["snapshot_id"], "ok", source=out["source"], bytes_added=out["bytes_added"])
+    return out
+
+
+@router.get("/storage/snapshots", summary="Backup snapshots")
+async def snapshots(principal: Principal = Depends(require_read)) -> list[dict[str, Any]]:
+    return await _call("snapshots")
+
+
+@router.post("/storage/restore", summary="Restore a snapshot into the store or a folder (admin)")
+async def restore(body: RestoreRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    try:
+        out = await _call("restore", body.snapshot_id, body.item_ids, body.target, _timeout=3600)
+    except Exception as e:
+        audit(request, "storage.restore", body.snapshot_id, "error", error=str(e)[:200])
+        raise
+    audit(request, "storage.restore", body.snapshot_id, "ok", restored=out["restored"], into=out["target"])
+    return out
+
+
+@router.post("/storage/check", summary="Verify the backup repository (admin)")
+async def check(body: CheckRequest, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    return await _call("check", body.read_data, _timeout=3600)
+
+
+@router.post("/storage/prune", summary="Forget snapshots and remove unused chunks (admin)")
+async def prune(body: PruneRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    out = await _call("prune", body.keep_last, body.keep_daily, body.keep_weekly, _timeout=3600)
+    audit(request, "storage.prune", None, "ok", forgotten=len(out["forgotten"]), bytes_freed=out["bytes_freed"])
+    return out
+
+
+@router.post("/storage/repair/{item_id}", summary="Restore a damaged item from the latest snapshot that has it (admin)")
+async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    out = await _call("repair", item_id)
+    audit(request, "storage.repair", item_id, "ok", snapshot=out["snapshot"])
+    return out
+
+
+# -- lifecycle, metrics, services ----------------------------------------------------------------------
+@router.post("/storage/optimize-tiering", summary="Run a lifecycle pass now (admin)")
+async def optimize_tiering(body: TieringRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    out = await _call("optimize_tiering", body.dry_run, None)
+    if not body.dry_run:
+        audit(request, "storage.optimize_tiering", None, "ok", migrated=len(out["migrated"]), failed=len(out["failed"]))
+    return out
+
+
+@router.get("/storage/metrics", summary="Raw and stored bytes per tier, compression and dedup ratios, utilisation")
+async def metrics(principal: Principal = Depends(require_read)) -> dict[str, Any]:
+    return await _call("metrics")
+
+
+@router.post("/storage/optimize-service", summary="A service's default tier, codec and lifecycle thresholds")
+async def optimize_service(body: OptimizeServiceRequest, request: Request,
+                           principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    _check_service(body.service_name)
+    authorize_service(principal, body.service_name, write=True)
+    out = await _call("optimize_service", body.service_name, body.parameters)
+    audit(request, "storage.optimize_service", body.service_name, "ok", parameters=body.parameters)
+    return out
