@@ -168,8 +168,8 @@ class MemoryEngineSettings(_Model):
         sweep_interval_s: period of the cleanup sweep in the pools actor (expired transient
             allocations, allocations of retired services); 0 switches it off.
         evict_to: ``"module:function"`` called with each evicted transient allocation
-            (``fn(service, allocation_id, value, meta)``); unset = evicted data is dropped and
-            counted. The seam for the storage engine's WARM tier.
+            (``fn(service, allocation_id, value, meta)``); by default the storage engine's WARM
+            tier (:mod:`cognopt_ray.memory.spill`); ``null`` = evicted data is dropped and counted.
         load_evicted: ``"module:function"`` (``fn(service, allocation_id) -> value``) that a
             ``get`` of an evicted allocation calls; it raises ``KeyError`` when it has nothing.
         cache_max_bytes: capacity of the in-cluster shared-cache backend (LRU by bytes).
@@ -193,8 +193,8 @@ class MemoryEngineSettings(_Model):
 
     enabled: bool = True
     sweep_interval_s: float = Field(default=30.0, ge=0, le=86400)
-    evict_to: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    load_evicted: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    evict_to: str | None = Field(default="cognopt_ray.memory.spill:evict_to_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    load_evicted: str | None = Field(default="cognopt_ray.memory.spill:load_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     cache_max_bytes: int = Field(default=256 * MiB, ge=1 * KiB, le=1024 * 1024 * MiB)
     cache_default_ttl_s: float = Field(default=3600.0, ge=0, le=365 * 86400)
     cache_redis_retry_s: float = Field(default=2.0, gt=0, le=3600)

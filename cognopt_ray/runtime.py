@@ -97,6 +97,15 @@ def init(
         return settings
 
 
+def adopt_in_actor(settings: Settings) -> None:
+    """Called by an engine actor with its settings: clients it creates in its own process (one
+    engine using another) use the same settings, and engines it creates are detached, since an
+    engine must not die with the engine that happened to create it."""
+    with _lock:
+        _state.settings = settings
+        _state.detached = True
+
+
 def get_settings() -> Settings:
     """The settings in force in this process (loaded from the environment if ``init`` was not called)."""
     with _lock:
@@ -178,6 +187,7 @@ __all__ = [
     "init",
     "shutdown",
     "get_settings",
+    "adopt_in_actor",
     "ensure_ray",
     "get_or_create_actor",
     "get_actor",

@@ -167,6 +167,7 @@ class _MemoryPoolsActor:
 
     def __init__(self, settings: Settings | dict[str, Any], state_dir: str | None = None) -> None:
         self.settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
+        runtime.adopt_in_actor(self.settings)  # the spill hooks reach the storage engine with these settings
         ms = self.settings.memory
         self.dir = Path(state_dir) if state_dir else self.settings.root / "memory"
         self.alloc_dir = self.dir / "allocations"

@@ -18,7 +18,9 @@ MiB = 1024 * KiB
 
 
 def _settings(root, **memory):
-    return Settings.load(storage_root=str(root), memory={"sweep_interval_s": 0, **memory})
+    # the module's actor drops evicted data (the default hands it to the storage engine: tested below)
+    memory = {"sweep_interval_s": 0, "evict_to": None, "load_evicted": None, **memory}
+    return Settings.load(storage_root=str(root), memory=memory)
 
 
 @pytest.fixture(scope="module")
@@ -357,3 +359,32 @@ def test_gc_tuner_runs_in_every_worker_and_reports(ray_session):
                         "pause_p50_ms_after", "pause_p99_ms_after", "decision"}
     assert out["collections_before"] >= 1 and out["workers"]["workers_reporting"] >= 1
     assert json.dumps(out)
+
+
+def test_default_eviction_goes_to_the_storage_warm_tier(ray_session, tmp_path):
+    """With the default settings an evicted allocation is written to the storage engine's WARM
+    tier and a later get still answers with the same value."""
+    import numpy as np
+
+    from cognopt_ray.memory import spill
+    from cognopt_ray.storage import client as storage_client
+
+    name = f"cognopt.memory_spill_{uuid.uuid4().hex[:8]}"
+    settings = Settings.load(storage_root=str(tmp_path), memory={"sweep_interval_s": 0})
+    assert settings.memory.evict_to == "cognopt_ray.memory.spill:evict_to_warm"
+    pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
+    try:
+        service = f"s{uuid.uuid4().hex[:8]}"
+        pools.optimize_service(service, "resize", {"pool_size": 2, "block_size": 128 * KiB})
+        first_value = np.arange(10_000, dtype=np.float64)  # 80 KB: one block
+        first = pools.allocate(service, first_value)
+        pools.allocate(service, b"b" * (100 * KiB))
+        out = pools.allocate_info(service, b"c" * (100 * KiB))
+        assert out["evicted"] == [first]
+        info = storage_client().info(spill.item_id(service, first))
+        assert info["tier"] == "warm"
+        back = MemoryPools(pools.actor, lease_s=0).get(first)
+        assert np.array_equal(back, first_value)
+        assert pools.metrics()["pools"][service]["evictions"] == 1
+    finally:
+        ray_session.kill(pools.actor, no_restart=True)
