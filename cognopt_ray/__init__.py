@@ -24,6 +24,7 @@ from cognopt_ray.errors import (
     Unauthorized,
 )
 from cognopt_ray.priority import Priority
+from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.runtime import get_settings, init, shutdown
 
 connect = init  # joining a cluster is init(address="auto")
@@ -36,6 +37,8 @@ __all__ = [
     "get_settings",
     "Settings",
     "Priority",
+    "PriorityScheduler",
+    "CPUTask",
     "CognoptError",
     "ConfigError",
     "Conflict",
