@@ -12,6 +12,7 @@ import ray
 
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient
+from cognopt_ray.config import check_service_name
 from cognopt_ray.cpu.errors import Unschedulable
 from cognopt_ray.cpu.pools import function_blob
 from cognopt_ray.errors import InvalidInput
@@ -45,6 +46,15 @@ class CPUTask:
 
     def __post_init__(self) -> None:
         self.priority = _priority(self.priority)
+
+
+def _service(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        return check_service_name(name)
+    except ValueError as e:
+        raise InvalidInput(str(e)) from None
 
 
 def _priority(value: Any) -> Priority:
@@ -153,6 +163,7 @@ class PriorityScheduler(EngineClient):
             Unschedulable: ``num_cpus`` larger than any node offers.
         """
         prio = _priority(priority)
+        _service(service)
         cpus = self._check_cpus(num_cpus, task_type)
         key, blob = self._blob(fn)
         opts = {"priority": int(prio), "num_cpus": cpus, "task_type": task_type, "service": service,
@@ -180,6 +191,7 @@ class PriorityScheduler(EngineClient):
         specs = []
         for t in items:
             cpus = self._check_cpus(t.num_cpus, t.task_type)
+            _service(t.service)
             key, blob = self._blob(t.fn)
             opts = {"priority": int(t.priority), "num_cpus": cpus, "task_type": t.task_type, "service": t.service,
                     "preemptible": bool(t.preemptible), "max_retries": int(t.max_retries), "submit_ts": now}

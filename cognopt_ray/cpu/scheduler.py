@@ -97,6 +97,7 @@ class _SchedulerActor:
         self._records: OrderedDict[str, _Entry] = OrderedDict()
         self._registry: dict[str, tuple[str, bytes]] = {}
         self._preempting = 0
+        self._preempting_for = 0  # CRITICAL tasks for which victims are being cancelled
         self._started = time.time()
         self._incarnation = uuid.uuid4().hex[:8]
         self._state_dir = self._settings.root / "cpu"
@@ -382,6 +383,8 @@ class _SchedulerActor:
         if e.service is not None:
             self._service_inflight[e.service] = self._service_inflight.get(e.service, 0) + 1
         self._running[e.id] = e
+        if e.prio == Priority.CRITICAL and self._preempting_for:
+            self._preempting_for -= 1
         e.admitted.set_result(None)
 
     def _release(self, e: _Entry) -> None:
@@ -397,23 +400,39 @@ class _SchedulerActor:
         e.node = None
 
     def _preempt(self) -> None:
-        waiting = 0
-        for e in self._queues[Priority.CRITICAL]:
-            if e.kind == "cpu":
-                waiting += 1
-        need = waiting - self._preempting
-        if need <= 0:
+        """Cancel preemptible tasks so that a blocked CRITICAL task can *start* at once.
+
+        Victims are the lowest-level preemptible tasks, newest first (least work lost), on one
+        node, until that node's in-flight CPUs plus the CRITICAL task's fit its real CPUs (not
+        the pipelined extra, since a pipelined task would start before the CRITICAL one).
+        """
+        waiting = [e for e in self._queues[Priority.CRITICAL] if e.kind == "cpu"]
+        if len(waiting) <= self._preempting_for:
             return
+        crit = waiting[self._preempting_for]
         victims = [e for e in self._running.values()
                    if e.preemptible and not e.preempting and e.kind == "cpu" and e.prio > Priority.CRITICAL]
+        if not victims:
+            return
         victims.sort(key=lambda e: (e.prio, e.admit_ts), reverse=True)
-        for e in victims[:need]:
+        node = self._nodes.get(victims[0].node)
+        if node is None:
+            return
+        pending = sum(e.cpus for e in self._running.values() if e.preempting and e.node == node.id)
+        need = node.inflight - pending + crit.cpus - node.cpus
+        for e in victims:
+            if need <= 1e-9:
+                break
+            if e.node != node.id:
+                continue
             e.preempting = True
             self._preempting += 1
+            need -= e.cpus
             try:
                 ray.cancel(e.ref, force=False)
             except Exception as exc:  # noqa: BLE001 - already finished
                 logger.debug("cancel of %s failed: %s", e.id, exc)
+        self._preempting_for += 1
 
     # -- the task's life --------------------------------------------------------------------
     def _new_entry(self, key: str, blob: bytes | None, name: str, payload: tuple, opts: dict[str, Any]) -> _Entry:

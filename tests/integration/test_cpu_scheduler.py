@@ -135,6 +135,8 @@ def test_bad_input_is_refused_and_queues_nothing(make_sched):
         sched.submit(abs, 1, num_cpus=0)
     with pytest.raises(InvalidInput):
         sched.submit(abs, 1, task_type="gpu")
+    with pytest.raises(InvalidInput):
+        sched.submit_batch([CPUTask(abs, (1,)), CPUTask(abs, (1,), service="Bad Name")])
     with pytest.raises(Unschedulable, match="largest node offers"):
         sched.submit(abs, 1, num_cpus=64)
     with pytest.raises(Unschedulable):
