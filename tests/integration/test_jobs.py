@@ -38,7 +38,10 @@ def ray_head(tmp_path_factory):
     })
     cmd = [str(BIN / "ray"), "start", "--head", "--port", str(free_port()), "--temp-dir", str(temp),
            "--num-cpus", "1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--ray-client-server-port", str(free_port()), "--disable-usage-stats"]
+           "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
+           # the session's Ray holds the default agent ports; a second agent on them never registers
+           "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+           "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dash}"
     try:
