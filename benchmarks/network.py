@@ -202,19 +202,17 @@ def main() -> None:
         plain_ms = asyncio.run(phase_plain_latency())
         url0 = f"{base}/obj/0"  # policy "public, max-age=300", 5 KB
         assert engine.request(url0).cache_status in ("MISS", "HIT")
-        hit_ms = []
-        for _ in range(n_latency):
-            t = time.perf_counter()
-            r = engine.request(url0)
-            hit_ms.append((time.perf_counter() - t) * 1000)
-            assert r.cache_status == "HIT", r.cache_status
-        direct = NetworkEngine(engine.actor)  # no near cache: every hit is an actor call
-        actor_ms = []
-        for _ in range(n_latency):
-            t = time.perf_counter()
-            r = direct.request(url0)
-            actor_ms.append((time.perf_counter() - t) * 1000)
-            assert r.cache_status == "HIT", r.cache_status
+        def hit_latencies_ms(client: NetworkEngine) -> list[float]:
+            out = []
+            for _ in range(n_latency):
+                t = time.perf_counter()
+                r = client.request(url0)
+                out.append((time.perf_counter() - t) * 1000)
+                assert r.cache_status == "HIT", r.cache_status
+            return out
+
+        hit_ms = hit_latencies_ms(engine)
+        actor_ms = hit_latencies_ms(NetworkEngine(engine.actor))  # no near cache: every hit is an actor call
         results["origin_p50_ms"] = percentile(plain_ms, 50)
         results["hit_p50_ms"] = percentile(hit_ms, 50)
         results["hit_p99_ms"] = percentile(hit_ms, 99)

@@ -7,12 +7,28 @@ class holds the state, a public client wraps its handle and offers sync and asyn
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import threading
+from typing import Any, Callable, TypeVar
 
 import ray
 from ray import exceptions as rex
 
 from cognopt_ray.errors import CognoptError, EngineUnavailable
+
+_T = TypeVar("_T")
+_process_clients: dict[str, Any] = {}
+_process_clients_lock = threading.Lock()
+
+
+def process_client(key: str, factory: Callable[[], _T]) -> _T:
+    """One client per process for ``key`` (an engine's actor name), made by ``factory`` on first use.
+
+    Named actor handles stay valid across actor restarts, so the cached client keeps working."""
+    with _process_clients_lock:
+        if key not in _process_clients:
+            _process_clients[key] = factory()
+        return _process_clients[key]
+
 
 #: Default seconds a client waits for an engine call before it reports the engine unavailable.
 DEFAULT_CALL_TIMEOUT_S = 120.0

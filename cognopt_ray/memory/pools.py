@@ -43,7 +43,7 @@ import ray
 from ray.exceptions import ObjectLostError
 
 from cognopt_ray import runtime
-from cognopt_ray._private.client import EngineClient, translate_error
+from cognopt_ray._private.client import EngineClient, process_client, translate_error
 from cognopt_ray._private.files import atomic_write, fsync_dir
 from cognopt_ray.config import MemoryServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import Conflict, EngineUnavailable, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
@@ -940,17 +940,9 @@ class MemoryPools(EngineClient):
         return self._call("health")
 
 
-_client: MemoryPools | None = None
-_client_lock = threading.Lock()
-
-
 def client() -> MemoryPools:
     """This process's :class:`MemoryPools` on ``cognopt.memory`` (created on first use)."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = MemoryPools.connect()
-        return _client
+    return process_client(ACTOR_NAME, MemoryPools.connect)
 
 
 __all__ = ["MemoryPools", "ServicePool", "PoolFull", "client", "split_allocation_id", "ACTOR_NAME"]

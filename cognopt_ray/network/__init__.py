@@ -11,24 +11,16 @@ Example:
 
 from __future__ import annotations
 
-import threading
-
+from cognopt_ray._private.client import process_client
 from cognopt_ray.network.client import NetworkResponse, OptimizedClient, PoolConfig
 from cognopt_ray.network.engine import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine
 from cognopt_ray.network.errors import BadGateway, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import SsrfGuard
 
-_lock = threading.Lock()
-_client: NetworkEngine | None = None
-
 
 def client() -> NetworkEngine:
     """The cluster's network engine (``cognopt.network``), created on first use; cached per process."""
-    global _client
-    with _lock:
-        if _client is None:
-            _client = NetworkEngine.get_or_create()
-        return _client
+    return process_client(ACTOR_NAME, NetworkEngine.get_or_create)
 
 
 __all__ = [
