@@ -25,6 +25,7 @@ from cognopt_ray.errors import (
 )
 from cognopt_ray.network import NetworkEngine, OptimizedClient
 from cognopt_ray.priority import Priority
+from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.runtime import get_settings, init, shutdown
 from cognopt_ray.memory import MemoryPools, PoolFull, ServicePool, SharedCache
 from cognopt_ray.storage import StorageClient, TieredStore
@@ -41,6 +42,8 @@ __all__ = [
     "Priority",
     "NetworkEngine",
     "OptimizedClient",
+    "PriorityScheduler",
+    "CPUTask",
     "CognoptError",
     "ConfigError",
     "Conflict",

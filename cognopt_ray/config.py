@@ -58,6 +58,9 @@ class CpuServiceSettings(_Model):
         default="background", description="tasks of this service below this level wait while higher work is queued"
     )
     pool_kind: PoolKind = "cpu"
+    cpu_affinity: list[int] | None = Field(
+        default=None, description="cores this service's cpu tasks are pinned to on each node; None: the engine's"
+    )
 
     @field_validator("priority_threshold", mode="before")
     @classmethod
@@ -153,9 +156,64 @@ class ApiKeyRecord(_Model):
 
 
 class CpuEngineSettings(_Model):
-    """Settings of the CPU engine (scheduler, pools, placement). Owned by cognopt_ray.cpu."""
+    """Settings of the CPU engine (scheduler, pools, placement). Owned by cognopt_ray.cpu.
+
+    Attributes:
+        pipeline_depth: tasks admitted to Ray beyond the cluster's CPUs (per node), so a worker
+            finds its next task already queued when it finishes one. 0 gives the lowest
+            CRITICAL latency; 1 keeps workers busy between tasks at a cost of at most one task.
+        pipeline_budget_s: for short tasks the depth grows so that the queued extra work per node
+            stays under this many seconds (``depth = budget * cpus / recent task turnaround``),
+            up to ``max_pipeline_depth``; it keeps workers fed when dispatch is slower than tasks.
+        aging_interval_s: a task waiting this long moves up one priority level per interval;
+            0 turns aging off.
+        preemption: allow cancelling ``preemptible=True`` tasks to admit a CRITICAL one.
+        io_pool_threads: threads of each node's io pool (io tasks take no CPU slot).
+        cpu_affinity: cores the ``cpu`` pool's workers are pinned to on each node (empty: none).
+        node_refresh_s: how often the scheduler re-reads the cluster's nodes and CPUs.
+        monitor_interval_s: how often each node's psutil monitor is sampled.
+        metrics_window_s: the window of the utilisation, efficiency and recommendation figures.
+        wait_targets_s: p95 wait per priority level above which a recommendation is raised.
+        retry_on_restart: re-run a retriable task whose scheduler call was lost to a scheduler
+            restart (at-least-once); tasks with ``max_retries=0`` get an error instead.
+        max_queued: refuse new tasks (409) beyond this many queued ones.
+        results_kept: finished REST task records kept for ``GET cpu/tasks/{id}``.
+        batch_chunk: tasks per scheduler call in ``submit_batch`` (their refs resolve together).
+    """
 
     enabled: bool = True
+    pipeline_depth: int = Field(default=1, ge=0, le=64)
+    pipeline_budget_s: float = Field(default=0.01, ge=0)
+    max_pipeline_depth: int = Field(default=32, ge=0, le=1024)
+    aging_interval_s: float = Field(default=5.0, ge=0)
+    preemption: bool = True
+    io_pool_threads: int = Field(default=32, ge=1, le=4096)
+    cpu_affinity: list[int] = Field(default_factory=list)
+    node_refresh_s: float = Field(default=1.0, gt=0, le=60)
+    monitor_interval_s: float = Field(default=1.0, gt=0, le=60)
+    metrics_window_s: float = Field(default=60.0, gt=0)
+    wait_targets_s: dict[str, float] = Field(
+        default_factory=lambda: {"critical": 0.1, "high": 0.5, "medium": 2.0, "low": 10.0, "background": 60.0}
+    )
+    retry_on_restart: bool = True
+    max_queued: int = Field(default=1_000_000, ge=1)
+    results_kept: int = Field(default=10_000, ge=0)
+    batch_chunk: int = Field(default=128, ge=1, le=100_000)
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cores(cls, v: list[int]) -> list[int]:
+        if any(c < 0 for c in v):
+            raise ValueError("cpu_affinity holds core numbers >= 0")
+        return sorted(set(v))
+
+    @field_validator("wait_targets_s")
+    @classmethod
+    def _targets(cls, v: dict[str, float]) -> dict[str, float]:
+        out = {}
+        for k, t in v.items():
+            out[Priority.parse(k).name.lower()] = float(t)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,792 @@
+"""The scheduler actor: strict priority before Ray sees a task, capped in-flight work, placement.
+
+One async actor (``cognopt.cpu``) keeps five FIFO queues (CRITICAL..BACKGROUND). A task is handed
+to Ray only when a node has a free CPU slot by the scheduler's own accounting (node CPUs plus
+``pipeline_depth``), so Ray's queues stay shallow and a CRITICAL task waits for at most the rest
+of one running task. The caller's ``ray.get`` is on the actor call itself, which resolves when the
+task finishes, so the caller owns its result and a restarted scheduler is retried by Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import time
+import uuid
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from cognopt_ray.config import CpuServiceSettings, Settings, check_service_name
+from cognopt_ray.cpu.errors import QueueFull, TaskLost, Unschedulable, UnknownTask
+from cognopt_ray.cpu.monitor import EngineStats
+from cognopt_ray.cpu.pools import RemoteFunctionCache, _IoPool, _NodeMonitor
+from cognopt_ray.errors import InvalidInput
+from cognopt_ray.priority import Priority
+
+logger = logging.getLogger(__name__)
+
+LEVELS = tuple(p.value for p in Priority)
+#: How many queued entries per level the admission loop looks past a blocked head.
+SCAN_LIMIT = 256
+TASK_TYPES = ("cpu", "io")
+
+
+class _Node:
+    __slots__ = ("id", "cpus", "inflight", "io_inflight", "load", "ip", "io_pool", "monitor", "turn_s", "depth")
+
+    def __init__(self, node_id: str, cpus: float, ip: str) -> None:
+        self.id = node_id
+        self.cpus = cpus
+        self.turn_s = 0.05
+        self.depth = 1.0
+        self.inflight = 0.0
+        self.io_inflight = 0
+        self.load = 0.0
+        self.ip = ip
+        self.io_pool: Any = None
+        self.monitor: Any = None
+        self.turn_s = 0.05  # EWMA of start -> completion seen by the scheduler, cpu tasks
+        self.depth = 1.0
+
+    def observe(self, turn_s: float, base: int, budget_s: float, cap: int) -> None:
+        """Adapt the pipeline depth: extra queued work per node stays within ``budget_s``."""
+        self.turn_s = 0.8 * self.turn_s + 0.2 * max(turn_s, 1e-4)
+        self.depth = float(max(base, min(cap, int(budget_s * self.cpus / self.turn_s))))
+
+
+class _Entry:
+    __slots__ = (
+        "id", "key", "blob", "name", "payload", "prio", "base", "cpus", "kind", "service", "preemptible",
+        "max_retries", "submit_ts", "enq_ts", "admitted", "node", "ref", "start_ts", "admit_ts", "attempts",
+        "preempting", "state", "result", "error", "end_ts", "seq",
+    )
+
+    def __init__(self, **kw: Any) -> None:
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+@ray.remote(max_concurrency=1_000_000)
+class _SchedulerActor:
+    """Holds the queues, the node table and the statistics of the CPU engine."""
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        self._settings = Settings.model_validate(settings) if settings else Settings.load()
+        cfg = self._settings.cpu
+        self._cfg = cfg
+        self._queues: dict[int, deque[_Entry]] = {p: deque() for p in LEVELS}
+        self._queued = 0
+        self._small = {p: 0 for p in LEVELS}  # queued cpu tasks asking for less than one CPU
+        self._io_q = {p: 0 for p in LEVELS}  # queued io tasks
+        self._running: dict[str, _Entry] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._fns = RemoteFunctionCache()
+        self._optioned: dict[tuple, Any] = {}
+        self._stats = EngineStats(window_s=cfg.metrics_window_s)
+        self._seq = itertools.count()
+        self._service_cfg: dict[str, CpuServiceSettings] = {}
+        self._service_inflight: dict[str, int] = {}
+        self._records: OrderedDict[str, _Entry] = OrderedDict()
+        self._registry: dict[str, tuple[str, bytes]] = {}
+        self._preempting = 0
+        self._preempting_for = 0  # CRITICAL tasks for which victims are being cancelled
+        self._started = time.time()
+        self._incarnation = uuid.uuid4().hex[:8]
+        self._state_dir = self._settings.root / "cpu"
+        self._load_state()
+        self._refresh_nodes_sync()
+        self._loops: list[asyncio.Task] = []
+        self._loops_started = False
+        self._metrics = _RayMetrics()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def _ensure_loops(self) -> None:
+        if self._loops_started:
+            return
+        self._loops_started = True
+        loop = asyncio.get_event_loop()
+        self._loops.append(loop.create_task(self._node_loop()))
+        self._loops.append(loop.create_task(self._monitor_loop()))
+        if self._cfg.aging_interval_s > 0:
+            self._loops.append(loop.create_task(self._aging_loop()))
+
+    def _load_state(self) -> None:
+        try:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only root: run without persistence
+            logger.warning("cpu engine state dir %s unusable: %s", self._state_dir, e)
+            return
+        services = self._state_dir / "services.json"
+        if services.is_file():
+            try:
+                for name, cfg in json.loads(services.read_text()).items():
+                    self._service_cfg[name] = CpuServiceSettings.model_validate(cfg)
+            except Exception as e:  # noqa: BLE001 - a bad file must not stop the engine
+                logger.warning("ignoring unreadable %s: %s", services, e)
+        tasks = self._state_dir / "tasks"
+        if tasks.is_dir():
+            for f in sorted(tasks.glob("*.pkl")):
+                try:
+                    blob = f.read_bytes()
+                    key = f.stem.split("@", 1)[1]
+                    self._registry[f.stem.split("@", 1)[0]] = (key, blob)
+                except Exception as e:  # noqa: BLE001
+                    logger.warning("ignoring registered task file %s: %s", f, e)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    # -- nodes ------------------------------------------------------------------------------
+    def _refresh_nodes_sync(self) -> None:
+        self._apply_nodes(ray.nodes())
+
+    def _apply_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        alive = {}
+        for n in nodes:
+            if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0:
+                alive[n["NodeID"]] = (float(n["Resources"]["CPU"]), n.get("NodeManagerAddress", ""))
+        for nid, (cpus, ip) in alive.items():
+            node = self._nodes.get(nid)
+            if node is None:
+                self._nodes[nid] = _Node(nid, cpus, ip)
+                self._nodes[nid].depth = float(self._cfg.pipeline_depth)
+                logger.info("cpu engine: node %s joined with %g CPUs", nid[:12], cpus)
+            else:
+                node.cpus = cpus
+        gone = [nid for nid in self._nodes if nid not in alive]
+        for nid in gone:
+            node = self._nodes.pop(nid)
+            logger.warning("cpu engine: node %s left; its running tasks are retried elsewhere", nid[:12])
+            for e in self._running.values():
+                if e.node == nid:
+                    # Ray retries a retriable task on another node; account it to the least-loaded one.
+                    target = self._pick_node(e.cpus if e.kind == "cpu" else 0.0, e.kind, relaxed=True)
+                    e.node = target.id if target else None
+                    if target is not None:
+                        if e.kind == "cpu":
+                            target.inflight += e.cpus
+                        else:
+                            target.io_inflight += 1
+            del node
+        if gone or alive:
+            self._pump()
+
+    async def _node_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._cfg.node_refresh_s)
+            try:
+                nodes = await loop.run_in_executor(None, ray.nodes)
+                self._apply_nodes(nodes)
+            except Exception as e:  # noqa: BLE001
+                logger.warning("cpu engine: node refresh failed: %s", e)
+
+    async def _monitor_loop(self) -> None:
+        last = time.time()
+        while True:
+            await asyncio.sleep(self._cfg.monitor_interval_s)
+            now = time.time()
+            cluster = sum(n.cpus for n in self._nodes.values())
+            self._stats.tick(now, now - last, cluster, self._queued > 0 or bool(self._running))
+            last = now
+            calls = []
+            for node in list(self._nodes.values()):
+                if node.monitor is None:
+                    node.monitor = _NodeMonitor.options(
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=False),
+                        max_restarts=0,
+                    ).remote()
+                calls.append((node, node.monitor.sample.remote()))
+            for node, ref in calls:
+                try:
+                    sample = await asyncio.wait_for(ref, timeout=max(1.0, self._cfg.monitor_interval_s))
+                    node.load = float(sample["cpu_percent"])
+                    self._stats.node_sample(node.id, now, node.load)
+                except Exception:  # noqa: BLE001 - a monitor that died is recreated next tick
+                    node.monitor = None
+            self._metrics.update(self)
+
+    async def _aging_loop(self) -> None:
+        interval = self._cfg.aging_interval_s
+        while True:
+            await asyncio.sleep(max(0.01, interval / 4))
+            now = time.time()
+            moved = False
+            for level in LEVELS[2:]:  # aged tasks rise to HIGH at most: CRITICAL stays strict
+                q = self._queues[level]
+                while q and now - q[0].enq_ts >= interval:
+                    e = q.popleft()
+                    self._count(e, level, -1)
+                    e.prio = level - 1
+                    e.enq_ts = now
+                    self._queues[level - 1].append(e)
+                    self._count(e, level - 1, 1)
+                    self._stats.aged += 1
+                    moved = True
+            if moved:
+                self._pump()
+
+    # -- placement --------------------------------------------------------------------------
+    def _pick_node(self, cpus: float, kind: str, relaxed: bool = False) -> _Node | None:
+        """The least-loaded node with room: by in-flight share of its CPUs, then psutil load."""
+        best, best_score = None, None
+        for node in self._nodes.values():
+            if kind == "cpu":
+                if cpus > node.cpus:
+                    continue
+                if not relaxed and node.inflight + cpus > node.cpus + node.depth + 1e-9:
+                    continue
+                score = (node.inflight / node.cpus, node.load)
+            else:
+                if not relaxed and node.io_inflight >= self._cfg.io_pool_threads:
+                    continue
+                score = (node.io_inflight / self._cfg.io_pool_threads, node.load)
+            if best_score is None or score < best_score:
+                best, best_score = node, score
+        return best
+
+    def _max_node_cpus(self) -> float:
+        return max((n.cpus for n in self._nodes.values()), default=0.0)
+
+    # -- services ---------------------------------------------------------------------------
+    def _service(self, name: str | None) -> CpuServiceSettings | None:
+        if name is None:
+            return None
+        cfg = self._service_cfg.get(name)
+        if cfg is None:
+            cfg = self._settings.service(name).cpu
+        return cfg
+
+    # -- admission --------------------------------------------------------------------------
+    def _room(self) -> tuple[float, int]:
+        """The most free CPU slots on one node and the most free io threads on one node."""
+        cpu = io = 0
+        for n in self._nodes.values():
+            cpu = max(cpu, n.cpus + n.depth - n.inflight)
+            io = max(io, self._cfg.io_pool_threads - n.io_inflight)
+        return cpu, io
+
+    def _pump(self) -> None:
+        """Admit queued tasks, highest priority first, while some node has room.
+
+        A pool with no free slot on any node is skipped without looking at its tasks, so a
+        saturated scheduler spends O(1) per completion; otherwise at most ``SCAN_LIMIT`` tasks per
+        level are examined past a blocked head.
+        """
+        if not self._queued:
+            return
+        blocked_critical = False
+        top = self._top_level()
+        cpu_room, io_room = self._room()
+        for level in LEVELS:
+            q = self._queues[level]
+            if not q:
+                continue
+            # Skip a whole level when none of its tasks can fit: most tasks ask for whole CPUs.
+            if cpu_room < 1.0 - 1e-9 and not self._small[level] and (io_room <= 0 or not self._io_q[level]):
+                if level == Priority.CRITICAL:
+                    blocked_critical = True
+                continue
+            i = 0
+            while i < len(q) and i < SCAN_LIMIT:
+                if cpu_room < 1.0 - 1e-9 and not self._small[level] and (io_room <= 0 or not self._io_q[level]):
+                    if level == Priority.CRITICAL:
+                        blocked_critical = True
+                    break
+                e = q[i]
+                if (e.kind == "cpu" and e.cpus > cpu_room + 1e-9) or (e.kind == "io" and io_room <= 0):
+                    if level == Priority.CRITICAL and e.kind == "cpu":
+                        blocked_critical = True
+                    i += 1
+                    continue
+                verdict = self._admissible(e, top)
+                if verdict is None:
+                    del q[i]
+                    self._count(e, level, -1)
+                    self._launch(e, self._chosen)
+                    if not self._queued:
+                        return
+                    cpu_room, io_room = self._room()
+                    continue
+                if verdict == "capacity" and level == Priority.CRITICAL:
+                    blocked_critical = True
+                i += 1
+        if blocked_critical and self._cfg.preemption:
+            self._preempt()
+
+    def _top_level(self) -> int:
+        for level in LEVELS:
+            if self._queues[level]:
+                return level
+        return LEVELS[-1] + 1
+
+    def _admissible(self, e: _Entry, top: int) -> str | None:
+        svc = self._service(e.service)
+        if svc is not None:
+            threshold = Priority.parse(svc.priority_threshold).value
+            if e.prio > threshold and top <= threshold:
+                return "threshold"
+            if svc.max_workers and self._service_inflight.get(e.service, 0) >= svc.max_workers:
+                self._stats.cap_hit(e.service, time.time())
+                return "service_cap"
+        node = self._pick_node(e.cpus, e.kind)
+        if node is None:
+            return "capacity"
+        self._chosen = node
+        return None
+
+    def _launch(self, e: _Entry, node: _Node) -> None:
+        e.node = node.id
+        e.admit_ts = time.time()
+        e.state = "running"
+        e.attempts += 1
+        args, kwargs = e.payload
+        if e.kind == "cpu":
+            node.inflight += e.cpus
+            svc = self._service(e.service)
+            cores = tuple(svc.cpu_affinity) if svc is not None and svc.cpu_affinity is not None else tuple(self._cfg.cpu_affinity)
+            spread = len(self._nodes) > 1
+            ck = (e.key, cores, e.cpus, e.max_retries, node.id if spread else None)
+            rf = self._optioned.get(ck)
+            if rf is None:
+                opts: dict[str, Any] = {"num_cpus": e.cpus, "max_retries": e.max_retries}
+                if spread:
+                    opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.id, soft=True)
+                rf = self._fns.remote(e.key, e.blob, cores).options(**opts)
+                if len(self._optioned) > 4096:
+                    self._optioned.clear()
+                self._optioned[ck] = rf
+            e.ref = rf.remote(*args, **kwargs)
+        else:
+            node.io_inflight += 1
+            if node.io_pool is None:
+                node.io_pool = _IoPool.options(
+                    max_concurrency=self._cfg.io_pool_threads,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
+                    max_restarts=-1,
+                ).remote()
+            e.ref = node.io_pool.run.remote(e.key, e.blob, args, kwargs)
+        if e.service is not None:
+            self._service_inflight[e.service] = self._service_inflight.get(e.service, 0) + 1
+        self._running[e.id] = e
+        if e.prio == Priority.CRITICAL and self._preempting_for:
+            self._preempting_for -= 1
+        e.admitted.set_result(None)
+
+    def _release(self, e: _Entry) -> None:
+        self._running.pop(e.id, None)
+        node = self._nodes.get(e.node) if e.node else None
+        if node is not None:
+            if e.kind == "cpu":
+                node.inflight = max(0.0, node.inflight - e.cpus)
+            else:
+                node.io_inflight = max(0, node.io_inflight - 1)
+        if e.service is not None:
+            self._service_inflight[e.service] = max(0, self._service_inflight.get(e.service, 1) - 1)
+        e.node = None
+
+    def _preempt(self) -> None:
+        """Cancel preemptible tasks so that a blocked CRITICAL task can *start* at once.
+
+        Victims are the lowest-level preemptible tasks, newest first (least work lost), on one
+        node, until that node's in-flight CPUs plus the CRITICAL task's fit its real CPUs (not
+        the pipelined extra, since a pipelined task would start before the CRITICAL one).
+        """
+        waiting = [e for e in self._queues[Priority.CRITICAL] if e.kind == "cpu"]
+        if len(waiting) <= self._preempting_for:
+            return
+        crit = waiting[self._preempting_for]
+        victims = [e for e in self._running.values()
+                   if e.preemptible and not e.preempting and e.kind == "cpu" and e.prio > Priority.CRITICAL]
+        if not victims:
+            return
+        victims.sort(key=lambda e: (e.prio, e.admit_ts), reverse=True)
+        node = self._nodes.get(victims[0].node)
+        if node is None:
+            return
+        pending = sum(e.cpus for e in self._running.values() if e.preempting and e.node == node.id)
+        need = node.inflight - pending + crit.cpus - node.cpus
+        for e in victims:
+            if need <= 1e-9:
+                break
+            if e.node != node.id:
+                continue
+            e.preempting = True
+            self._preempting += 1
+            need -= e.cpus
+            try:
+                ray.cancel(e.ref, force=False)
+            except Exception as exc:  # noqa: BLE001 - already finished
+                logger.debug("cancel of %s failed: %s", e.id, exc)
+        self._preempting_for += 1
+
+    # -- the task's life --------------------------------------------------------------------
+    def _new_entry(self, key: str, blob: bytes | None, name: str, payload: tuple, opts: dict[str, Any]) -> _Entry:
+        try:
+            prio = Priority.parse(opts.get("priority", Priority.MEDIUM)).value
+        except ValueError as err:
+            raise InvalidInput(str(err), hint="use 1..5 or critical/high/medium/low/background") from None
+        kind = opts.get("task_type")
+        service = opts.get("service")
+        if service is not None:
+            try:
+                check_service_name(service)
+            except ValueError as err:
+                raise InvalidInput(str(err)) from None
+        if kind is None:
+            svc = self._service(service)
+            kind = svc.pool_kind if svc is not None else "cpu"
+        if kind not in TASK_TYPES:
+            raise InvalidInput(f"task_type must be one of {list(TASK_TYPES)}, got {kind!r}")
+        cpus = float(opts.get("num_cpus", 1))
+        if kind == "cpu":
+            if not cpus > 0:
+                raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
+            biggest = self._max_node_cpus()
+            if cpus > biggest:
+                raise Unschedulable(
+                    f"task {name!r} asks for {cpus:g} CPUs but the largest node offers {biggest:g}",
+                    hint="lower num_cpus or add a node with more CPUs",
+                )
+        if self._queued >= self._cfg.max_queued:
+            self._stats.rejected += 1
+            raise QueueFull(f"the scheduler already holds {self._queued} queued tasks (max_queued)",
+                            hint="wait for work to drain or raise cpu.max_queued")
+        if blob is None and key not in self._fns._callables:
+            raise UnknownTask(f"function {name!r} is not known to this scheduler", hint="submit it again")
+        now = time.time()
+        submit_ts = float(opts.get("submit_ts") or now)
+        return _Entry(
+            id=opts.get("task_id") or uuid.uuid4().hex[:16], key=key, blob=blob, name=name, payload=payload,
+            prio=prio, base=prio, cpus=cpus, kind=kind, service=service,
+            preemptible=bool(opts.get("preemptible", False)), max_retries=int(opts.get("max_retries", 3)),
+            submit_ts=min(submit_ts, now), enq_ts=now, admitted=None, node=None, ref=None, start_ts=None,
+            admit_ts=None, attempts=0, preempting=False, state="queued", seq=next(self._seq),
+        )
+
+    def _enqueue(self, e: _Entry, front: bool = False) -> None:
+        e.admitted = asyncio.get_event_loop().create_future()
+        e.state = "queued"
+        if front:
+            self._queues[e.prio].appendleft(e)
+        else:
+            self._queues[e.prio].append(e)
+        self._count(e, e.prio, 1)
+
+    def _count(self, e: _Entry, level: int, delta: int) -> None:
+        self._queued += delta
+        if e.kind == "io":
+            self._io_q[level] += delta
+        elif e.cpus < 1.0 - 1e-9:
+            self._small[level] += delta
+
+    async def _execute(self, e: _Entry, queued: bool = False) -> Any:
+        """Queue ``e``, wait for admission, wait for Ray, and return the task's value."""
+        if not queued:
+            self._ensure_loops()
+            self._stats.submitted += 1
+            self._enqueue(e)
+            self._pump()
+        while True:
+            await e.admitted
+            try:
+                start, value = await e.ref
+            except rex.TaskCancelledError:
+                self._release(e)
+                if e.preempting:
+                    e.preempting = False
+                    self._preempting = max(0, self._preempting - 1)
+                    self._stats.preempted += 1
+                    self._enqueue(e, front=True)
+                    self._pump()
+                    continue
+                self._finish(e, None, "cancelled")
+                raise
+            except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.RayActorError) as err:
+                self._release(e)
+                self._clear_preempt(e)
+                self._stats.lost += 1
+                self._finish(e, None, "lost")
+                self._pump()
+                raise TaskLost(
+                    f"task {e.name!r} ({e.id}) was lost: {type(err).__name__} (its worker or node died and it "
+                    f"was not retried, max_retries={e.max_retries})",
+                    hint="submit it again, or give it max_retries > 0 so Ray retries it on another node",
+                ) from None
+            except rex.RayTaskError as err:
+                self._release(e)
+                self._clear_preempt(e)
+                self._stats.failed += 1
+                self._finish(e, None, "failed")
+                self._pump()
+                raise err
+            node = e.node
+            if e.kind == "cpu" and node in self._nodes:
+                cfg = self._cfg
+                self._nodes[node].observe(time.time() - start, cfg.pipeline_depth, cfg.pipeline_budget_s,
+                                          cfg.max_pipeline_depth)
+            self._release(e)
+            self._clear_preempt(e)
+            self._finish(e, start, "finished", node)
+            self._pump()
+            return value
+
+    def _clear_preempt(self, e: _Entry) -> None:
+        if e.preempting:
+            e.preempting = False
+            self._preempting = max(0, self._preempting - 1)
+
+    def _finish(self, e: _Entry, start: float | None, state: str, node: str | None = None) -> None:
+        now = time.time()
+        e.state = state
+        e.end_ts = now
+        e.ref = None
+        if start is not None:
+            e.start_ts = start
+            self._stats.wait[e.base].add(start - e.submit_ts, now)
+            run_s = now - start
+            self._stats.run[e.base].add(run_s, now)
+            if e.kind == "cpu":
+                self._stats.task_finished(node, e.cpus, run_s, now)
+            self._stats.processed += 1
+
+    # -- public actor methods ---------------------------------------------------------------
+    async def run(self, key: str, blob: bytes | None, name: str, payload: tuple, opts: dict[str, Any]) -> Any:
+        """Run one task by priority and return its value (or raise its exception)."""
+        e = self._new_entry(key, blob, name, payload, opts)
+        return await self._execute(e)
+
+    async def run_batch(self, items: list[tuple[str, bytes | None, str, tuple, dict[str, Any]]]) -> tuple:
+        """Run a chunk of tasks; called with ``num_returns=len(items)``, one caller-owned ref each.
+
+        Every item is checked before any is queued. A task that fails yields a ``RayTaskError``
+        in its position, which Ray stores as an error, so ``ray.get`` of that one ref raises the
+        task's exception while the others return their values.
+        """
+        entries = [self._new_entry(*item) for item in items]
+        self._ensure_loops()
+        for e in entries:
+            self._stats.submitted += 1
+            self._enqueue(e)
+        self._pump()
+        return tuple(await asyncio.gather(*(self._execute_quiet(e) for e in entries)))
+
+    async def _execute_quiet(self, e: _Entry) -> Any:
+        try:
+            return await self._execute(e, queued=True)
+        except rex.RayTaskError as err:
+            return err
+        except BaseException as err:  # noqa: BLE001 - delivered through its own ref
+            return rex.RayTaskError(e.name, f"{type(err).__name__}: {err}", err)
+
+    async def run_named(self, name: str, payload: tuple, opts: dict[str, Any]) -> Any:
+        """Run the registered task ``name``."""
+        key, blob = self._lookup(name)
+        return await self.run(key, blob, name, payload, opts)
+
+    def _lookup(self, name: str) -> tuple[str, bytes]:
+        found = self._registry.get(name)
+        if found is None:
+            raise UnknownTask(f"no task is registered as {name!r}",
+                              hint="register it with cognopt_ray.cpu.register_task(name, fn)")
+        return found
+
+    async def register(self, name: str, key: str, blob: bytes) -> None:
+        """Register ``blob`` (a pickled function) as ``name``, durably."""
+        old = self._registry.get(name)
+        folder = self._state_dir / "tasks"
+        try:
+            self._write_atomic(folder / f"{name}@{key}.pkl", blob)
+            if old is not None and old[0] != key:
+                (folder / f"{name}@{old[0]}.pkl").unlink(missing_ok=True)
+        except OSError as e:
+            logger.warning("registered task %r kept in memory only: %s", name, e)
+        self._registry[name] = (key, blob)
+
+    def registered(self) -> list[str]:
+        return sorted(self._registry)
+
+    async def submit_tracked(self, tasks: list[tuple[str, tuple, dict[str, Any]]]) -> list[str]:
+        """Queue registered tasks by name; returns their ids at once (REST ``wait=false``).
+
+        All names and options are checked before any task is queued, so a bad batch changes nothing.
+        """
+        entries = []
+        for name, payload, opts in tasks:
+            key, blob = self._lookup(name)
+            entries.append(self._new_entry(key, blob, name, payload, opts))
+        for e in entries:
+            self._records[e.id] = e
+            asyncio.get_event_loop().create_task(self._tracked(e))
+        self._trim_records()
+        return [e.id for e in entries]
+
+    async def _tracked(self, e: _Entry) -> None:
+        try:
+            e.result = await self._execute(e)
+        except BaseException as err:  # noqa: BLE001 - stored for GET cpu/tasks/{id}
+            e.error = f"{type(err).__name__}: {err}"
+            if e.state not in ("lost", "cancelled"):
+                e.state = "failed"
+
+    def _trim_records(self) -> None:
+        keep = self._cfg.results_kept
+        while len(self._records) > keep:
+            oldest_id, oldest = next(iter(self._records.items()))
+            if oldest.state in ("queued", "running"):
+                break
+            self._records.pop(oldest_id)
+
+    async def wait_tracked(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until the tasks finish (or ``timeout_s``) and return their records."""
+        deadline = time.time() + timeout_s
+        for tid in ids:
+            if tid not in self._records:
+                raise UnknownTask(f"no task has id {tid!r}")
+        while time.time() < deadline:
+            if all(self._records[t].state not in ("queued", "running") for t in ids if t in self._records):
+                break
+            await asyncio.sleep(0.01)
+        return [self.task_status(t) for t in ids]
+
+    def task_status(self, task_id: str) -> dict[str, Any]:
+        e = self._records.get(task_id)
+        if e is None:
+            raise UnknownTask(f"no task has id {task_id!r}",
+                              hint="ids are kept for the last cpu.results_kept tasks submitted over REST")
+        out: dict[str, Any] = {
+            "id": e.id, "name": e.name, "state": e.state, "priority": Priority(e.base).name.lower(),
+            "effective_priority": Priority(e.prio).name.lower(), "task_type": e.kind, "service": e.service,
+            "num_cpus": e.cpus, "attempts": e.attempts, "submitted_at": e.submit_ts, "started_at": e.start_ts,
+            "finished_at": e.end_ts,
+            "wait_s": (e.start_ts - e.submit_ts) if e.start_ts else None,
+        }
+        if e.state == "finished":
+            out["result"] = e.result
+        if e.error:
+            out["error"] = e.error
+        return out
+
+    async def configure_service(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a service's max_workers / priority_threshold / pool_kind / cpu_affinity, durably."""
+        try:
+            check_service_name(name)
+            merged = {**self._service(name).model_dump(), **changes}
+            cfg = CpuServiceSettings.model_validate(merged)
+        except ValueError as err:
+            raise InvalidInput(f"invalid cpu settings for service {name!r}: {err}") from None
+        before = self._service(name).model_dump()
+        self._service_cfg[name] = cfg
+        try:
+            self._write_atomic(
+                self._state_dir / "services.json",
+                json.dumps({k: v.model_dump() for k, v in self._service_cfg.items()}, indent=1).encode(),
+            )
+        except OSError as e:
+            logger.warning("service settings kept in memory only: %s", e)
+        self._pump()
+        return {"service_name": name, "before": before, "after": cfg.model_dump()}
+
+    def service_settings(self, name: str) -> dict[str, Any]:
+        try:
+            check_service_name(name)
+        except ValueError as err:
+            raise InvalidInput(str(err)) from None
+        return self._service(name).model_dump()
+
+    def cluster(self) -> dict[str, Any]:
+        """Nodes as the scheduler sees them."""
+        return {
+            "max_node_cpus": self._max_node_cpus(),
+            "total_cpus": sum(n.cpus for n in self._nodes.values()),
+            "nodes": [{"node_id": n.id, "ip": n.ip, "cpus": n.cpus, "inflight_cpus": n.inflight,
+                       "io_inflight": n.io_inflight, "cpu_percent": n.load} for n in self._nodes.values()],
+        }
+
+    def metrics(self) -> dict[str, Any]:
+        """Queue depths, wait/run histograms per priority, counters, per-node figures, advice."""
+        now = time.time()
+        since = now - self._stats.window_s
+        node_cpus = {n.id: n.cpus for n in self._nodes.values()}
+        util = self._stats.node_utilisation(now)
+        busy = self._stats.node_busy_share(now, node_cpus)
+        services = {}
+        for name in set(self._service_cfg) | set(self._service_inflight) | set(self._stats.cap_hits):
+            cfg = self._service(name)
+            services[name] = {**cfg.model_dump(), "inflight": self._service_inflight.get(name, 0)}
+        st = self._stats
+        return {
+            "time": now,
+            "window_s": st.window_s,
+            "queue_depth": {Priority(p).name.lower(): len(q) for p, q in self._queues.items()},
+            "queued": self._queued,
+            "running": len(self._running),
+            "wait_time_s": {Priority(p).name.lower(): h.summary(since) for p, h in st.wait.items()},
+            "run_time_s": {Priority(p).name.lower(): h.summary(since) for p, h in st.run.items()},
+            "tasks_submitted": st.submitted,
+            "tasks_processed": st.processed,
+            "tasks_failed": st.failed,
+            "tasks_preempted": st.preempted,
+            "tasks_lost": st.lost,
+            "tasks_rejected": st.rejected,
+            "tasks_aged": st.aged,
+            "cpu_efficiency": st.cpu_efficiency(now),
+            "load_balance_score": st.load_balance_score(now, node_cpus),
+            "nodes": [{"node_id": n.id, "ip": n.ip, "cpus": n.cpus, "inflight_cpus": n.inflight,
+                       "io_inflight": n.io_inflight, "cpu_percent": n.load,
+                       "cpu_percent_mean": util.get(n.id), "task_busy_share": busy.get(n.id)}
+                      for n in self._nodes.values()],
+            "services": services,
+            "pipeline_depth": self._cfg.pipeline_depth,
+            "aging_interval_s": self._cfg.aging_interval_s,
+            "recommendations": st.recommendations(now, self._cfg.wait_targets_s, node_cpus, self._queued, services),
+            "incarnation": self._incarnation,
+        }
+
+    def health(self) -> dict[str, Any]:
+        if not self._nodes:
+            return {"status": "degraded", "reason": "no alive node offers CPUs; cpu tasks wait"}
+        return {"status": "up", "nodes": len(self._nodes), "queued": self._queued, "running": len(self._running)}
+
+    def ping(self) -> str:
+        return self._incarnation
+
+
+class _RayMetrics:
+    """The engine's counters exported through ``ray.util.metrics`` (Ray's Prometheus pipeline)."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util.metrics import Gauge
+
+            self._depth = Gauge("cognopt_cpu_queue_depth", "queued tasks per priority", tag_keys=("priority",))
+            self._processed = Gauge("cognopt_cpu_tasks_processed", "tasks finished since the scheduler started")
+            self._running = Gauge("cognopt_cpu_tasks_running", "tasks handed to Ray and not finished")
+        except Exception:  # noqa: BLE001 - metrics are optional
+            self._depth = None
+
+    def update(self, sched: _SchedulerActor) -> None:
+        if self._depth is None:
+            return
+        try:
+            for p, q in sched._queues.items():
+                self._depth.set(len(q), tags={"priority": Priority(p).name.lower()})
+            self._processed.set(sched._stats.processed)
+            self._running.set(len(sched._running))
+        except Exception:  # noqa: BLE001
+            pass
+

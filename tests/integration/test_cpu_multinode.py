@@ -1,0 +1,88 @@
+"""Multi-node: three nodes with ray.cluster_utils.Cluster, in a subprocess (the pytest process has its Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = textwrap.dedent(
+    r'''
+    import json, sys, time
+    import ray
+    from ray.cluster_utils import Cluster
+    import cognopt_ray
+    from cognopt_ray.config import Settings
+    from cognopt_ray.cpu import PriorityScheduler, TaskLost
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    workers = [cluster.add_node(num_cpus=1) for _ in range(3)]
+    cluster.wait_for_nodes()
+    settings = Settings.load(storage_root=sys.argv[1], cpu={"pipeline_depth": 0, "pipeline_budget_s": 0,
+                                                          "node_refresh_s": 0.2, "aging_interval_s": 0})
+    cognopt_ray.init(address=cluster.address, settings=settings, log_to_driver=False)
+    sched = PriorityScheduler(settings=settings)
+    while sched.cluster()["total_cpus"] < 3:
+        time.sleep(0.1)
+    out = {}
+
+    def where(d):
+        time.sleep(d)
+        return ray.get_runtime_context().get_node_id()
+
+    # spread: three 1-CPU tasks at once land on three different nodes
+    ray.get(sched.submit_batch([(where, (0.2,))] * 3))  # warm the workers
+    out["spread"] = ray.get([sched.submit(where, 1.0) for _ in range(3)])
+    out["balance"] = sched.metrics()["load_balance_score"]
+
+    # a node leaves mid-run: retriable tasks finish elsewhere, a non-retriable one gets TaskLost
+    retriable = [sched.submit(where, 1.5) for _ in range(6)]
+    once = [sched.submit(where, 1.5, max_retries=0) for _ in range(3)]
+    time.sleep(1.0)
+    victim = workers[0]
+    cluster.remove_node(victim, allow_graceful=False)
+    out["retriable"] = [ray.get(r, timeout=240) for r in retriable]
+    once_out = []
+    for r in once:
+        try:
+            once_out.append(["ok", ray.get(r, timeout=240)])
+        except TaskLost as e:
+            once_out.append(["lost", str(e)])
+        except Exception as e:
+            once_out.append(["error", type(e).__name__ + ": " + str(e)[:300]])
+    out["once"] = once_out
+    out["victim"] = victim.node_id
+    out["nodes_after"] = len(sched.cluster()["nodes"])
+    print("RESULT " + json.dumps(out))
+    cognopt_ray.shutdown()
+    cluster.shutdown()
+    '''
+)
+
+
+@pytest.mark.slow
+def test_three_nodes_spread_and_node_loss(tmp_path):
+    script = tmp_path / "multinode.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "root")], capture_output=True, text=True,
+                          timeout=600, env=env, cwd=str(tmp_path))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(lines[-1][len("RESULT "):])
+    assert len(set(out["spread"])) == 3  # one task per node
+    assert out["balance"] is not None and out["balance"] > 0.5
+    assert len(out["retriable"]) == 6 and out["victim"] not in out["retriable"]  # all finished, not on the dead node
+    for state, detail in out["once"]:
+        assert state in ("ok", "lost"), detail  # finished or a clear TaskLost, never a hang
+        if state == "lost":
+            assert "max_retries" in detail
+    assert out["nodes_after"] == 2
