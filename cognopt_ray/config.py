@@ -165,6 +165,13 @@ class CpuEngineSettings(_Model):
         pipeline_budget_s: for short tasks the depth grows so that the queued extra work per node
             stays under this many seconds (``depth = budget * cpus / recent task turnaround``),
             up to ``max_pipeline_depth``; it keeps workers fed when dispatch is slower than tasks.
+        pack_budget_s: short tasks of one level are run several to a Ray call while their
+            estimated run time (a moving average per function) adds up to at most this; it pays
+            Ray's per-task cost once per pack. Only in throughput mode (``latency_guard_s``); 0: off.
+        max_pack: most tasks in one pack.
+        latency_guard_s: while a higher level has tasks queued or running, or had one less than
+            this many seconds ago, lower-level tasks are admitted without pipelining or packing
+            (latency mode), so nothing of theirs queues inside Ray ahead of the higher level.
         aging_interval_s: a task waiting this long moves up one priority level per interval;
             0 turns aging off.
         preemption: allow cancelling ``preemptible=True`` tasks to admit a CRITICAL one.
@@ -185,6 +192,9 @@ class CpuEngineSettings(_Model):
     pipeline_depth: int = Field(default=1, ge=0, le=64)
     pipeline_budget_s: float = Field(default=0.01, ge=0)
     max_pipeline_depth: int = Field(default=32, ge=0, le=1024)
+    pack_budget_s: float = Field(default=0.05, ge=0, le=10)
+    max_pack: int = Field(default=64, ge=1, le=10_000)
+    latency_guard_s: float = Field(default=1.0, ge=0, le=3600)
     aging_interval_s: float = Field(default=5.0, ge=0)
     preemption: bool = True
     io_pool_threads: int = Field(default=32, ge=1, le=4096)

@@ -83,6 +83,7 @@ def init(
             if target == "local":
                 if num_cpus is not None:
                     kwargs["num_cpus"] = num_cpus
+                _avoid_taken_agent_port()
             elif num_cpus is not None:
                 logger.info("num_cpus=%s ignored: joining the cluster at %s", num_cpus, target)
             try:
@@ -95,6 +96,40 @@ def init(
             _state.started_ray = target == "local"
             logger.info("cognopt_ray connected to Ray (%s)", target)
         return settings
+
+
+def _avoid_taken_agent_port() -> None:
+    """Let a new local Ray start while another Ray runs on this machine.
+
+    Ray gives its dashboard agent a fixed HTTP port (52365) and ``ray.init`` has no parameter for
+    it; when another Ray on the machine (a server, a notebook, a ``ray start``) holds it, the new
+    raylet dies and ``ray.init`` times out ("the node timed out during startup"). When the port
+    is taken, the default that ``ray.init`` will use is replaced by a free port.
+    """
+    import socket
+
+    try:
+        from ray._private import parameter, ray_constants
+
+        port = ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+                return  # free: keep Ray's default
+            except OSError:
+                pass
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            free = sock.getsockname()[1]
+        init = parameter.RayParams.__init__
+        names = init.__code__.co_varnames[: init.__code__.co_argcount]
+        defaults = list(init.__defaults__ or ())
+        idx = names.index("dashboard_agent_listen_port") - (len(names) - len(defaults))
+        defaults[idx] = free
+        init.__defaults__ = tuple(defaults)
+        logger.info("port %s is held by another Ray on this machine; this Ray's agent uses %s", port, free)
+    except Exception as e:  # noqa: BLE001 - Ray internals moved: start as Ray would
+        logger.debug("could not pick a free agent port: %s", e)
 
 
 def adopt_in_actor(settings: Settings) -> None:

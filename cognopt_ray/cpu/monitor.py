@@ -78,6 +78,9 @@ class EngineStats:
     wait: dict[int, Histogram] = field(default_factory=lambda: {p.value: Histogram() for p in Priority})
     run: dict[int, Histogram] = field(default_factory=lambda: {p.value: Histogram() for p in Priority})
     submitted: int = 0
+    withdrawn: int = 0
+    calls: int = 0  # Ray calls made (one per pack)
+    packed: int = 0  # tasks that shared a Ray call with others
     processed: int = 0
     failed: int = 0
     preempted: int = 0

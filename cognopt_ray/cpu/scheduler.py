@@ -5,6 +5,16 @@ to Ray only when a node has a free CPU slot by the scheduler's own accounting (n
 ``pipeline_depth``), so Ray's queues stay shallow and a CRITICAL task waits for at most the rest
 of one running task. The caller's ``ray.get`` is on the actor call itself, which resolves when the
 task finishes, so the caller owns its result and a restarted scheduler is retried by Ray.
+
+Throughput vs latency, decided per task at admission:
+
+- *latency mode*: while any task of a higher level is queued or running, or was seen less than
+  ``latency_guard_s`` ago, a task is admitted only into a real free CPU (no pipelining) and alone
+  (no pack); a blocked task also withdraws a pipelined, not yet started, lower-level task
+  (``max_retries > 0`` only) so that it is next in line.
+- *throughput mode* otherwise: up to ``pipeline_depth`` extra tasks per node wait in Ray's
+  queue so workers never idle between tasks, and short tasks of one level are packed into one
+  Ray call (``pack_budget_s`` of estimated work) to pay Ray's per-task cost once per pack.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from cognopt_ray.config import CpuServiceSettings, Settings, check_service_name
 from cognopt_ray.cpu.errors import QueueFull, TaskLost, Unschedulable, UnknownTask
 from cognopt_ray.cpu.monitor import EngineStats
-from cognopt_ray.cpu.pools import RemoteFunctionCache, _IoPool, _NodeMonitor
+from cognopt_ray.cpu.pools import _IoPool, _NodeMonitor, execute_pack
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.priority import Priority
 
@@ -65,13 +75,41 @@ class _Node:
 class _Entry:
     __slots__ = (
         "id", "key", "blob", "name", "payload", "prio", "base", "cpus", "kind", "service", "preemptible",
-        "max_retries", "submit_ts", "enq_ts", "admitted", "node", "ref", "start_ts", "admit_ts", "attempts",
-        "preempting", "state", "result", "error", "end_ts", "seq",
+        "max_retries", "submit_ts", "enq_ts", "fut", "node", "pack", "start_ts", "admit_ts", "attempts",
+        "state", "result", "error", "end_ts", "seq", "run_level",
     )
 
     def __init__(self, **kw: Any) -> None:
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
+
+
+class _Pack:
+    """One Ray call: one task, or several short tasks of one level run one after the other."""
+
+    __slots__ = ("entries", "cpus", "kind", "node", "ref", "prio", "admit_ts", "cancelling", "withdrawn",
+                 "pipelined")
+
+    def __init__(self, entries: list[_Entry], node: str, pipelined: bool) -> None:
+        first = entries[0]
+        self.entries = entries
+        self.cpus = first.cpus
+        self.kind = first.kind
+        self.node: str | None = node
+        self.ref: Any = None
+        self.prio = max(e.prio for e in entries)
+        self.admit_ts = time.time()
+        self.cancelling = False  # ray.cancel sent (preemption or withdrawal)
+        self.withdrawn = False  # cancelled before it started: re-queue, not counted as preempted
+        self.pipelined = pipelined  # admitted beyond the node's real CPUs
+
+    @property
+    def preemptible(self) -> bool:
+        return len(self.entries) == 1 and bool(self.entries[0].preemptible)
+
+    @property
+    def retriable(self) -> bool:
+        return all(e.max_retries for e in self.entries)
 
 
 @ray.remote(max_concurrency=1_000_000)
@@ -87,8 +125,12 @@ class _SchedulerActor:
         self._small = {p: 0 for p in LEVELS}  # queued cpu tasks asking for less than one CPU
         self._io_q = {p: 0 for p in LEVELS}  # queued io tasks
         self._running: dict[str, _Entry] = {}
+        self._packs: set[_Pack] = set()
+        self._run_level = {p: 0 for p in LEVELS}  # running tasks per (effective) level
+        self._last_seen = {p: 0.0 for p in LEVELS}  # last time a task of the level was queued or running
+        self._est: dict[str, float] = {}  # EWMA run time per function key (packing)
+        self._specs: dict[str, Any] = {}  # function key -> blob, or [ObjectRef] for big ones
         self._nodes: dict[str, _Node] = {}
-        self._fns = RemoteFunctionCache()
         self._optioned: dict[tuple, Any] = {}
         self._stats = EngineStats(window_s=cfg.metrics_window_s)
         self._seq = itertools.count()
@@ -96,8 +138,8 @@ class _SchedulerActor:
         self._service_inflight: dict[str, int] = {}
         self._records: OrderedDict[str, _Entry] = OrderedDict()
         self._registry: dict[str, tuple[str, bytes]] = {}
-        self._preempting = 0
         self._preempting_for = 0  # CRITICAL tasks for which victims are being cancelled
+        self._hot = LEVELS[-1] + 1  # see _hot_level, recomputed by every _pump
         self._started = time.time()
         self._incarnation = uuid.uuid4().hex[:8]
         self._state_dir = self._settings.root / "cpu"
@@ -171,14 +213,16 @@ class _SchedulerActor:
         for nid in gone:
             node = self._nodes.pop(nid)
             logger.warning("cpu engine: node %s left; its running tasks are retried elsewhere", nid[:12])
-            for e in self._running.values():
-                if e.node == nid:
+            for pk in self._packs:
+                if pk.node == nid:
                     # Ray retries a retriable task on another node; account it to the least-loaded one.
-                    target = self._pick_node(e.cpus if e.kind == "cpu" else 0.0, e.kind, relaxed=True)
-                    e.node = target.id if target else None
+                    target = self._pick_node(pk.cpus if pk.kind == "cpu" else 0.0, pk.kind, relaxed=True)
+                    pk.node = target.id if target else None
+                    for e in pk.entries:
+                        e.node = pk.node
                     if target is not None:
-                        if e.kind == "cpu":
-                            target.inflight += e.cpus
+                        if pk.kind == "cpu":
+                            target.inflight += pk.cpus
                         else:
                             target.io_inflight += 1
             del node
@@ -216,6 +260,8 @@ class _SchedulerActor:
                     sample = await asyncio.wait_for(ref, timeout=max(1.0, self._cfg.monitor_interval_s))
                     node.load = float(sample["cpu_percent"])
                     self._stats.node_sample(node.id, now, node.load)
+                except asyncio.TimeoutError:
+                    continue  # a slow monitor (a loaded node, a worker still starting) is kept
                 except Exception:  # noqa: BLE001 - a monitor that died is recreated next tick
                     node.monitor = None
             self._metrics.update(self)
@@ -241,14 +287,18 @@ class _SchedulerActor:
                 self._pump()
 
     # -- placement --------------------------------------------------------------------------
-    def _pick_node(self, cpus: float, kind: str, relaxed: bool = False) -> _Node | None:
-        """The least-loaded node with room: by in-flight share of its CPUs, then psutil load."""
+    def _pick_node(self, cpus: float, kind: str, relaxed: bool = False, pipeline: bool = True) -> _Node | None:
+        """The least-loaded node with room: by in-flight share of its CPUs, then psutil load.
+
+        Room is the node's CPUs plus its pipeline depth, or its CPUs alone when ``pipeline`` is off.
+        """
         best, best_score = None, None
         for node in self._nodes.values():
             if kind == "cpu":
                 if cpus > node.cpus:
                     continue
-                if not relaxed and node.inflight + cpus > node.cpus + node.depth + 1e-9:
+                extra = node.depth if pipeline else 0.0
+                if not relaxed and node.inflight + cpus > node.cpus + extra + 1e-9:
                     continue
                 score = (node.inflight / node.cpus, node.load)
             else:
@@ -290,7 +340,9 @@ class _SchedulerActor:
         if not self._queued:
             return
         blocked_critical = False
+        blocked_level = None
         top = self._top_level()
+        self._hot = self._hot_level(time.time())
         cpu_room, io_room = self._room()
         for level in LEVELS:
             q = self._queues[level]
@@ -300,31 +352,42 @@ class _SchedulerActor:
             if cpu_room < 1.0 - 1e-9 and not self._small[level] and (io_room <= 0 or not self._io_q[level]):
                 if level == Priority.CRITICAL:
                     blocked_critical = True
+                if blocked_level is None and len(q) > self._io_q[level]:
+                    blocked_level = level
                 continue
             i = 0
             while i < len(q) and i < SCAN_LIMIT:
                 if cpu_room < 1.0 - 1e-9 and not self._small[level] and (io_room <= 0 or not self._io_q[level]):
                     if level == Priority.CRITICAL:
                         blocked_critical = True
+                    if blocked_level is None and len(q) > self._io_q[level]:
+                        blocked_level = level
                     break
                 e = q[i]
                 if (e.kind == "cpu" and e.cpus > cpu_room + 1e-9) or (e.kind == "io" and io_room <= 0):
                     if level == Priority.CRITICAL and e.kind == "cpu":
                         blocked_critical = True
+                    if e.kind == "cpu" and blocked_level is None:
+                        blocked_level = level
                     i += 1
                     continue
                 verdict = self._admissible(e, top)
                 if verdict is None:
                     del q[i]
                     self._count(e, level, -1)
-                    self._launch(e, self._chosen)
+                    self._launch(e, self._chosen, q, i)
                     if not self._queued:
                         return
                     cpu_room, io_room = self._room()
                     continue
-                if verdict == "capacity" and level == Priority.CRITICAL:
-                    blocked_critical = True
+                if verdict == "capacity":
+                    if level == Priority.CRITICAL:
+                        blocked_critical = True
+                    if e.kind == "cpu" and blocked_level is None:
+                        blocked_level = level
                 i += 1
+        if blocked_level is not None:
+            self._withdraw(blocked_level)
         if blocked_critical and self._cfg.preemption:
             self._preempt()
 
@@ -343,34 +406,108 @@ class _SchedulerActor:
             if svc.max_workers and self._service_inflight.get(e.service, 0) >= svc.max_workers:
                 self._stats.cap_hit(e.service, time.time())
                 return "service_cap"
-        node = self._pick_node(e.cpus, e.kind)
+        node = self._pick_node(e.cpus, e.kind, pipeline=not self._guarded(e))
         if node is None:
             return "capacity"
         self._chosen = node
         return None
 
-    def _launch(self, e: _Entry, node: _Node) -> None:
-        e.node = node.id
-        e.admit_ts = time.time()
-        e.state = "running"
-        e.attempts += 1
-        args, kwargs = e.payload
+    def _hot_level(self, now: float) -> int:
+        """The highest level (lowest number) with tasks queued or running or seen within the guard."""
+        guard = self._cfg.latency_guard_s
+        for level in LEVELS:
+            if self._queues[level] or self._run_level[level] or now - self._last_seen[level] < guard:
+                return level
+        return LEVELS[-1] + 1
+
+    def _guarded(self, e: _Entry) -> bool:
+        """Latency mode for ``e``: higher-level work is around, so no pipelining and no packing."""
+        return e.prio > self._hot
+
+    def _spec(self, key: str, blob: bytes | None) -> Any:
+        """How a function travels to the workers: its pickle, or a ref to it when it is large."""
+        spec = self._specs.get(key)
+        if spec is None:
+            if blob is None:
+                raise UnknownTask(f"function {key!r} is not known to this scheduler", hint="submit it again")
+            spec = blob if len(blob) <= 64 * 1024 else [ray.put(blob)]
+            if len(self._specs) >= 4096:
+                self._specs.pop(next(iter(self._specs)))
+            self._specs[key] = spec
+        return spec
+
+    def _pack_more(self, e: _Entry, q: deque, i: int) -> list[_Entry]:
+        """Queued tasks of ``e``'s level that may share its Ray call (throughput mode only).
+
+        Packing needs a measured run time for every member (``_est``, an EWMA per function) and
+        stops at ``pack_budget_s`` of estimated work or ``max_pack`` tasks; preemptible tasks,
+        io tasks and tasks of another shape (CPUs, retries, service) are never packed.
+        """
+        budget = self._cfg.pack_budget_s
+        est = self._est.get(e.key)
+        if (budget <= 0 or est is None or est * 2 > budget or e.preemptible or e.kind != "cpu"
+                or self._guarded(e)):
+            return []
+        svc = self._service(e.service)
+        cap = svc.max_workers if svc is not None and svc.max_workers else None
+        room_svc = (cap - self._service_inflight.get(e.service, 0) - 1) if cap else None
+        total, out = est, []
+        j = i
+        while j < len(q) and len(out) + 1 < self._cfg.max_pack and j - i < SCAN_LIMIT:
+            c = q[j]
+            ce = self._est.get(c.key)
+            if (c.kind != "cpu" or c.preemptible or c.cpus != e.cpus or c.max_retries != e.max_retries
+                    or c.service != e.service or ce is None):
+                j += 1
+                continue
+            if total + ce > budget or (room_svc is not None and room_svc <= 0):
+                break
+            total += ce
+            if room_svc is not None:
+                room_svc -= 1
+            out.append(c)
+            del q[j]
+            self._count(c, c.prio, -1)
+        return out
+
+    def _launch(self, e: _Entry, node: _Node, q: deque | None = None, i: int = 0) -> None:
+        entries = [e] + (self._pack_more(e, q, i) if q is not None else [])
+        now = time.time()
+        pipelined = e.kind == "cpu" and node.inflight + e.cpus > node.cpus + 1e-9
+        pk = _Pack(entries, node.id, pipelined)
+        items = []
+        for x in entries:
+            x.node = node.id
+            x.pack = pk
+            x.admit_ts = now
+            x.state = "running"
+            x.attempts += 1
+            x.run_level = x.prio
+            self._run_level[x.prio] += 1
+            self._last_seen[x.prio] = now
+            args, kwargs = x.payload
+            items.append((x.key, self._spec(x.key, x.blob), x.name, args, kwargs))
+            if x.service is not None:
+                self._service_inflight[x.service] = self._service_inflight.get(x.service, 0) + 1
+            self._running[x.id] = x
+            if x.prio == Priority.CRITICAL and self._preempting_for:
+                self._preempting_for -= 1
         if e.kind == "cpu":
             node.inflight += e.cpus
             svc = self._service(e.service)
             cores = tuple(svc.cpu_affinity) if svc is not None and svc.cpu_affinity is not None else tuple(self._cfg.cpu_affinity)
             spread = len(self._nodes) > 1
-            ck = (e.key, cores, e.cpus, e.max_retries, node.id if spread else None)
+            ck = (e.cpus, e.max_retries, node.id if spread else None)
             rf = self._optioned.get(ck)
             if rf is None:
                 opts: dict[str, Any] = {"num_cpus": e.cpus, "max_retries": e.max_retries}
                 if spread:
                     opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.id, soft=True)
-                rf = self._fns.remote(e.key, e.blob, cores).options(**opts)
+                rf = execute_pack.options(**opts)
                 if len(self._optioned) > 4096:
                     self._optioned.clear()
                 self._optioned[ck] = rf
-            e.ref = rf.remote(*args, **kwargs)
+            pk.ref = rf.remote(cores, items)
         else:
             node.io_inflight += 1
             if node.io_pool is None:
@@ -379,25 +516,53 @@ class _SchedulerActor:
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
                     max_restarts=-1,
                 ).remote()
-            e.ref = node.io_pool.run.remote(e.key, e.blob, args, kwargs)
-        if e.service is not None:
-            self._service_inflight[e.service] = self._service_inflight.get(e.service, 0) + 1
-        self._running[e.id] = e
-        if e.prio == Priority.CRITICAL and self._preempting_for:
-            self._preempting_for -= 1
-        e.admitted.set_result(None)
+            pk.ref = node.io_pool.run.remote(items)
+        self._packs.add(pk)
+        self._stats.calls += 1
+        if len(entries) > 1:
+            self._stats.packed += len(entries)
+        asyncio.get_event_loop().create_task(self._watch(pk))
 
-    def _release(self, e: _Entry) -> None:
-        self._running.pop(e.id, None)
-        node = self._nodes.get(e.node) if e.node else None
+    def _release(self, pk: _Pack) -> None:
+        self._packs.discard(pk)
+        node = self._nodes.get(pk.node) if pk.node else None
         if node is not None:
-            if e.kind == "cpu":
-                node.inflight = max(0.0, node.inflight - e.cpus)
+            if pk.kind == "cpu":
+                node.inflight = max(0.0, node.inflight - pk.cpus)
             else:
                 node.io_inflight = max(0, node.io_inflight - 1)
-        if e.service is not None:
-            self._service_inflight[e.service] = max(0, self._service_inflight.get(e.service, 1) - 1)
-        e.node = None
+        now = time.time()
+        for e in pk.entries:
+            self._running.pop(e.id, None)
+            self._run_level[e.run_level] = max(0, self._run_level[e.run_level] - 1)
+            self._last_seen[e.run_level] = now
+            if e.service is not None:
+                self._service_inflight[e.service] = max(0, self._service_inflight.get(e.service, 1) - 1)
+            e.node = None
+            e.pack = None
+        pk.node = None
+
+    def _withdraw(self, level: int) -> None:
+        """Cancel one pipelined, not yet started pack of a lower level so ``level`` is next in line.
+
+        Only packs admitted beyond their node's CPUs (so waiting in Ray's queue behind running
+        work) whose tasks all have ``max_retries > 0`` are withdrawn; the newest goes first. The
+        cancelled tasks return to the front of their queues; if one had just started, it is
+        interrupted and runs again later, which a retriable task must tolerate anyway.
+        """
+        if any(pk.cancelling and pk.withdrawn for pk in self._packs):
+            return  # one withdrawal at a time
+        victims = [pk for pk in self._packs
+                   if pk.pipelined and pk.kind == "cpu" and pk.prio > level and not pk.cancelling and pk.retriable]
+        if not victims:
+            return
+        pk = max(victims, key=lambda p: p.admit_ts)
+        pk.cancelling = True
+        pk.withdrawn = True
+        try:
+            ray.cancel(pk.ref, force=False)
+        except Exception as exc:  # noqa: BLE001 - already finished
+            logger.debug("withdrawal of a pack failed: %s", exc)
 
     def _preempt(self) -> None:
         """Cancel preemptible tasks so that a blocked CRITICAL task can *start* at once.
@@ -410,28 +575,27 @@ class _SchedulerActor:
         if len(waiting) <= self._preempting_for:
             return
         crit = waiting[self._preempting_for]
-        victims = [e for e in self._running.values()
-                   if e.preemptible and not e.preempting and e.kind == "cpu" and e.prio > Priority.CRITICAL]
+        victims = [pk for pk in self._packs
+                   if pk.preemptible and not pk.cancelling and pk.kind == "cpu" and pk.prio > Priority.CRITICAL]
         if not victims:
             return
-        victims.sort(key=lambda e: (e.prio, e.admit_ts), reverse=True)
+        victims.sort(key=lambda pk: (pk.prio, pk.admit_ts), reverse=True)
         node = self._nodes.get(victims[0].node)
         if node is None:
             return
-        pending = sum(e.cpus for e in self._running.values() if e.preempting and e.node == node.id)
+        pending = sum(pk.cpus for pk in self._packs if pk.cancelling and pk.node == node.id)
         need = node.inflight - pending + crit.cpus - node.cpus
-        for e in victims:
+        for pk in victims:
             if need <= 1e-9:
                 break
-            if e.node != node.id:
+            if pk.node != node.id:
                 continue
-            e.preempting = True
-            self._preempting += 1
-            need -= e.cpus
+            pk.cancelling = True
+            need -= pk.cpus
             try:
-                ray.cancel(e.ref, force=False)
+                ray.cancel(pk.ref, force=False)
             except Exception as exc:  # noqa: BLE001 - already finished
-                logger.debug("cancel of %s failed: %s", e.id, exc)
+                logger.debug("cancel of %s failed: %s", pk.entries[0].id, exc)
         self._preempting_for += 1
 
     # -- the task's life --------------------------------------------------------------------
@@ -466,7 +630,7 @@ class _SchedulerActor:
             self._stats.rejected += 1
             raise QueueFull(f"the scheduler already holds {self._queued} queued tasks (max_queued)",
                             hint="wait for work to drain or raise cpu.max_queued")
-        if blob is None and key not in self._fns._callables:
+        if blob is None and key not in self._specs:
             raise UnknownTask(f"function {name!r} is not known to this scheduler", hint="submit it again")
         now = time.time()
         submit_ts = float(opts.get("submit_ts") or now)
@@ -474,13 +638,13 @@ class _SchedulerActor:
             id=opts.get("task_id") or uuid.uuid4().hex[:16], key=key, blob=blob, name=name, payload=payload,
             prio=prio, base=prio, cpus=cpus, kind=kind, service=service,
             preemptible=bool(opts.get("preemptible", False)), max_retries=int(opts.get("max_retries", 3)),
-            submit_ts=min(submit_ts, now), enq_ts=now, admitted=None, node=None, ref=None, start_ts=None,
-            admit_ts=None, attempts=0, preempting=False, state="queued", seq=next(self._seq),
+            submit_ts=min(submit_ts, now), enq_ts=now, fut=asyncio.get_event_loop().create_future(), node=None,
+            pack=None, start_ts=None, admit_ts=None, attempts=0, state="queued", seq=next(self._seq), run_level=prio,
         )
 
     def _enqueue(self, e: _Entry, front: bool = False) -> None:
-        e.admitted = asyncio.get_event_loop().create_future()
         e.state = "queued"
+        self._last_seen[e.prio] = time.time()
         if front:
             self._queues[e.prio].appendleft(e)
         else:
@@ -495,70 +659,82 @@ class _SchedulerActor:
             self._small[level] += delta
 
     async def _execute(self, e: _Entry, queued: bool = False) -> Any:
-        """Queue ``e``, wait for admission, wait for Ray, and return the task's value."""
+        """Queue ``e`` (unless ``queued``) and return the task's value (or raise its error)."""
         if not queued:
             self._ensure_loops()
             self._stats.submitted += 1
             self._enqueue(e)
             self._pump()
-        while True:
-            await e.admitted
-            try:
-                start, value = await e.ref
-            except rex.TaskCancelledError:
-                self._release(e)
-                if e.preempting:
-                    e.preempting = False
-                    self._preempting = max(0, self._preempting - 1)
-                    self._stats.preempted += 1
+        return await asyncio.shield(e.fut)
+
+    async def _watch(self, pk: _Pack) -> None:
+        """Wait for one Ray call and deliver each of its tasks' outcomes."""
+        try:
+            results = await pk.ref
+        except rex.TaskCancelledError:
+            self._release(pk)
+            if pk.cancelling:  # preempted or withdrawn by us: back to the front of the queues
+                for e in reversed(pk.entries):
+                    if pk.withdrawn:
+                        self._stats.withdrawn += 1
+                    else:
+                        self._stats.preempted += 1
                     self._enqueue(e, front=True)
-                    self._pump()
-                    continue
-                self._finish(e, None, "cancelled")
-                raise
-            except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.RayActorError) as err:
-                self._release(e)
-                self._clear_preempt(e)
+            else:
+                for e in pk.entries:
+                    self._finish(e, None, None, "cancelled")
+                    _deliver(e, exc=rex.TaskCancelledError())
+            self._pump()
+            return
+        except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.RayActorError) as err:
+            self._release(pk)
+            for e in pk.entries:
                 self._stats.lost += 1
-                self._finish(e, None, "lost")
-                self._pump()
-                raise TaskLost(
+                self._finish(e, None, None, "lost")
+                _deliver(e, exc=TaskLost(
                     f"task {e.name!r} ({e.id}) was lost: {type(err).__name__} (its worker or node died and it "
                     f"was not retried, max_retries={e.max_retries})",
                     hint="submit it again, or give it max_retries > 0 so Ray retries it on another node",
-                ) from None
-            except rex.RayTaskError as err:
-                self._release(e)
-                self._clear_preempt(e)
-                self._stats.failed += 1
-                self._finish(e, None, "failed")
-                self._pump()
-                raise err
-            node = e.node
-            if e.kind == "cpu" and node in self._nodes:
-                cfg = self._cfg
-                self._nodes[node].observe(time.time() - start, cfg.pipeline_depth, cfg.pipeline_budget_s,
-                                          cfg.max_pipeline_depth)
-            self._release(e)
-            self._clear_preempt(e)
-            self._finish(e, start, "finished", node)
+                ))
             self._pump()
-            return value
+            return
+        except BaseException as err:  # noqa: BLE001 - a system error reaches every caller of the pack
+            self._release(pk)
+            for e in pk.entries:
+                self._stats.failed += 1
+                self._finish(e, None, None, "failed")
+                _deliver(e, exc=err)
+            self._pump()
+            return
+        node = pk.node
+        if pk.kind == "cpu" and node in self._nodes and results:
+            cfg = self._cfg
+            self._nodes[node].observe(time.time() - results[0][0], cfg.pipeline_depth, cfg.pipeline_budget_s,
+                                      cfg.max_pipeline_depth)
+        self._release(pk)
+        for e, (start, end, ok, value) in zip(pk.entries, results):
+            run_s = max(0.0, end - start)
+            old = self._est.get(e.key)
+            self._est[e.key] = run_s if old is None else 0.7 * old + 0.3 * run_s
+            if ok:
+                self._finish(e, start, end, "finished", node)
+                _deliver(e, value=value)
+            else:
+                self._stats.failed += 1
+                self._finish(e, start, end, "failed", node)
+                _deliver(e, exc=value)
+        if len(self._est) > 8192:
+            self._est.clear()
+        self._pump()
 
-    def _clear_preempt(self, e: _Entry) -> None:
-        if e.preempting:
-            e.preempting = False
-            self._preempting = max(0, self._preempting - 1)
-
-    def _finish(self, e: _Entry, start: float | None, state: str, node: str | None = None) -> None:
+    def _finish(self, e: _Entry, start: float | None, end: float | None, state: str, node: str | None = None) -> None:
         now = time.time()
         e.state = state
-        e.end_ts = now
-        e.ref = None
+        e.end_ts = end or now
         if start is not None:
             e.start_ts = start
             self._stats.wait[e.base].add(start - e.submit_ts, now)
-            run_s = now - start
+            run_s = max(0.0, (end or now) - start)
             self._stats.run[e.base].add(run_s, now)
             if e.kind == "cpu":
                 self._stats.task_finished(node, e.cpus, run_s, now)
@@ -741,6 +917,9 @@ class _SchedulerActor:
             "tasks_processed": st.processed,
             "tasks_failed": st.failed,
             "tasks_preempted": st.preempted,
+            "tasks_withdrawn": st.withdrawn,
+            "tasks_packed": st.packed,
+            "ray_calls": st.calls,
             "tasks_lost": st.lost,
             "tasks_rejected": st.rejected,
             "tasks_aged": st.aged,
@@ -752,6 +931,8 @@ class _SchedulerActor:
                       for n in self._nodes.values()],
             "services": services,
             "pipeline_depth": self._cfg.pipeline_depth,
+            "pack_budget_s": self._cfg.pack_budget_s,
+            "latency_guard_s": self._cfg.latency_guard_s,
             "aging_interval_s": self._cfg.aging_interval_s,
             "recommendations": st.recommendations(now, self._cfg.wait_targets_s, node_cpus, self._queued, services),
             "incarnation": self._incarnation,
@@ -764,6 +945,18 @@ class _SchedulerActor:
 
     def ping(self) -> str:
         return self._incarnation
+
+
+def _deliver(e: _Entry, value: Any = None, exc: BaseException | None = None) -> None:
+    """Resolve the caller's future once (a caller that went away has nothing to resolve)."""
+    if e.fut is None or e.fut.done():
+        return
+    if exc is not None:
+        if isinstance(exc, rex.RayTaskError):
+            exc = exc.as_instanceof_cause()  # ``except ValueError`` works for the caller, as with Ray
+        e.fut.set_exception(exc)
+    else:
+        e.fut.set_result(value)
 
 
 class _RayMetrics:

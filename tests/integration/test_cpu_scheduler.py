@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -18,25 +19,20 @@ from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_or_create_actor
 
 
-@ray.remote(num_cpus=0)
 class Gate:
-    """Tasks wait on it until the test opens it."""
+    """Tasks wait on it until the test opens it: files, so a waiting task holds its CPU.
+
+    (A task blocked in ``ray.get`` lends its CPU back to Ray, which would start more tasks.)
+    """
 
     def __init__(self) -> None:
-        self.open = False
-        self.count = 0
-
-    def arrive(self) -> None:
-        self.count += 1
+        self.dir = tempfile.mkdtemp(prefix="cpu-gate-")
 
     def arrived(self) -> int:
-        return self.count
+        return sum(1 for p in os.listdir(self.dir) if p.startswith("arr-"))
 
-    def set(self, value: bool = True) -> None:
-        self.open = value
-
-    def is_open(self) -> bool:
-        return self.open
+    def set(self) -> None:
+        open(os.path.join(self.dir, "open"), "w").close()
 
 
 @pytest.fixture
@@ -59,8 +55,8 @@ def make_sched(ray_session, tmp_path):
 
 def wait_gate(gate, hold_s: float = 300.0) -> float:
     start = time.time()
-    ray.get(gate.arrive.remote())
-    while not ray.get(gate.is_open.remote()) and time.time() - start < hold_s:
+    open(os.path.join(gate.dir, f"arr-{uuid.uuid4().hex}"), "w").close()
+    while not os.path.exists(os.path.join(gate.dir, "open")) and time.time() - start < hold_s:
         time.sleep(0.02)
     return start
 
@@ -79,18 +75,18 @@ def wait_for(cond, timeout: float = 60.0) -> None:
 
 def block_cluster(sched, gate, n=4, **kw):
     refs = [sched.submit(wait_gate, gate, **kw) for _ in range(n)]
-    wait_for(lambda: ray.get(gate.arrived.remote()) >= n, timeout=180)
+    wait_for(lambda: gate.arrived() >= n, timeout=180)
     return refs
 
 
 def test_strict_priority_then_fifo(make_sched):
     sched = make_sched()
-    gate = Gate.remote()
+    gate = Gate()
     blockers = block_cluster(sched, gate)
     order = [5, 3, 1, 4, 2, 1, 3, 5, 2]
     refs = [sched.submit(stamp, (p, i), priority=p, num_cpus=4) for i, p in enumerate(order)]
     wait_for(lambda: sched.metrics()["queued"] == len(order))
-    ray.get(gate.set.remote())
+    gate.set()
     ray.get(blockers, timeout=180)
     ran = sorted(ray.get(refs, timeout=180), key=lambda r: r[1])
     got = [tag for tag, _ in ran]
@@ -194,18 +190,18 @@ def test_service_cap_threshold_and_recommendation(make_sched):
 
     # threshold: a LOW task of the service waits while HIGH work is queued, even if a CPU is free
     sched.configure_service("thresh_svc", priority_threshold="high")
-    gate = Gate.remote()
-    gate2 = Gate.remote()
+    gate = Gate()
+    gate2 = Gate()
     blockers = block_cluster(sched, gate, n=3)
     blocker4 = sched.submit(wait_gate, gate2)
     high = sched.submit(stamp, "high", priority="high", num_cpus=4)
     low = sched.submit(stamp, "low", priority="low", service="thresh_svc")
     wait_for(lambda: sched.metrics()["queued"] == 2)
-    ray.get(gate2.set.remote())  # one CPU frees: only `low` would fit, but it must wait for `high`
+    gate2.set()  # one CPU frees: only `low` would fit, but it must wait for `high`
     ray.get(blocker4)
     time.sleep(0.5)
     assert sched.metrics()["queued"] == 2
-    ray.get(gate.set.remote())
+    gate.set()
     (_, t_high), (_, t_low) = ray.get([high, low], timeout=180)
     assert t_low >= t_high
     ray.get(blockers)
@@ -217,7 +213,7 @@ def test_service_cap_threshold_and_recommendation(make_sched):
 
 def test_io_pool_runs_without_cpu_slots(make_sched):
     sched = make_sched(io_pool_threads=16)
-    gate = Gate.remote()
+    gate = Gate()
     blockers = block_cluster(sched, gate)  # every CPU slot is held
 
     def io_wait(d):
@@ -229,7 +225,7 @@ def test_io_pool_runs_without_cpu_slots(make_sched):
     assert len(set(pids)) == 1  # one threaded pool actor on the node
     sched.configure_service("io_svc", pool_kind="io")
     assert ray.get(sched.submit(io_wait, 0.0, service="io_svc"), timeout=180) == pids[0]
-    ray.get(gate.set.remote())
+    gate.set()
     ray.get(blockers)
 
 
@@ -286,3 +282,38 @@ def test_scheduler_killed_every_caller_answered(make_sched):
     assert sorted(x for x in done if x < 100) == list(range(10))
     assert len(done) + len(failed) == 14
     assert ray.get(sched.submit(sleepy, 7), timeout=180) == 7  # the restarted scheduler works
+
+
+def test_short_tasks_are_packed_and_fail_alone(make_sched):
+    sched = make_sched(pack_budget_s=0.5, latency_guard_s=0, pipeline_depth=1)
+
+    def quick(i):
+        if i == 13:
+            raise ValueError("thirteen")
+        return i * i, os.getpid()
+
+    ray.get(sched.submit(quick, 1))  # the first run measures the function: nothing is packed blind
+    refs = sched.submit_batch([CPUTask(quick, (i,), priority="medium") for i in range(40)])
+    for i, ref in enumerate(refs):
+        if i == 13:
+            with pytest.raises(ValueError, match="thirteen"):
+                ray.get(ref, timeout=180)
+        else:
+            assert ray.get(ref, timeout=180)[0] == i * i
+    m = sched.metrics()
+    assert m["tasks_packed"] > 0 and m["ray_calls"] < m["tasks_processed"]
+    assert m["wait_time_s"]["medium"]["count"] >= 40  # every packed task still has its own wait
+
+
+def test_pipelined_lower_task_is_withdrawn_for_critical(make_sched):
+    sched = make_sched(pipeline_depth=1, latency_guard_s=0, preemption=False)
+    gate = Gate()
+    running = block_cluster(sched, gate, priority="background")  # 4 CPUs held by BACKGROUND
+    queued_in_ray = sched.submit(stamp, "bg", priority="background")  # the pipelined 5th, not started
+    wait_for(lambda: sched.metrics()["running"] == 5)
+    crit = sched.submit(stamp, "crit", priority="critical")
+    wait_for(lambda: sched.metrics()["tasks_withdrawn"] >= 1)
+    gate.set()
+    (_, t_crit), (_, t_bg) = ray.get([crit, queued_in_ray], timeout=180)
+    assert t_crit <= t_bg  # the CRITICAL task started first although the BACKGROUND one was in Ray's queue
+    ray.get(running, timeout=180)

@@ -9,7 +9,7 @@ import pytest
 from cognopt_ray.config import Settings
 from cognopt_ray.cpu import CPUTask
 from cognopt_ray.cpu.monitor import EngineStats, Histogram
-from cognopt_ray.cpu.pools import function_blob, make_cpu_task
+from cognopt_ray.cpu.pools import function_blob, run_items
 from cognopt_ray.errors import ConfigError, InvalidInput
 from cognopt_ray.priority import Priority
 
@@ -41,9 +41,13 @@ def test_function_blob_is_content_keyed_and_runner_times():
     k1, b1 = function_blob(abs)
     k2, _ = function_blob(abs)
     assert k1 == k2 and isinstance(b1, bytes)
-    run = make_cpu_task(lambda a, b=1: a + b)
-    start, value = run(2, b=3)
-    assert value == 5 and start > 0
+    kadd, badd = function_blob(lambda a, b=1: a + b)
+    kdiv, bdiv = function_blob(lambda a: 1 / a)
+    out = run_items((), [(kadd, badd, "add", (2,), {"b": 3}), (kdiv, bdiv, "div", (0,), {}), (kadd, badd, "add", (1,), {})])
+    (s1, e1, ok1, v1), (s2, e2, ok2, v2), (s3, e3, ok3, v3) = out
+    assert ok1 and v1 == 5 and 0 < s1 <= e1 <= s2 <= e2 <= s3  # one after the other, each timed
+    assert not ok2 and isinstance(v2.as_instanceof_cause(), ZeroDivisionError) and "div" in str(v2)  # fails alone
+    assert ok3 and v3 == 2
 
 
 def test_histogram_buckets_and_percentiles():
