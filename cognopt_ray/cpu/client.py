@@ -121,11 +121,10 @@ class PriorityScheduler(EngineClient):
             return cpus
         if not cpus > 0:
             raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
-        biggest, at = self._max_cpus
-        if cpus > biggest or time.monotonic() - at > 30:
-            if cpus > biggest:
-                biggest = float(self._call("cluster")["max_node_cpus"])
-                self._max_cpus = (biggest, time.monotonic())
+        biggest, _at = self._max_cpus
+        if cpus > biggest:  # ask the scheduler only then; it checks every task against the live cluster too
+            biggest = float(self._call("cluster")["max_node_cpus"])
+            self._max_cpus = (biggest, time.monotonic())
             if cpus > biggest:
                 raise Unschedulable(
                     f"a task asking for {cpus:g} CPUs can never run: the largest node offers {biggest:g}",

@@ -714,8 +714,9 @@ class _SchedulerActor:
         self._release(pk)
         for e, (start, end, ok, value) in zip(pk.entries, results):
             run_s = max(0.0, end - start)
+            # fast attack, slow decay: one long run stops packing at once, short runs win it back
             old = self._est.get(e.key)
-            self._est[e.key] = run_s if old is None else 0.7 * old + 0.3 * run_s
+            self._est[e.key] = run_s if old is None else max(run_s, 0.7 * old + 0.3 * run_s)
             if ok:
                 self._finish(e, start, end, "finished", node)
                 _deliver(e, value=value)

@@ -43,9 +43,9 @@ SCRIPT = textwrap.dedent(
     out["balance"] = sched.metrics()["load_balance_score"]
 
     # a node leaves mid-run: retriable tasks finish elsewhere, a non-retriable one gets TaskLost
-    retriable = [sched.submit(where, 1.0) for _ in range(4)]
-    once = [sched.submit(where, 1.0, max_retries=0) for _ in range(2)]
-    time.sleep(0.5)
+    retriable = [sched.submit(where, 1.5) for _ in range(4)]
+    once = [sched.submit(where, 1.5, max_retries=0) for _ in range(2)]
+    time.sleep(0.8)
     victim = workers[0]
     cluster.remove_node(victim, allow_graceful=False)
     out["retriable"] = [ray.get(r, timeout=240) for r in retriable]
