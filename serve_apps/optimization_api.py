@@ -78,6 +78,13 @@ class OptimizationAPI:
         loaded = Settings.load(config_file, **(settings or {}))
         runtime.init(settings=loaded, detached=True)
         configure_api(loaded)
+        if loaded.system.automation_enabled:  # the engines' passes on timers (cognopt.system, idempotent)
+            from cognopt_ray.system import automation
+
+            try:
+                automation.start(loaded)
+            except Exception as e:  # noqa: BLE001 - the API serves without automation; health shows it
+                logger.warning("automation did not start: %s", e)
         logger.info("cognopt_ray API replica ready (storage root %s)", loaded.storage_root)
 
 

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from cognopt_ray.errors import CognoptError, InvalidInput
@@ -15,6 +16,7 @@ from cognopt_ray.system import automation
 from cognopt_ray.system.cleanup import CATEGORIES, quarantine_for, restore, run_cleanup
 from cognopt_ray.system.metrics import system_metrics
 from cognopt_ray.system.optimize import optimize_all
+from cognopt_ray.system.report import system_report, to_markdown
 from serve_apps.http import audit, context, require_admin, require_read
 
 router = APIRouter(tags=["system"])
@@ -187,7 +189,7 @@ async def post_restore(request: Request, body: RestoreRequest, principal: Princi
         audit(request, "system.cleanup_restore", body.id, f"error: {e}", dry_run=body.dry_run)
         raise
     audit(request, "system.cleanup_restore", body.id, "dry_run" if body.dry_run else "ok",
-          category=result["entry"]["category"], target=result["entry"]["target"])
+          category=result["entry"]["category"], item=result["entry"]["target"])
     return result
 
 
@@ -226,3 +228,14 @@ async def post_automation(request: Request, body: AutomationRequest, principal: 
             raise
     audit(request, "system.automation", body.loop, "ok", action=body.action)
     return result
+
+
+# -- report ------------------------------------------------------------------------------------------
+@router.get("/system/report", summary="The savings report from the engines' counters (read); JSON or Markdown",
+            responses={200: {"content": {"application/json": {}, "text/markdown": {}}}})
+async def get_report(request: Request, format: Literal["json", "markdown"] = Query("json"),
+                     principal: Principal = Depends(require_read)) -> Any:
+    doc = await system_report(context(request).settings)
+    if format == "markdown":
+        return PlainTextResponse(to_markdown(doc), media_type="text/markdown; charset=utf-8")
+    return doc
