@@ -224,9 +224,9 @@ async def post_automation(request: Request, body: AutomationRequest, principal: 
         try:
             result = await loop.run_in_executor(None, automation.run_now, body.loop)
         except CognoptError as e:
-            audit(request, "system.automation", body.loop, f"error: {e}", action=body.action)
+            audit(request, "system.automation", body.loop, f"error: {e}", operation=body.action)
             raise
-    audit(request, "system.automation", body.loop, "ok", action=body.action)
+    audit(request, "system.automation", body.loop, "ok", operation=body.action)
     return result
 
 

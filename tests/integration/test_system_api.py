@@ -202,7 +202,7 @@ def test_prometheus_endpoint_of_the_node_serves_cognopt_metrics(api_server):
         "ray_cognopt_memory_pool_bytes_used": re.compile(r'service="voice_processing"'),
     }
     found: set[str] = set()
-    deadline = time.time() + 120
+    deadline = time.time() + 180  # export interval plus a loaded machine
     while time.time() < deadline and len(found) < len(wanted):
         _metrics(api_server)  # each read sets the gauges again
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
@@ -212,4 +212,27 @@ def test_prometheus_endpoint_of_the_node_serves_cognopt_metrics(api_server):
                 found.add(name)
         if len(found) < len(wanted):
             time.sleep(3)
-    assert found == set(wanted), f"missing on the node's endpoint: {set(wanted) - found}"
+    seen = sorted({ln.split("{", 1)[0] for ln in text.splitlines() if "cognopt" in ln and not ln.startswith("#")})
+    assert found == set(wanted), f"missing on the node's endpoint: {set(wanted) - found}; cognopt metrics: {seen}"
+
+
+def test_report_route_and_cli(api_server):
+    from click.testing import CliRunner
+
+    from cognopt_ray.cli import main
+
+    h = api_server.headers("read")
+    doc = requests.get(api_server.url("system/report"), headers=h, timeout=120)
+    assert doc.status_code == 200, doc.text
+    rows = {r["resource"]: r for r in doc.json()["rows"]}
+    assert set(rows) == {"cores", "ram", "storage", "bandwidth"}
+    assert rows["storage"]["before"] >= rows["storage"]["after"] > 0  # items were stored by earlier tests
+    assert doc.json()["monthly_cost"]["currency"] == "USD"
+    md = requests.get(api_server.url("system/report"), params={"format": "markdown"}, headers=h, timeout=120)
+    assert md.headers["content-type"].startswith("text/markdown") and "| storage (GiB) |" in md.text
+    assert requests.get(api_server.url("system/report"), params={"format": "pdf"}, headers=h, timeout=60).status_code == 422
+    out = CliRunner().invoke(main, ["report", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert {r["resource"] for r in __import__("json").loads(out.output)["rows"]} == {"cores", "ram", "storage", "bandwidth"}
+    out = CliRunner().invoke(main, ["report"])
+    assert out.exit_code == 0 and "| resource | before | after |" in out.output
