@@ -14,8 +14,8 @@ Rows and their methods (also in ``docs/metrics.md``):
   readers that did not overlap in time are counted too), after = bytes held in pools. The
   workload measures RAM directly instead (USS of the readers plus the object-store copy).
 - **cores**: the fewest CPUs on which the CRITICAL tasks' p99 wait stays under
-  ``critical_p99_target_s`` *and* the whole trace finishes no later than it did when measured,
-  found by replaying a task trace through a non-preemptive simulator under each policy —
+  ``critical_p99_target_s`` *and* the whole trace finishes no later than it does on the
+  cluster it was measured on (same trace, same policy), found by replaying a task trace through a non-preemptive simulator under each policy —
   ``fifo`` (plain Ray: arrival order) before, ``priority`` (cognopt: strict priority, FIFO
   within a level) after. The workload replays the trace it measured (arrival, priority, run
   time of every task). From counters alone, the trace is rebuilt from the scheduler's run-time
@@ -92,14 +92,18 @@ def replay(trace: Sequence[Task], cpus: int, policy: str) -> dict[str, Any]:
 
 
 def min_cores(trace: Sequence[Task], policy: str, *, target_s: float, makespan_s: float | None = None,
-              max_cores: int = 256) -> int | None:
-    """The fewest CPUs on which CRITICAL p99 wait ≤ ``target_s`` (and the trace ends by ``makespan_s``).
+              reference_cpus: int | None = None, max_cores: int = 256) -> int | None:
+    """The fewest CPUs on which CRITICAL p99 wait ≤ ``target_s`` and the trace ends in time.
 
-    ``None`` when even ``max_cores`` does not meet it. Both conditions only improve with more
-    CPUs, so the answer is found by bisection.
+    "In time" is by ``makespan_s`` when given, else (with ``reference_cpus``) no later than the
+    same trace under the same policy on ``reference_cpus`` CPUs — the cluster it was measured
+    on — so fewer cores never buy latency with throughput. ``None`` when even ``max_cores`` does
+    not meet it. Both conditions only improve with more CPUs, so the answer is found by bisection.
     """
     if not trace:
         return None
+    if makespan_s is None and reference_cpus:
+        makespan_s = replay(trace, reference_cpus, policy)["makespan_s"]
 
     def ok(c: int) -> bool:
         r = replay(trace, c, policy)
@@ -225,10 +229,9 @@ def report_from_counters(counters: dict[str, dict[str, Any]], settings: Settings
     cpu, mem, sto, net = (counters.get(e) or {} for e in ("cpu", "memory", "storage", "network"))
     trace = trace_from_cpu_metrics(cpu) if "error" not in cpu else []
     target = sysset.critical_p99_target_s
-    makespan = replay(trace, max(1, int(sum(n.get("cpus", 0) for n in cpu.get("nodes") or []) or 1)),
-                      "priority")["makespan_s"] if trace else None
-    cores = (min_cores(trace, "fifo", target_s=target, makespan_s=makespan),
-             min_cores(trace, "priority", target_s=target, makespan_s=makespan)) if trace else (None, None)
+    cluster_cpus = max(1, int(sum(n.get("cpus", 0) for n in cpu.get("nodes") or []) or 1))
+    cores = (min_cores(trace, "fifo", target_s=target, reference_cpus=cluster_cpus),
+             min_cores(trace, "priority", target_s=target, reference_cpus=cluster_cpus)) if trace else (None, None)
     held = shared = None
     if "error" not in mem and mem.get("pools") is not None:
         held, shared = 0.0, 0.0
