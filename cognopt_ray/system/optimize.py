@@ -7,8 +7,8 @@ The passes:
 - ``storage.tiering``: a lifecycle pass (migrations between tiers by age and access);
 - ``network.cache_sweep``: drop expired entries of the in-cluster HTTP cache;
 - ``cpu.rebalance``: the scheduler balances continuously (least-loaded node first, aging); this
-  pass refreshes its view of the cluster and reports load balance, queue depth and the
-  recommendations its figures trigger.
+  pass reads its view of the cluster and reports load balance, queue depth and the
+  recommendations its figures trigger (it moves nothing).
 
 With ``dry_run`` nothing changes: each pass says what it would do (the tiering pass computes its
 migrations without moving anything, the sweeps count what they would drop).
@@ -112,7 +112,7 @@ def _cpu_rebalance(dry_run: bool) -> dict[str, Any]:
     sched = cpu.client()
     before = sched.metrics()
     if not dry_run:
-        sched.cluster()  # refresh the scheduler's view of nodes and their CPUs
+        sched.cluster()  # the scheduler's view of nodes and their CPUs (it tracks them itself)
     after = before if dry_run else sched.metrics()
     recs = after.get("recommendations") or []
     return {"action": "the scheduler balances continuously; figures and recommendations reported",
