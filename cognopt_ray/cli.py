@@ -164,3 +164,30 @@ def assets_build(src: str, dst: str, upload_uri: str | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.command()
+@click.option("--address", default="auto", show_default=True,
+              help="Ray cluster to read the engines' counters from ('auto', host:port, ray://…).")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file (prices, target).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
+@click.option("--output", "output", default=None, type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+def report(address: str, config: str | None, fmt: str, output: str | None) -> None:
+    """The savings report (cores, RAM, storage, bandwidth, monthly cost) from the engines' counters."""
+    import asyncio
+
+    from cognopt_ray.system.report import system_report, to_markdown
+
+    settings = _load_settings(config)
+    try:
+        cognopt_ray.init(address=address, settings=settings)
+        doc = asyncio.run(system_report(settings))
+    except CognoptError as e:
+        raise click.ClickException(str(e)) from None
+    text = to_markdown(doc) if fmt == "markdown" else json.dumps(doc, indent=2, default=str)
+    if output:
+        with open(output, "w") as f:
+            f.write(text + "\n")
+        click.echo(f"report written to {output}")
+    else:
+        click.echo(text)

@@ -393,6 +393,59 @@ class NetworkEngineSettings(_Model):
         return out
 
 
+class PriceSheet(_Model):
+    """Monthly prices the savings report multiplies the measured quantities by (USD by default).
+
+    Defaults are round on-demand list prices of a general-purpose cloud VM and object storage
+    (2025): a vCPU about $25/month, a GiB of RAM about $3.50/month, a GiB of block/object storage
+    about $0.08/month, a GB of internet egress about $0.09. Override them for your provider.
+    """
+
+    currency: str = "USD"
+    vcpu_month: float = Field(default=25.0, ge=0)
+    ram_gib_month: float = Field(default=3.5, ge=0)
+    storage_gib_month: float = Field(default=0.08, ge=0)
+    egress_gb: float = Field(default=0.09, ge=0)
+
+
+class SystemSettings(_Model):
+    """Settings of the system layer (metrics, automation, cleanup, report). Owned by cognopt_ray.system.
+
+    Attributes:
+        automation_enabled: start the automation loops with the ``cognopt.system`` actor.
+        gc_interval_s / tiering_interval_s / cache_sweep_interval_s / pool_sweep_interval_s /
+            scheduler_check_interval_s: period of each automation loop (0 switches it off).
+        efficiency_weights: weights of each engine's score in ``overall_efficiency``.
+        quarantine_retention_s: cleaned-up items stay restorable this long, then are purged.
+        snapshot_keep_last: snapshots beyond the newest N are quarantined by ``system/cleanup``.
+        critical_p99_target_s: the CRITICAL p99 wait the report's core count must keep.
+        report_window_s: the window the report describes (the month is scaled from it).
+        prices: the price sheet of the report.
+    """
+
+    automation_enabled: bool = True
+    gc_interval_s: float = Field(default=300.0, ge=0)
+    tiering_interval_s: float = Field(default=600.0, ge=0)
+    cache_sweep_interval_s: float = Field(default=60.0, ge=0)
+    pool_sweep_interval_s: float = Field(default=60.0, ge=0)
+    scheduler_check_interval_s: float = Field(default=30.0, ge=0)
+    efficiency_weights: dict[str, float] = Field(
+        default_factory=lambda: {"cpu": 0.25, "memory": 0.25, "storage": 0.25, "network": 0.25})
+    quarantine_retention_s: float = Field(default=7 * 86400.0, ge=0)
+    snapshot_keep_last: int = Field(default=10, ge=1)
+    critical_p99_target_s: float = Field(default=0.5, gt=0)
+    report_window_s: float = Field(default=3600.0, gt=0)
+    prices: PriceSheet = Field(default_factory=PriceSheet)
+
+    @field_validator("efficiency_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = set(v) - {"cpu", "memory", "storage", "network"}
+        if bad or any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("efficiency_weights: keys cpu/memory/storage/network, weights >= 0, at least one > 0")
+        return v
+
+
 # ---------------------------------------------------------------------------------------------
 
 
@@ -426,6 +479,7 @@ class Settings(_Model):
     memory: MemoryEngineSettings = Field(default_factory=MemoryEngineSettings)
     storage: StorageEngineSettings = Field(default_factory=StorageEngineSettings)
     network: NetworkEngineSettings = Field(default_factory=NetworkEngineSettings)
+    system: SystemSettings = Field(default_factory=SystemSettings)
 
     @field_validator("storage_root")
     @classmethod

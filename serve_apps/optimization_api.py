@@ -19,7 +19,7 @@ import cognopt_ray
 from cognopt_ray import runtime
 from cognopt_ray.config import ApiKeyRecord, Settings
 from cognopt_ray.security import AuditLog, KeyStore
-from serve_apps import admin_routes, cpu_routes, dashboard_routes, health_routes, memory_routes, network_routes, storage_routes
+from serve_apps import admin_routes, cpu_routes, dashboard_routes, health_routes, memory_routes, network_routes, storage_routes, system_routes
 from serve_apps.compression import CompressionMiddleware
 from serve_apps.http import API_PREFIX, ApiContext, AuthMiddleware, BodyLimitMiddleware, install_error_handlers, set_context
 
@@ -34,6 +34,7 @@ ROUTERS = [
     memory_routes,
     storage_routes,
     network_routes,
+    system_routes,
 ]
 
 
@@ -78,6 +79,13 @@ class OptimizationAPI:
         loaded = Settings.load(config_file, **(settings or {}))
         runtime.init(settings=loaded, detached=True)
         configure_api(loaded)
+        if loaded.system.automation_enabled:  # the engines' passes on timers (cognopt.system, idempotent)
+            from cognopt_ray.system import automation
+
+            try:
+                automation.start(loaded)
+            except Exception as e:  # noqa: BLE001 - the API serves without automation; health shows it
+                logger.warning("automation did not start: %s", e)
         logger.info("cognopt_ray API replica ready (storage root %s)", loaded.storage_root)
 
 

@@ -541,6 +541,66 @@ class _MemoryPoolsActor:
         """Run the cleanup sweep now: expired transient allocations, allocations of removed services."""
         return self._sweep()
 
+    def _sweepable(self, now: float) -> list[_Allocation]:
+        return [a for p in self.pools.values() for a in p.allocations.values()
+                if p.service in self.retired or (a.expires is not None and a.expires <= now)]
+
+    async def expired_allocations(self) -> list[dict[str, Any]]:
+        """What the next sweep would free: expired transient allocations and those of removed services."""
+        now = time.time()
+        return [{**a.meta(), "reason": "retired_service" if a.service in self.retired else "expired"}
+                for a in self._sweepable(now)]
+
+    async def take_allocations(self, allocation_ids: list[str]) -> list[tuple[dict[str, Any], Any]]:
+        """Free the given allocations (still sweepable ones only) and hand back ``(meta, value)`` of each,
+        so the system layer can keep them in its quarantine (``system/cleanup``)."""
+        now = time.time()
+        sweepable = {a.id: a for a in self._sweepable(now)}
+        out: list[tuple[dict[str, Any], Any]] = []
+        for alloc_id in allocation_ids:
+            alloc = sweepable.get(alloc_id)
+            if alloc is None:
+                continue
+            value = (await alloc.ref) if alloc.ref is not None else self._reload_value(alloc)
+            pool = self.pools[alloc.service]
+            meta = alloc.meta()
+            self._drop(pool, alloc)
+            if alloc.service in self.retired:
+                pool.retired_freed += 1
+            else:
+                pool.expired_freed += 1
+            self._remember(self.freed, alloc.id, alloc.service)
+            out.append((meta, value))
+        return out
+
+    async def restore_allocation(self, meta: dict[str, Any], value: Any, ttl_s: float | None = None) -> dict[str, Any]:
+        """Put a quarantined allocation back under its own id (``system/cleanup/restore``).
+
+        A transient allocation gets a fresh lifetime (``ttl_s``, else its pool's ``transient_ttl_s``)."""
+        alloc_id, service = meta["id"], meta["service"]
+        if alloc_id in self.index:
+            raise Conflict(f"allocation {alloc_id!r} exists already", hint="nothing to restore")
+        if service in self.retired:
+            raise Conflict(f"service {service!r} was removed", hint="re-create its pool with optimize-service 'resize'")
+        pool = self._pool(service)
+        kind = _values.classify(value)
+        nbytes = _values.nbytes_of(value, kind)
+        need = pool.blocks_for(nbytes)
+        self._make_room(pool, need, for_what=f"restoring allocation {alloc_id}")
+        now = time.time()
+        ttl = ttl_s if ttl_s is not None else (pool.config.transient_ttl_s or None)
+        alloc = _Allocation(id=alloc_id, service=service, memory_type=meta.get("memory_type", "transient"),
+                            pinned=bool(meta.get("pinned")), kind=kind, nbytes=nbytes, blocks=need, created=now,
+                            last_used=now, expires=(now + ttl) if (ttl and meta.get("memory_type", "transient") == "transient") else None)
+        if alloc.memory_type == "persistent":
+            self._persist(alloc, value)
+        alloc.ref = ray.put(value)
+        pool.allocations[alloc.id] = alloc
+        pool.used_blocks += need
+        self.index[alloc.id] = alloc
+        self.freed.pop(alloc_id, None)
+        return {"allocation_id": alloc_id, "service_name": service, "nbytes": nbytes, "expires": alloc.expires}
+
     # -- figures -------------------------------------------------------------------------------
     async def metrics(self) -> dict[str, Any]:
         """Per-pool figures, totals, the cleanup sweep and object-store use per node.
@@ -926,6 +986,18 @@ class MemoryPools(EngineClient):
 
     def sweep(self) -> dict[str, Any]:
         return self._call("sweep")
+
+    def expired_allocations(self) -> list[dict[str, Any]]:
+        """Allocations the next sweep would free (expired transient ones, those of removed services)."""
+        return self._call("expired_allocations")
+
+    def take_allocations(self, allocation_ids: list[str]) -> list[tuple[dict[str, Any], Any]]:
+        """Free those allocations (if still sweepable) and return ``(meta, value)`` of each (for a quarantine)."""
+        return self._call("take_allocations", list(allocation_ids))
+
+    def restore_allocation(self, meta: dict[str, Any], value: Any, ttl_s: float | None = None) -> dict[str, Any]:
+        """Put an allocation taken by :meth:`take_allocations` back under its id."""
+        return self._call("restore_allocation", meta, value, ttl_s)
 
     def gc_reports(self) -> list[dict[str, Any]]:
         return self._call("gc_reports_list")

@@ -168,6 +168,16 @@ class LocalLRU:
         return {"entries": len(self._data), "bytes": self.bytes, "max_bytes": self.max_bytes,
                 "evictions": self.evictions, "expired": self.expired}
 
+    def take_expired(self, dry_run: bool = False) -> list[tuple[str, bytes, float]]:
+        """Expired entries as ``(key, data, expired_at)``; dropped (counted as expired) unless ``dry_run``."""
+        now = time.time()
+        out = [(k, d, exp) for k, (d, exp) in self._data.items() if exp is not None and exp <= now]
+        if not dry_run:
+            for k, _d, _e in out:
+                self._drop(k)
+            self.expired += len(out)
+        return out
+
 
 class LocalBackend:
     """:class:`LocalLRU` in this process (the local client's backend)."""
@@ -217,6 +227,10 @@ class _CacheActor:
 
     def sweep(self) -> int:
         return self.lru.sweep()
+
+    def take_expired(self, dry_run: bool = False) -> list[tuple[str, bytes, float]]:
+        """Expired entries (dropped unless ``dry_run``); the system layer quarantines them."""
+        return self.lru.take_expired(dry_run)
 
     def stats(self) -> dict[str, Any]:
         return self.lru.stats()

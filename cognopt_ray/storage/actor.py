@@ -194,6 +194,32 @@ class _StoreActor:
     def prune(self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None) -> dict[str, Any]:
         return self.store.backups.prune(keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)
 
+    def take_snapshot_file(self, snapshot_id: str, dry_run: bool = False) -> bytes:
+        """The stored bytes of a snapshot file, removed from the repository unless ``dry_run``
+        (its chunks stay until a prune): the system layer's quarantine keeps them restorable."""
+        repo = self.store.backups
+        repo._snapshot(snapshot_id)  # validates the id, NotFound when absent
+        rel = f"snapshots/{snapshot_id}"
+        with repo._lock:
+            blob = repo.root.read(rel)
+            if not dry_run:
+                repo.root.delete(rel)
+        return blob
+
+    def put_snapshot_file(self, snapshot_id: str, blob: bytes) -> dict[str, Any]:
+        """Put back a snapshot file taken by :meth:`take_snapshot_file` (refused if it exists)."""
+        from cognopt_ray.errors import Conflict, InvalidInput
+
+        if not isinstance(snapshot_id, str) or not snapshot_id.isalnum():
+            raise InvalidInput(f"snapshot id {snapshot_id!r} is not valid")
+        repo = self.store.backups
+        rel = f"snapshots/{snapshot_id}"
+        with repo._lock:
+            if repo.root.exists(rel):
+                raise Conflict(f"snapshot {snapshot_id!r} exists already", hint="nothing to restore")
+            repo.root.write(rel, blob)
+        return repo._snapshot(snapshot_id) and {"snapshot_id": snapshot_id, "bytes": len(blob)}
+
     def arm_fault(self, point: str | None) -> None:
         """Test hook: the actor process exits at ``point`` (``store.before_commit``,
         ``migrate.after_copy``, ``backup.after_pack``, ``backup.before_snapshot`` ...)."""
@@ -352,6 +378,14 @@ class StorageClient(EngineClient):
 
     def prune(self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None) -> dict[str, Any]:
         return self._call("prune", keep_last, keep_daily, keep_weekly, _timeout=3600)
+
+    def take_snapshot_file(self, snapshot_id: str, dry_run: bool = False) -> bytes:
+        """A snapshot file's bytes, removed from the repository unless ``dry_run`` (chunks stay)."""
+        return self._call("take_snapshot_file", snapshot_id, dry_run)
+
+    def put_snapshot_file(self, snapshot_id: str, blob: bytes) -> dict[str, Any]:
+        """Put back a snapshot file taken by :meth:`take_snapshot_file`."""
+        return self._call("put_snapshot_file", snapshot_id, blob)
 
     def health(self) -> dict[str, Any]:
         return self._call("health")

@@ -99,21 +99,24 @@ def _last_json(text: str) -> dict:
 def test_ray_job_submit_cli(ray_head):
     r = subprocess.run(
         [str(BIN / "ray"), "job", "submit", "--address", ray_head["address"], "--working-dir", str(REPO),
-         "--", "python", "-m", "cognopt_ray.jobs.health"],
+         "--", "python", "-m", "cognopt_ray.jobs.optimize_all"],
         env=ray_head["env"], capture_output=True, text=True, timeout=300, cwd=REPO,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     plain = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
     assert re.search(r"Job '\S+' succeeded", plain), plain[-2000:]
     summary = _last_json(r.stdout)
-    assert summary["job"] == "health" and summary["ok"] is True
-    assert summary["result"]["ray"]["status"] == "up"
+    assert summary["job"] == "optimize_all" and summary["ok"] is True, summary
+    assert summary["result"]["status"] == "ok"
+    assert set(summary["result"]["passes"]) == {"memory.gc", "memory.pool_sweep", "storage.tiering",
+                                                "network.cache_sweep", "cpu.rebalance"}
 
 
 def test_job_submission_client(ray_head):
-    out = _client_job(ray_head, "python -m cognopt_ray.jobs.health", working_dir=str(REPO))
+    out = _client_job(ray_head, "python -m cognopt_ray.jobs.optimize_all --dry-run", working_dir=str(REPO))
     assert out["status"] == "SUCCEEDED", out["logs"][-3000:]
-    assert _last_json(out["logs"])["ok"] is True
+    summary = _last_json(out["logs"])
+    assert summary["job"] == "optimize_all" and summary["ok"] is True and summary["result"]["dry_run"] is True
 
 
 def test_serve_deploy_against_the_head(ray_head, tmp_path):

@@ -1,0 +1,223 @@
+"""``system/metrics``: the dashboard figures, each computed from the engines' counters.
+
+:func:`read_counters` asks the four engines for their metrics concurrently;
+:func:`compute_metrics` turns those documents into the shape of DESIGN section 4. Every figure
+below is a formula over measured counters (also in ``docs/metrics.md``); a figure without the
+counters it needs is ``None``, never a made-up constant.
+
+``system_overview``
+    ``overall_efficiency`` = 100 × Σ wᵢ·sᵢ / Σ wᵢ over the engines whose score sᵢ is known, with
+    the weights ``settings.system.efficiency_weights`` (default ¼ each) and the scores
+
+    - cpu: ``cpu_efficiency`` (task CPU-seconds ÷ cluster CPU-seconds while work was pending);
+    - memory: mean of ``memory_efficiency`` and ``pool_hit_rate`` (those known);
+    - storage: ``1 − stored_bytes ÷ raw_bytes`` (share of the raw bytes the store did not need);
+    - network: ``1 − bytes_from_origin ÷ bytes_served`` (share of the served bytes not fetched),
+      clipped to [0, 1].
+
+    ``optimization_status`` is ``active`` when every engine answered, ``degraded`` when some did
+    not (their names under ``engines_unavailable``). ``last_updated`` is when the counters were read.
+``cpu_optimization``
+    ``cpu_efficiency``, ``load_balance_score``, ``tasks_processed`` as the CPU engine reports them.
+``memory_optimization``
+    ``memory_efficiency`` = Σ bytes held ÷ Σ bytes of reserved blocks; ``pool_hit_rate`` =
+    Σ pool hits ÷ Σ (hits + misses); ``cache_hit_rate`` = shared-cache hits ÷ gets over the
+    in-cluster and Redis backends.
+``storage_optimization``
+    ``compression_ratio`` = raw bytes ÷ stored bytes; ``tier_utilization[t]`` = the tier's stored
+    bytes ÷ its capacity (or ÷ stored + free bytes of its volume).
+``network_optimization``
+    ``cache_hit_rate`` = (HIT + STALE + REVALIDATED) ÷ lookups; ``compression_ratio`` = decoded ÷
+    wire bytes from origins; ``bandwidth_saved_mb`` = (bytes served − bytes from origins) ÷ 10⁶.
+``savings``
+    ``storage_bytes_saved`` = raw − stored bytes; ``network_bytes_saved`` = bytes served − bytes
+    from origins; ``memory_bytes_shared`` = Σ over pools of pool hits × mean allocation size (each
+    hit is a zero-copy read of one object-store copy instead of a private copy);
+    ``origin_requests_avoided`` = HIT + STALE + coalesced; ``cpu_seconds_run`` = Σ run seconds of
+    the tasks the scheduler ran (all time, the sums of its run histograms);
+    ``critical_wait_s_total`` = Σ waits of CRITICAL tasks.
+
+Example:
+    >>> doc = compute_metrics({"cpu": {"cpu_efficiency": 0.5}}, now=0.0)
+    >>> doc["system_overview"]["overall_efficiency"]
+    50.0
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+from typing import Any
+
+from cognopt_ray.config import Settings
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("cpu", "memory", "storage", "network")
+TIERS = ("hot", "warm", "cold", "archive")
+
+
+def _num(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else None
+
+
+def _clip(x: float | None) -> float | None:
+    return None if x is None else max(0.0, min(1.0, x))
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def shared_cache_hit_rate(cache: dict[str, Any] | None) -> float | None:
+    """Shared-cache hits ÷ gets over the in-cluster and Redis backends (``None`` before any get)."""
+    if not isinstance(cache, dict) or "error" in cache:
+        return None
+    ic, rd = cache.get("in_cluster") or {}, cache.get("redis") or {}
+    hits = (ic.get("hits") or 0) + (rd.get("hits") or 0)
+    gets = hits + (ic.get("misses") or 0) + (rd.get("misses") or 0)
+    return hits / gets if gets else None
+
+
+def engine_scores(c: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Each engine's score in [0, 1] (formulas in the module docstring)."""
+    cpu, mem, sto, net = (c.get(e) or {} for e in ENGINES)
+    raw, stored = _num(sto.get("raw_bytes")), _num(sto.get("stored_bytes"))
+    served, origin = _num(net.get("bytes_served")), _num(net.get("bytes_from_origin"))
+    return {
+        "cpu": _clip(_num(cpu.get("cpu_efficiency"))),
+        "memory": _clip(_mean([_num(mem.get("memory_efficiency")), _num(mem.get("pool_hit_rate"))])),
+        "storage": _clip(1.0 - stored / raw) if raw and stored is not None else None,
+        "network": _clip(1.0 - (origin or 0.0) / served) if served else None,
+    }
+
+
+def overall_efficiency(scores: dict[str, float | None], weights: dict[str, float]) -> float | None:
+    """100 × Σ wᵢ·sᵢ / Σ wᵢ over the engines with a known score; ``None`` when none is known."""
+    known = [(weights.get(e, 0.0), s) for e, s in scores.items() if s is not None and weights.get(e, 0.0) > 0]
+    total = sum(w for w, _ in known)
+    return round(100.0 * sum(w * s for w, s in known) / total, 2) if total else None
+
+
+def _savings(c: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    cpu, mem, sto, net = (c.get(e) or {} for e in ENGINES)
+    shared = 0.0
+    for pool in (mem.get("pools") or {}).values():
+        n = pool.get("allocations") or 0
+        if n:
+            shared += (pool.get("hits") or 0) * (pool.get("bytes_used") or 0) / n
+    run = cpu.get("run_time_s") or {}
+    crit = (cpu.get("wait_time_s") or {}).get("critical") or {}
+    raw, stored = sto.get("raw_bytes"), sto.get("stored_bytes")
+    served, origin = net.get("bytes_served"), net.get("bytes_from_origin")
+    return {
+        "storage_bytes_saved": (raw - stored) if raw is not None and stored is not None else None,
+        "network_bytes_saved": (served - origin) if served is not None and origin is not None else None,
+        "memory_bytes_shared": int(shared) if mem else None,
+        "origin_requests_avoided": net.get("origin_requests_avoided"),
+        "cpu_seconds_run": round(sum((h or {}).get("sum_s") or 0.0 for h in run.values()), 6) if run else None,
+        "critical_wait_s_total": crit.get("sum_s"),
+    }
+
+
+def compute_metrics(counters: dict[str, dict[str, Any]], *, now: float | None = None,
+                    weights: dict[str, float] | None = None) -> dict[str, Any]:
+    """The ``system/metrics`` document from the engines' metrics documents.
+
+    Args:
+        counters: ``{"cpu": ..., "memory": ..., "storage": ..., "network": ...}``; an engine that
+            did not answer is missing or ``{"error": "..."}``.
+        now: when the counters were read (epoch seconds); defaults to now.
+        weights: ``overall_efficiency`` weights per engine (default ¼ each).
+    """
+    now = time.time() if now is None else now
+    weights = weights or {e: 0.25 for e in ENGINES}
+    ok = {e: d for e, d in counters.items() if isinstance(d, dict) and "error" not in d}
+    down = sorted(e for e in ENGINES if e not in ok)
+    cpu, mem, sto, net = (ok.get(e) or {} for e in ENGINES)
+    scores = engine_scores(ok)
+    tiers = sto.get("tiers") or {}
+    return {
+        "system_overview": {
+            "overall_efficiency": overall_efficiency(scores, weights),
+            "optimization_status": "active" if not down else "degraded",
+            "last_updated": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="milliseconds"),
+            "engine_scores": scores,
+            "weights": weights,
+            **({"engines_unavailable": down} if down else {}),
+        },
+        "cpu_optimization": {
+            "cpu_efficiency": _num(cpu.get("cpu_efficiency")),
+            "load_balance_score": _num(cpu.get("load_balance_score")),
+            "tasks_processed": cpu.get("tasks_processed"),
+        },
+        "memory_optimization": {
+            "memory_efficiency": _num(mem.get("memory_efficiency")),
+            "pool_hit_rate": _num(mem.get("pool_hit_rate")),
+            "cache_hit_rate": shared_cache_hit_rate(mem.get("cache")),
+        },
+        "storage_optimization": {
+            "compression_ratio": _num(sto.get("compression_ratio")),
+            "tier_utilization": {t: _num((tiers.get(t) or {}).get("utilization")) for t in TIERS},
+        },
+        "network_optimization": {
+            "cache_hit_rate": _num(net.get("cache_hit_rate")),
+            "compression_ratio": _num(net.get("compression_ratio")),
+            "bandwidth_saved_mb": _num(net.get("bandwidth_saved_mb")),
+        },
+        "savings": _savings(ok),
+    }
+
+
+# -- reading the engines -----------------------------------------------------------------------------
+def _storage_client() -> Any:
+    from cognopt_ray._private.client import process_client
+    from cognopt_ray.storage import ACTOR_NAME, client
+
+    return process_client(ACTOR_NAME, client)
+
+
+def engine_clients() -> dict[str, Any]:
+    """This process's client of each engine (creating the engine actors that do not exist yet)."""
+    from cognopt_ray import cpu, memory, network
+
+    return {"cpu": cpu.client(), "memory": memory.client(), "storage": _storage_client(), "network": network.client()}
+
+
+async def _read(engine: str, timeout_s: float) -> dict[str, Any]:
+    try:
+        clients = await asyncio.get_running_loop().run_in_executor(None, engine_clients)
+        c = clients[engine]
+        if engine == "storage":  # the storage client is sync-only; its actor call is awaitable
+            doc = await asyncio.wait_for(c.actor.metrics.remote(), timeout=timeout_s)
+        else:
+            doc = await asyncio.wait_for(c.ametrics(), timeout=timeout_s)
+        return doc if isinstance(doc, dict) else {"error": f"unexpected answer {type(doc).__name__}"}
+    except Exception as e:  # noqa: BLE001 - one engine down must not hide the others
+        logger.warning("reading %s metrics failed: %s", engine, e)
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+async def read_counters(timeout_s: float = 30.0) -> dict[str, dict[str, Any]]:
+    """The four engines' metrics documents, read concurrently (``{"error": ...}`` for one that failed)."""
+    docs = await asyncio.gather(*(_read(e, timeout_s) for e in ENGINES))
+    return dict(zip(ENGINES, docs))
+
+
+async def system_metrics(settings: Settings, *, export: bool = True) -> dict[str, Any]:
+    """Read the counters now and return the ``system/metrics`` document (and export it to Prometheus)."""
+    counters = await read_counters()
+    now = time.time()
+    doc = compute_metrics(counters, now=now, weights=settings.system.efficiency_weights)
+    if export:
+        from cognopt_ray.system.prometheus import export_metrics
+
+        export_metrics(doc, counters)
+    return doc
+
+
+__all__ = ["compute_metrics", "engine_scores", "overall_efficiency", "read_counters", "system_metrics",
+           "shared_cache_hit_rate", "engine_clients", "ENGINES"]

@@ -1,0 +1,108 @@
+"""System layer without Ray: metric formulas, the report's replay and table, the quarantine."""
+
+from __future__ import annotations
+
+import pytest
+
+from cognopt_ray.config import PriceSheet, Settings
+from cognopt_ray.errors import InvalidInput, NotFound
+from cognopt_ray.system.cleanup import Quarantine, purge_expired
+from cognopt_ray.system.metrics import compute_metrics, engine_scores, overall_efficiency
+from cognopt_ray.system.report import build_table, min_cores, replay, to_markdown, trace_from_cpu_metrics
+
+COUNTERS = {
+    "cpu": {"cpu_efficiency": 0.8, "load_balance_score": 1.0, "tasks_processed": 12,
+            "run_time_s": {"critical": {"sum_s": 1.5}, "low": {"sum_s": 2.5}},
+            "wait_time_s": {"critical": {"sum_s": 0.25}}},
+    "memory": {"memory_efficiency": 0.5, "pool_hit_rate": 0.9,
+               "pools": {"ai_models": {"allocations": 2, "bytes_used": 1000, "hits": 6}},
+               "cache": {"in_cluster": {"hits": 3, "misses": 1}, "redis": {"hits": 1, "misses": 3}}},
+    "storage": {"raw_bytes": 1000, "stored_bytes": 250, "compression_ratio": 4.0,
+                "tiers": {"hot": {"utilization": 0.1}, "warm": {"utilization": 0.2}, "cold": {"utilization": None},
+                          "archive": {"utilization": 0.0}}},
+    "network": {"cache_hit_rate": 0.75, "compression_ratio": 2.0, "bandwidth_saved_mb": 0.003,
+                "bytes_served": 4000, "bytes_from_origin": 1000, "origin_requests_avoided": 9},
+}
+
+
+def test_metrics_formulas():
+    doc = compute_metrics(COUNTERS, now=1_700_000_000.0)
+    scores = doc["system_overview"]["engine_scores"]
+    assert scores == {"cpu": 0.8, "memory": pytest.approx(0.7), "storage": 0.75, "network": 0.75}
+    assert doc["system_overview"]["overall_efficiency"] == pytest.approx(100 * (0.8 + 0.7 + 0.75 + 0.75) / 4, abs=0.01)
+    assert doc["system_overview"]["optimization_status"] == "active"
+    assert doc["system_overview"]["last_updated"].startswith("2023-11-14T22:13:20")
+    assert doc["memory_optimization"]["cache_hit_rate"] == pytest.approx(4 / 8)
+    assert doc["storage_optimization"]["tier_utilization"] == {"hot": 0.1, "warm": 0.2, "cold": None, "archive": 0.0}
+    assert doc["savings"] == {"storage_bytes_saved": 750, "network_bytes_saved": 3000, "memory_bytes_shared": 3000,
+                              "origin_requests_avoided": 9, "cpu_seconds_run": 4.0, "critical_wait_s_total": 0.25}
+
+
+def test_metrics_with_missing_engines_and_weights():
+    doc = compute_metrics({"cpu": {"cpu_efficiency": 0.4}, "memory": {"error": "down"}}, now=0.0,
+                          weights={"cpu": 3.0, "memory": 1.0, "storage": 0.0, "network": 0.0})
+    assert doc["system_overview"]["overall_efficiency"] == 40.0
+    assert doc["system_overview"]["optimization_status"] == "degraded"
+    assert doc["system_overview"]["engines_unavailable"] == ["memory", "network", "storage"]
+    assert compute_metrics({}, now=0.0)["system_overview"]["overall_efficiency"] is None
+    assert overall_efficiency({"cpu": 1.0, "network": 0.0}, {"cpu": 1, "network": 3}) == 25.0
+    assert engine_scores({"network": {"bytes_served": 100, "bytes_from_origin": 300}})["network"] == 0.0  # clipped
+
+
+def test_bad_weights_are_refused():
+    with pytest.raises(Exception, match="efficiency_weights"):
+        Settings.load(system={"efficiency_weights": {"gpu": 1.0}})
+
+
+def test_replay_fifo_vs_priority():
+    trace = [(0.0, 5, 0.1)] * 4 + [(0.05, 1, 0.01)]
+    fifo, prio = replay(trace, 1, "fifo"), replay(trace, 1, "priority")
+    assert fifo["waits"][1] == [pytest.approx(0.35)]
+    assert prio["waits"][1] == [pytest.approx(0.05)]
+    assert fifo["makespan_s"] == pytest.approx(0.41) == prio["makespan_s"]
+    assert min_cores(trace, "fifo", target_s=0.2) == 2
+    assert min_cores(trace, "priority", target_s=0.2) == 1
+    assert min_cores(trace, "priority", target_s=0.2, makespan_s=0.25) == 2  # throughput kept too
+    with pytest.raises(ValueError):
+        replay(trace, 1, "random")
+
+
+def test_trace_from_histograms():
+    cpu = {"window_s": 10.0, "run_time_s": {
+        "critical": {"buckets": {"0.01": 2, "0.1": 2, "+Inf": 2}},
+        "background": {"buckets": {"0.01": 0, "0.1": 4, "+Inf": 4}}}}
+    trace = trace_from_cpu_metrics(cpu)
+    assert sorted(p for _a, p, _r in trace) == [1, 1, 5, 5, 5, 5]
+    assert all(0 <= a < 10 for a, _p, _r in trace)
+    assert all(0.01 < r <= 0.1 for _a, p, r in trace if p == 5)
+
+
+def test_report_table_and_markdown():
+    rep = build_table(cores=(10, 4), ram_bytes=(4 * 2**30, 2**30), storage_bytes=(100 * 2**30, 40 * 2**30),
+                      bandwidth_bytes=(2e9, 1e9), window_s=86400.0, prices=PriceSheet())
+    rows = {r["resource"]: r for r in rep["rows"]}
+    assert rows["cores"]["reduction"] == 0.6 and rows["ram"]["reduction"] == 0.75
+    assert rows["bandwidth"]["before"] == pytest.approx(60.0)  # 2 GB a day = 60 GB a month
+    assert rows["cores"]["monthly_cost_before"] == 250.0
+    assert rep["monthly_cost"]["before"] == pytest.approx(250 + 14 + 8 + 5.4)
+    md = to_markdown(rep)
+    assert md.count("\n") == len(rep["rows"]) + 2 and "| cores (vCPU) | 10 | 4 | 60.0% |" in md
+
+
+def test_quarantine_put_load_list_remove_and_purge(tmp_path):
+    q = Quarantine(tmp_path, retention_s=100)
+    e = q.put("network_cache", "network", "key1", b"body", {"key": "key1"})
+    assert q.load(e["id"]) == (e, b"body")
+    assert [x["id"] for x in q.list()] == [e["id"]] and q.list("memory_allocations") == []
+    with pytest.raises(InvalidInput):
+        q.load("../../etc/passwd")
+    q.remove(e["id"])
+    with pytest.raises(NotFound):
+        q.entry(e["id"])
+    settings = Settings.load(storage_root=str(tmp_path), system={"quarantine_retention_s": 0})
+    q2 = Quarantine(settings.root, retention_s=0)
+    keep = Quarantine(settings.root, retention_s=1000).put("network_cache", "network", "k2", b"x", {})
+    old = q2.put("network_cache", "network", "k3", b"y", {})
+    purged = purge_expired(settings)
+    assert [p["id"] for p in purged] == [old["id"]]
+    assert [x["id"] for x in q2.list()] == [keep["id"]]
