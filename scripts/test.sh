@@ -4,4 +4,5 @@
 source "$(dirname "$0")/_env.sh"
 install_package "[test]"
 need_apt_package redis-server redis-server
+need_apt_package chromium chromium  # the dashboard test drives headless Chromium
 exec .venv/bin/python -m pytest "$@"

@@ -19,7 +19,7 @@ import cognopt_ray
 from cognopt_ray import runtime
 from cognopt_ray.config import ApiKeyRecord, Settings
 from cognopt_ray.security import AuditLog, KeyStore
-from serve_apps import admin_routes, cpu_routes, health_routes, memory_routes, network_routes, storage_routes, system_routes
+from serve_apps import admin_routes, cpu_routes, dashboard_routes, health_routes, memory_routes, network_routes, storage_routes, system_routes
 from serve_apps.compression import CompressionMiddleware
 from serve_apps.http import API_PREFIX, ApiContext, AuthMiddleware, BodyLimitMiddleware, install_error_handlers, set_context
 
@@ -53,6 +53,7 @@ def create_api() -> FastAPI:
     install_error_handlers(api)
     for module in ROUTERS:
         api.include_router(module.router, prefix=API_PREFIX)
+    api.include_router(dashboard_routes.router)  # GET /dashboard, outside the prefix: the page itself needs no key
     return api
 
 

@@ -57,6 +57,8 @@ class _StoreActor:
         self.store = TieredStore(settings, use_object_store=True)
         self._stop = threading.Event()
         self.last_pass: dict[str, Any] | None = None
+        self._gauges: dict[str, Any] | None = None
+        self._ratio_gauge: Any = None
         if settings.storage.lifecycle_enabled:
             threading.Thread(target=self._loop, name="cognopt-storage-lifecycle", daemon=True).start()
         logger.info("storage engine up (recovered: %s)", self.store.recovered)
@@ -133,6 +135,7 @@ class _StoreActor:
 
     def metrics(self) -> dict[str, Any]:
         m = self.store.metrics()
+        self._export(m)
         try:
             snaps = self.store.backups.snapshots()
             repo = self.store.backups.size_on_disk()
@@ -143,6 +146,31 @@ class _StoreActor:
         except Exception as e:  # noqa: BLE001 - metrics must answer even if the repository is unreadable
             m["backups"] = {"error": str(e)}
         return m
+
+    def _export(self, m: dict[str, Any]) -> None:
+        """Publish the tier figures as Prometheus gauges through ``ray.util.metrics``.
+
+        Refreshed whenever the storage metrics are read (``GET storage/metrics``, ``system/metrics``,
+        the dashboard): the store is not thread-safe, so no other thread reads it for export.
+        Names: ``cognopt_storage_{items,raw_bytes,stored_bytes}{tier}`` and
+        ``cognopt_storage_compression_ratio`` (raw_bytes / stored_bytes over all tiers; 0 when empty).
+        """
+        try:
+            if self._gauges is None:
+                from ray.util.metrics import Gauge
+
+                per_tier = {"items": "items per tier", "raw_bytes": "raw bytes per tier",
+                            "stored_bytes": "bytes on the tier (after codec and dedup)"}
+                self._gauges = {k: Gauge(f"cognopt_storage_{k}", description=f"storage engine: {d}", tag_keys=("tier",))
+                                for k, d in per_tier.items()}
+                self._ratio_gauge = Gauge("cognopt_storage_compression_ratio",
+                                          description="storage engine: raw bytes / stored bytes, all tiers")
+            for tier, fig in m["tiers"].items():
+                for key, gauge in self._gauges.items():
+                    gauge.set(float(fig[key] or 0), tags={"tier": tier})
+            self._ratio_gauge.set(float(m.get("compression_ratio") or 0.0))
+        except Exception:  # noqa: BLE001 - metrics export must never break the engine
+            logger.debug("could not export storage gauges", exc_info=True)
 
     def verify(self, item_ids: list[str] | None = None) -> dict[str, Any]:
         return self.store.verify(item_ids)
