@@ -153,6 +153,8 @@ async def store(
             raise InvalidInput(f"body is not valid JSON: {e}") from None
         except ValueError as e:
             raise InvalidInput(f"invalid store request: {e}") from None
+        except RecursionError:
+            raise InvalidInput("body is nested too deeply", hint="send a flatter JSON document") from None
         data = req.data
         if req.encoding == "base64":
             if not isinstance(data, str):

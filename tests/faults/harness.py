@@ -94,3 +94,16 @@ def assert_healthy_run(rep: LoadReport, after: int = 10) -> None:
     assert not rep.hangs, f"calls hung: {rep.summary()}"
     assert not rep.unclear_errors, f"unclear errors: {rep.unclear_errors[:5]} ({rep.summary()})"
     assert rep.acked_after_kill >= after, f"the engine did not come back: {rep.summary()}"
+
+
+def wait_up(fn: Callable[[], Any], timeout: float = 600) -> Any:
+    """Call ``fn`` until it stops raising a retryable ``CognoptError`` (a new actor's worker may
+    take long to start on a busy machine)."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except CognoptError as e:
+            if not e.retryable or time.time() > deadline:
+                raise
+            time.sleep(1)

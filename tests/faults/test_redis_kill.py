@@ -15,6 +15,7 @@ from aiohttp import web
 
 from cognopt_ray import runtime
 from cognopt_ray.config import Settings
+from tests.faults.harness import wait_up
 from tests.network_origin import Origin
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
@@ -67,6 +68,8 @@ def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory,
     cache = SharedCache(settings, actor_name=f"cognopt.memory_cache.redis-{tag}")
     failures: list[str] = []
     counts = {"ok": 0}
+    wait_up(lambda: engine.request(origin.url("/r?i=0")))
+    wait_up(lambda: cache.set("warm", 1))
 
     def op(i):
         r = engine.request(origin.url(f"/r?i={i % 30}"))

