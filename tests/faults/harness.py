@@ -93,7 +93,7 @@ def run_with_kill(op: Callable[[int], Any], kill: Callable[[], None], *, threads
 def assert_healthy_run(rep: LoadReport, after: int = 10) -> None:
     assert not rep.hangs, f"calls hung: {rep.summary()}"
     assert not rep.unclear_errors, f"unclear errors: {rep.unclear_errors[:5]} ({rep.summary()})"
-    assert rep.acked_after_kill >= after, f"the engine did not come back: {rep.summary()}"
+    assert rep.acked_after_kill >= after, f"the engine did not come back: {rep.summary()}; {rep.clear_errors[-3:]}"
 
 
 def wait_up(fn: Callable[[], Any], timeout: float = 600) -> Any:

@@ -106,7 +106,7 @@ def test_storage_killed_under_load_loses_no_acknowledged_write(ray_session, tmp_
 def test_memory_killed_under_load_keeps_persistent_allocations(ray_session, tmp_path):
     from cognopt_ray.memory import MemoryPools
 
-    settings = _settings(tmp_path)
+    settings = _settings(tmp_path, services={"fault_svc": {"memory": {"pool_size": 100_000, "block_size": 1024}}})
     pools = MemoryPools.connect(settings, name=f"cognopt.memory.fault-{uuid.uuid4().hex[:6]}",
                                 state_dir=str(tmp_path / "mem"))
     try:

@@ -38,11 +38,11 @@ def _load(fn, stop: threading.Event, failures: list, counts: dict, threads: int 
     return ts
 
 
-def _phase(counts, n, timeout=60):
+def _phase(counts, n, timeout=60, failures=()):
     start = counts["ok"]
     deadline = time.time() + timeout
     while counts["ok"] - start < n:
-        assert time.time() < deadline, f"no progress ({counts})"
+        assert time.time() < deadline, f"no progress ({counts}); last failures: {list(failures)[-3:]}"
         time.sleep(0.05)
 
 
@@ -81,18 +81,23 @@ def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory,
     stop = threading.Event()
     threads = _load(op, stop, failures, counts)
     try:
-        _phase(counts, 20)
+        _phase(counts, 20, failures=failures)
         r = redis.Redis.from_url(server.url)
         assert r.dbsize() > 0  # the caches are in Redis
         server.stop()  # kill -TERM; redis-server exits at once (no persistence configured)
-        _phase(counts, 30)
+        _phase(counts, 30, failures=failures)
         assert engine.health()["status"] in ("degraded", "up")
         server.start()  # same port
-        _phase(counts, 40)
+        _phase(counts, 40, failures=failures)
         deadline = time.time() + 60
         while r.dbsize() == 0:  # new entries land in Redis again
             assert time.time() < deadline, "the caches did not return to Redis"
             time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert cache.backend == "redis"
+        assert engine.health()["status"] == "up"
     finally:
         stop.set()
         for t in threads:
@@ -104,5 +109,3 @@ def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory,
             except ValueError:
                 pass
     assert not failures, failures[:5]
-    assert cache.backend == "redis"
-    assert engine.health()["status"] == "up"

@@ -49,8 +49,10 @@ def encrypted_app(tmp_path_factory, redis_server):
     }
     cfg = root.parent / f"{root.name}-settings.json"
     cfg.write_text(json.dumps(doc))
+    log = root.parent / f"{root.name}-app.log"
     proc = subprocess.Popen([sys.executable, "-m", "tests.security.encrypted_app", str(cfg)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+                            cwd=Path(__file__).resolve().parents[2])
     seen = []
     for line in proc.stdout:  # Ray may print its own lines first
         seen.append(line)
@@ -58,7 +60,7 @@ def encrypted_app(tmp_path_factory, redis_server):
             break
     else:
         proc.kill()
-        pytest.fail(f"the encrypted app did not start: {seen[-5:]!r}")
+        pytest.fail(f"the encrypted app did not start: {seen[-5:]!r}\n{log.read_text()[-3000:]}")
     yield {"base": f"http://127.0.0.1:{port}{API}", "headers": {"Authorization": f"Bearer {key}"}, "root": root,
            "redis": redis_server}
     proc.stdin.close()
