@@ -51,7 +51,14 @@ def ray_session(session_root):
 
     os.environ.pop("RAY_ADDRESS", None)
     settings = Settings.load(storage_root=str(session_root / "engines"))
-    cognopt_ray.init(settings=settings, num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
+    for attempt in range(3):  # on a busy machine the raylet may miss Ray's fixed 30 s start-up wait
+        try:
+            cognopt_ray.init(settings=settings, num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as e:  # noqa: BLE001
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+            ray.shutdown()
     yield ray
     cognopt_ray.shutdown()
 
