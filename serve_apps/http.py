@@ -203,11 +203,59 @@ def install_error_handlers(api: FastAPI) -> None:
         return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail,
                        headers=getattr(exc, "headers", None), instance=request.url.path)
 
+    _document_problems(api)
+
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", f"unexpected {type(exc).__name__}; see the replica log",
                        instance=request.url.path)
+
+
+_PROBLEM_SCHEMA = {
+    "title": "Problem",
+    "type": "object",
+    "description": "An RFC 9457 problem document",
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}, "instance": {"type": "string"}, "hint": {"type": "string"},
+    },
+    "required": ["title", "status", "detail"],
+    "additionalProperties": True,
+}
+_PROBLEM_STATUSES = {"401": "No API key, or an unknown one", "403": "The key lacks the scope",
+                     "404": "Not found", "409": "Conflict with the current state", "413": "Body over the limit",
+                     "422": "Invalid input", "503": "An engine is restarting (retryable)",
+                     "507": "A storage tier is full"}
+
+
+def _document_problems(api: FastAPI) -> None:
+    """Every operation's schema says what its errors look like: ``application/problem+json``.
+
+    FastAPI documents 422 as its own ``HTTPValidationError`` (``detail`` a list); this API answers
+    every error as a problem document, so the schema must say so (clients and fuzzers check it).
+    """
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema:
+            return api.openapi_schema
+        schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.setdefault("responses", {})
+                for code, text in _PROBLEM_STATUSES.items():
+                    if code == "401" and path.rstrip("/").endswith("/health"):
+                        continue
+                    responses[code] = {"description": text, "content": {PROBLEM_JSON: {"schema": ref}}}
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema["components"]["schemas"].pop(name, None)
+        api.openapi_schema = schema
+        return schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
 
 
 # -- scope dependencies -----------------------------------------------------------------------------

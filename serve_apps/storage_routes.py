@@ -100,6 +100,7 @@ class TieringRequest(BaseModel):
 
 class CheckRequest(BaseModel):
     read_data: bool | float = Field(False, description="true, false, or the fraction of packs to read")
+    repair: bool = Field(False, description="drop damaged chunks so that the next backup writes them again")
 
 
 class PruneRequest(BaseModel):
@@ -118,7 +119,11 @@ class OptimizeServiceRequest(BaseModel):
 @router.post("/storage/store", response_model=ItemInfo, status_code=201, summary="Store an item",
              description="JSON body (`data` any JSON value, or base64 with `encoding: base64`), or a raw "
              "`application/octet-stream` body, or an Arrow IPC stream (`application/vnd.apache.arrow.stream`) for "
-             "tables; for raw bodies pass item_id, storage_tier, compression_type and service_name as query parameters.")
+             "tables; for raw bodies pass item_id, storage_tier, compression_type and service_name as query parameters.",
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": StoreRequest.model_json_schema()},
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                 ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}}})
 async def store(
     request: Request,
     item_id: str | None = Query(None, max_length=300),
@@ -148,6 +153,8 @@ async def store(
             raise InvalidInput(f"body is not valid JSON: {e}") from None
         except ValueError as e:
             raise InvalidInput(f"invalid store request: {e}") from None
+        except RecursionError:
+            raise InvalidInput("body is nested too deeply", hint="send a flatter JSON document") from None
         data = req.data
         if req.encoding == "base64":
             if not isinstance(data, str):
@@ -253,8 +260,11 @@ async def restore(body: RestoreRequest, request: Request, principal: Principal =
 
 
 @router.post("/storage/check", summary="Verify the backup repository (admin)")
-async def check(body: CheckRequest, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    return await _call("check", body.read_data, _timeout=3600)
+async def check(body: CheckRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+    out = await _call("check", body.read_data, body.repair, _timeout=3600)
+    audit(request, "storage.check", None, "ok", read_data=body.read_data, repair=body.repair,
+          damaged_chunks=out.get("damaged_chunks", 0))
+    return out
 
 
 @router.post("/storage/prune", summary="Forget snapshots and remove unused chunks (admin)")
@@ -275,8 +285,8 @@ async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principa
 @router.post("/storage/optimize-tiering", summary="Run a lifecycle pass now (admin)")
 async def optimize_tiering(body: TieringRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     out = await _call("optimize_tiering", body.dry_run, None)
-    if not body.dry_run:
-        audit(request, "storage.optimize_tiering", None, "ok", migrated=len(out["migrated"]), failed=len(out["failed"]))
+    audit(request, "storage.optimize_tiering", None, "dry_run" if body.dry_run else "ok",
+          migrated=len(out["migrated"]), failed=len(out["failed"]))
     return out
 
 

@@ -45,6 +45,7 @@ from ray.exceptions import ObjectLostError
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient, process_client, translate_error
 from cognopt_ray._private.files import atomic_write, fsync_dir
+from cognopt_ray.storage.crypto import MAGIC as SEALED_MAGIC, Sealer
 from cognopt_ray.config import MemoryServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import Conflict, EngineUnavailable, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
 from cognopt_ray.memory import _values
@@ -172,6 +173,9 @@ class _MemoryPoolsActor:
         self.dir = Path(state_dir) if state_dir else self.settings.root / "memory"
         self.alloc_dir = self.dir / "allocations"
         self.alloc_dir.mkdir(parents=True, exist_ok=True)
+        key = self.settings.encryption_key
+        # Durable copies of persistent allocations are sealed (AES-GCM) when a key is configured.
+        self._sealer = Sealer(key.get_secret_value(), b"cognopt memory") if key is not None else None
         self.pools: dict[str, _Pool] = {}
         self.index: dict[str, _Allocation] = {}
         self.evicted: OrderedDict[str, str] = OrderedDict()  # id -> service
@@ -226,6 +230,8 @@ class _MemoryPoolsActor:
 
     def _persist(self, alloc: _Allocation, value: Any) -> None:
         data = _values.dumps(value)
+        if self._sealer is not None:  # the checksum is of the stored (sealed) bytes
+            data = self._sealer.seal(data, alloc.id.encode())
         atomic_write(self.alloc_dir / f"{alloc.id}.bin", data)
         atomic_write(self.alloc_dir / f"{alloc.id}.json", json.dumps({**alloc.meta(), "sha256": _values.sha256(data)}).encode())
 
@@ -242,6 +248,11 @@ class _MemoryPoolsActor:
                 f"the durable copy of allocation {alloc.id!r} does not match its checksum",
                 hint="deallocate it and allocate the data again",
             )
+        if data.startswith(SEALED_MAGIC):
+            if self._sealer is None:
+                raise IntegrityError(f"the durable copy of allocation {alloc.id!r} is encrypted but no "
+                                     "encryption_key is configured", hint="configure the encryption_key it was made with")
+            data = self._sealer.open(data, alloc.id.encode())
         return _values.loads(data)
 
     # -- pools ---------------------------------------------------------------------------------

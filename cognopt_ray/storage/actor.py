@@ -188,8 +188,8 @@ class _StoreActor:
         return self.store.backups.restore(snapshot_id, item_ids=item_ids, target=target,
                                           store=None if target else self.store)
 
-    def check(self, read_data: bool | float = False) -> dict[str, Any]:
-        return self.store.backups.check(read_data)
+    def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
+        return self.store.backups.check(read_data, repair)
 
     def prune(self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None) -> dict[str, Any]:
         return self.store.backups.prune(keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)
@@ -373,8 +373,9 @@ class StorageClient(EngineClient):
     def restore(self, snapshot_id: str, item_ids: list[str] | None = None, target: str | None = None) -> dict[str, Any]:
         return self._call("restore", snapshot_id, item_ids, target, _timeout=3600)
 
-    def check(self, read_data: bool | float = False) -> dict[str, Any]:
-        return self._call("check", read_data, _timeout=3600)
+    def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
+        """Verify the backup repository; ``repair`` drops damaged chunks so the next backup rewrites them."""
+        return self._call("check", read_data, repair, _timeout=3600)
 
     def prune(self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None) -> dict[str, Any]:
         return self._call("prune", keep_last, keep_daily, keep_weekly, _timeout=3600)

@@ -309,7 +309,8 @@ class BackupRepository:
                 work = []
                 for rel, size, mtime in files:
                     prev = parent_files.get(rel)
-                    if prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime:
+                    if (prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime
+                            and all(h in self.index for h in prev["chunks"])):
                         entries.append(prev)
                         stats["files"] += 1
                         stats["bytes_scanned"] += size
@@ -465,10 +466,16 @@ class BackupRepository:
         return None
 
     # ------------------------------------------------------------------------------- check, prune
-    def check(self, read_data: bool | float = False) -> dict[str, Any]:
+    def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
         """Verify the repository: every snapshot's chunks are indexed and their packs exist; with
         ``read_data`` (``True`` or a fraction 0..1 of the packs) chunks are read and their hashes
-        checked."""
+        checked.
+
+        With ``repair``, chunks found damaged are dropped from the index (their pack's index file
+        is rewritten without them; the damaged bytes stay in the pack until ``prune``). The next
+        backup of a source that still has the data writes them again, and since chunks are
+        addressed by content, every older snapshot that names them is whole again.
+        """
         with self._lock:
             self._load_index()
             errors: list[str] = []
@@ -496,6 +503,7 @@ class BackupRepository:
                 chosen = random.sample(chosen, k=round(len(chosen) * fraction))
             chosen_set = set(chosen)
             read = 0
+            damaged: dict[str, list[str]] = {}
             for h, (pack, _, _, _) in list(self.index.items()):
                 if pack in chosen_set:
                     try:
@@ -503,8 +511,27 @@ class BackupRepository:
                         read += 1
                     except IntegrityError as e:
                         errors.append(e.message)
-            return {"ok": not errors, "snapshots": len(snaps), "chunks": len(self.index), "packs": len(packs),
-                    "chunks_read": read, "errors": errors[:100]}
+                        damaged.setdefault(pack, []).append(h)
+            chunks = len(self.index)
+            dropped = self._drop_chunks(damaged) if repair and damaged else 0
+            return {"ok": not errors, "snapshots": len(snaps), "chunks": chunks, "packs": len(packs),
+                    "chunks_read": read, "errors": errors[:100], "damaged_chunks": sum(map(len, damaged.values())),
+                    "dropped_chunks": dropped}
+
+    def _drop_chunks(self, damaged: dict[str, list[str]]) -> int:
+        """Forget damaged chunks: rewrite each pack's index without them (atomic write)."""
+        n = 0
+        for pack, hashes in damaged.items():
+            bad = set(hashes)
+            entries = {h: [off, length, raw_len] for h, (p, off, length, raw_len) in self.index.items()
+                       if p == pack and h not in bad}
+            idx = zstandard.ZstdCompressor(level=3).compress(json.dumps(entries).encode())
+            self.root.write(f"index/{pack}", idx)
+            for h in bad:
+                if self.index.pop(h, None) is not None:
+                    n += 1
+        logger.warning("backup check dropped %d damaged chunks; the next backup writes them again", n)
+        return n
 
     def prune(self, keep_last: int | None = None, keep_daily: int | None = None,
               keep_weekly: int | None = None) -> dict[str, Any]:
