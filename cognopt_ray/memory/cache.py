@@ -273,6 +273,13 @@ class SharedCache:
         self._counts: dict[str, int] = {}
         self._pushed_at = time.monotonic()
         self.counts: dict[str, int] = {}
+        if self.url is not None and ray.is_initialized():
+            # Start the in-cluster fallback now: when Redis fails, the first fallback call must not
+            # wait for a worker process to boot (seconds on a busy node) while callers time out.
+            try:
+                self._cluster()
+            except Exception as e:  # noqa: BLE001 - created on first use instead
+                logger.debug("in-cluster cache not started ahead: %s", e)
 
     # -- plumbing ------------------------------------------------------------------------------
     @property

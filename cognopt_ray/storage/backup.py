@@ -195,7 +195,10 @@ class BackupRepository:
     def _decode_chunk(self, h: str, blob: bytes) -> bytes:
         if self.sealer:
             blob = self.sealer.open(blob, h.encode())
-        data = zstandard.ZstdDecompressor().decompress(blob[1:]) if blob[:1] == b"\x01" else blob[1:]
+        try:
+            data = zstandard.ZstdDecompressor().decompress(blob[1:]) if blob[:1] == b"\x01" else blob[1:]
+        except zstandard.ZstdError as e:  # a damaged frame is damage, like a wrong hash
+            raise IntegrityError(f"backup chunk {h[:12]} does not decompress ({e})", hint="run check(read_data=True)") from None
         if self._hash(data) != h:
             raise IntegrityError(f"backup chunk {h[:12]} does not match its hash", hint="run check(read_data=True)")
         return data

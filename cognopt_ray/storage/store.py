@@ -441,18 +441,21 @@ class TieredStore:
         stored = 0
         for piece in pieces:
             h = b3(piece)
-            row = self.catalog.query("SELECT stored_size FROM chunks WHERE hash=?", (h,))
+            row = self.catalog.query("SELECT stored_size, codec, raw_size, location FROM chunks WHERE hash=?", (h,))
+            replace = False
             if row:
-                chunks.append((h, None))
-                stored += row[0][0]
-                continue
+                if not getattr(self, "_verify_chunks", False) or self._chunk_ok(h, row[0][1], row[0][2], row[0][3], rec):
+                    chunks.append((h, None))
+                    stored += row[0][0]
+                    continue
+                replace = True  # repair: the stored copy of this chunk is damaged, write it again
             if len(pieces) == 1 and choice.payload is not None:
                 comp = choice.payload  # the archive trial already compressed the whole item
             else:
                 comp = codecs.compress(piece, choice, self._zdict(choice.dict_id))
             payload = self._encode(f"chunk:{h}", comp)
             new = {"hash": h, "codec": json.dumps(choice.to_dict()), "raw_size": len(piece),
-                   "stored_size": len(payload), "stored_checksum": b3(payload)}
+                   "stored_size": len(payload), "stored_checksum": b3(payload), "replace": replace}
             if len(payload) <= self.cfg.inline_max_bytes:
                 new["location"], new["data"] = "inline", payload
             else:
@@ -543,12 +546,22 @@ class TieredStore:
                 old = self.catalog.get(rec.item_id) if rec.item_id in existing else None
                 if old is not None:
                     rec.access_count, rec.score, rec.last_access = old.access_count, old.score, max(old.last_access, rec.last_access)
-                    old_files += self._release(db, old, freed_chunks)
+                    # chunks are swept after the batch's new references are counted: an item stored
+                    # again with the same content keeps the chunks it shares with its old version
+                    old_files += self._release(db, old, freed_chunks, sweep=False)
                 if p.inline is not None:
                     db.execute("INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)", (rec.item_id, p.inline))
                 if p.chunks is not None:
                     for seq, (h, new) in enumerate(p.chunks):
-                        if new is not None and not db.execute("SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone():
+                        if new is not None and new.get("replace"):
+                            prev = db.execute("SELECT location FROM chunks WHERE hash=?", (h,)).fetchone()
+                            db.execute("UPDATE chunks SET codec=?, raw_size=?, stored_size=?, location=? WHERE hash=?",
+                                       (new["codec"], new["raw_size"], new["stored_size"], new["location"], h))
+                            if new["location"] == "inline":
+                                db.execute("INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)", (f"chunk:{h}", new["data"]))
+                            if prev and prev[0].startswith("file:") and prev[0] != new["location"]:
+                                old_files.append(("archive", prev[0][5:]))  # the damaged copy
+                        elif new is not None and not db.execute("SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone():
                             db.execute("INSERT INTO chunks (hash, codec, raw_size, stored_size, refcount, location) "
                                        "VALUES (?, ?, ?, ?, 0, ?)",
                                        (h, new["codec"], new["raw_size"], new["stored_size"], new["location"]))
@@ -559,6 +572,7 @@ class TieredStore:
                         db.execute("UPDATE chunks SET refcount=refcount+1 WHERE hash=?", (h,))
                         db.execute("INSERT INTO item_chunks (item_id, seq, hash) VALUES (?, ?, ?)", (rec.item_id, seq, h))
                 self.catalog.upsert(db, rec)
+            old_files += self._sweep_chunks(db, freed_chunks)
         self._maybe_fail("store.after_commit")
         for p in prepared:
             if p.hot_value is not None and self.use_object_store:
@@ -570,7 +584,7 @@ class TieredStore:
         for tier, rel in old_files:
             self.roots[tier].delete(rel)
 
-    def _release(self, db: Any, old: ItemRecord, freed_chunks: list[str]) -> list[tuple[str, str]]:
+    def _release(self, db: Any, old: ItemRecord, freed_chunks: list[str], sweep: bool = True) -> list[tuple[str, str]]:
         """Remove ``old``'s data references inside transaction ``db``; returns files to delete after commit."""
         files: list[tuple[str, str]] = []
         f = self._loc_file(old.location)
@@ -583,13 +597,20 @@ class TieredStore:
             db.execute("DELETE FROM item_chunks WHERE item_id=?", (old.item_id,))
             for h in hashes:
                 db.execute("UPDATE chunks SET refcount=refcount-1 WHERE hash=?", (h,))
-            for h, loc in db.execute("SELECT hash, location FROM chunks WHERE refcount<=0").fetchall():
-                db.execute("DELETE FROM chunks WHERE hash=?", (h,))
-                db.execute("DELETE FROM blobs WHERE key=?", (f"chunk:{h}",))
-                cf = self._loc_file(loc)
-                if cf:
-                    files.append(("archive", cf))
-                freed_chunks.append(h)
+            if sweep:
+                files += self._sweep_chunks(db, freed_chunks)
+        return files
+
+    def _sweep_chunks(self, db: Any, freed_chunks: list[str]) -> list[tuple[str, str]]:
+        """Drop chunks no item references any more (inside ``db``); returns their files."""
+        files: list[tuple[str, str]] = []
+        for h, loc in db.execute("SELECT hash, location FROM chunks WHERE refcount<=0").fetchall():
+            db.execute("DELETE FROM chunks WHERE hash=?", (h,))
+            db.execute("DELETE FROM blobs WHERE key=?", (f"chunk:{h}",))
+            cf = self._loc_file(loc)
+            if cf:
+                files.append(("archive", cf))
+            freed_chunks.append(h)
         return files
 
     def _discard(self, prepared: list[_Prepared]) -> None:
@@ -775,6 +796,19 @@ class TieredStore:
         if b3(raw) != rec.checksum:
             raise self._integrity(rec, "checksum mismatch after decoding")
         return raw
+
+    def _chunk_ok(self, h: str, cjson: str, raw_size: int, loc: str, rec: ItemRecord) -> bool:
+        """Whether the stored chunk ``h`` still decodes to bytes with hash ``h`` (used by repair)."""
+        try:
+            stored = self.catalog.blob(f"chunk:{h}") if loc == "inline" else self.roots["archive"].read(loc[5:])
+            if stored is None:
+                return False
+            choice = CodecChoice.from_dict(json.loads(cjson))
+            piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
+                                      self._zdict(choice.dict_id), raw_size)
+            return b3(piece) == h
+        except Exception:  # noqa: BLE001 - unreadable is damaged
+            return False
 
     def _read_chunks(self, rec: ItemRecord) -> bytes:
         rows = self.catalog.query(
@@ -1120,7 +1154,11 @@ class TieredStore:
             if found is None:
                 raise NotFound(f"no snapshot holds item {item_id!r}", hint="back up the store regularly (POST storage/backup)")
             snap_id, data, meta = found
-            out = self.restore_entry(data, meta)
+            self._verify_chunks = True  # deduplicated chunks already present are checked, not trusted
+            try:
+                out = self.restore_entry(data, meta)
+            finally:
+                self._verify_chunks = False
             self.counters["repairs"] += 1
             return {"item_id": item_id, "snapshot": snap_id, "restored": True, "tier": out["tier"]}
 

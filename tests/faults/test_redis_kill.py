@@ -97,7 +97,11 @@ def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory,
         for t in threads:
             t.join(60)
         assert cache.backend == "redis"
-        assert engine.health()["status"] == "up"
+        deadline = time.time() + 60  # the network engine returns to Redis on its next call after its retry delay
+        while engine.health()["status"] != "up":
+            assert time.time() < deadline, engine.health()
+            engine.request(origin.url("/r?i=1"))
+            time.sleep(0.3)
     finally:
         stop.set()
         for t in threads:

@@ -235,3 +235,15 @@ def test_tier_roots_and_backups_on_a_non_local_pyarrow_fs(tmp_path):
     assert s.repair("w")["snapshot"] == snap["snapshot_id"] and s.get("w") == TEXT
     assert s.backups.check(read_data=True)["ok"]
     assert s.verify()["damaged"] == []
+
+
+def test_archive_item_stored_again_with_the_same_content_keeps_its_chunks(tmp_path):
+    store = make(tmp_path)
+    data = os.urandom(300_000)  # several content-defined chunks, all owned by this one item
+    store.put("twice", data, tier="archive")
+    store.put("twice", data, tier="archive")  # same content: the old version's chunks are the new one's
+    assert store.get("twice") == data
+    assert store.verify()["damaged"] == []
+    store.put("twice", b"other", tier="archive")  # now the old chunks are unreferenced and go
+    assert store.get("twice") == b"other"
+    assert store.catalog.query("SELECT COUNT(*) FROM chunks WHERE refcount<=0")[0][0] == 0
