@@ -174,12 +174,22 @@ def get_or_create_actor(actor_cls: Any, name: str, *args: Any, **options: Any) -
             "max_restarts": -1,
             "num_cpus": ENGINE_ACTOR_CPUS,
         }
-        if _state.detached:
+        if _state.detached or _in_worker():
+            # An engine must not die with the process that happened to create it: a Serve replica
+            # or a task that is restarted or killed would take a non-detached engine with it.
             opts["lifetime"] = "detached"
         opts.update(options)
         handle = actor_cls.options(**opts).remote(*args)
         _state.actors[name] = handle
         return handle
+
+
+def _in_worker() -> bool:
+    """True inside a Ray worker (an actor or a task, e.g. a Serve replica), False in a driver."""
+    try:
+        return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def get_actor(name: str) -> Any | None:

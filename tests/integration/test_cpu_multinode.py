@@ -50,7 +50,10 @@ SCRIPT = textwrap.dedent(
     retriable = [sched.submit(where_when, 1.5) for _ in range(4)]
     once = [sched.submit(where_when, 1.5, max_retries=0) for _ in range(2)]
     time.sleep(0.8)
-    victim = workers[0]
+    # remove a node that does not host the scheduler actor itself (that is the scheduler-killed
+    # case, tested separately): Ray may place the num_cpus=0 actor on any node
+    sched_node = ray.get(sched.actor.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()))
+    victim = next(w for w in workers if w.node_id != sched_node)
     out["removed_at"] = time.time()
     cluster.remove_node(victim, allow_graceful=False)
     out["retriable"] = [ray.get(r, timeout=240) for r in retriable]
