@@ -15,6 +15,23 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
 
+def serve_aiohttp_forever(app: Any, port: int, ready: Any) -> None:
+    """Serve the aiohttp ``app`` on 127.0.0.1:``port`` until the process ends; ``ready.set()`` once
+    it listens (run it in a thread or a child process as a benchmark's local origin)."""
+    import asyncio
+
+    from aiohttp import web
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 def parse_args(name: str, description: str, extra: Iterable[tuple[str, dict]] = ()) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=description)
     parser.add_argument("--quick", action="store_true", help="small sizes, under 90 s on 2 cores")

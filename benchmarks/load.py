@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile  # noqa: E402
+from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever  # noqa: E402
 
 CLIENTS = 64
 MIX = [("network_request", 4), ("storage_store", 2), ("storage_retrieve", 3), ("memory_allocate", 2),
@@ -67,15 +67,7 @@ def run_origin(port: int, ready) -> None:
 
     app = web.Application()
     app.router.add_get("/obj/{i}", obj)
-
-    async def main():
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    serve_aiohttp_forever(app, port, ready)
 
 
 def load_square(x: int) -> int:

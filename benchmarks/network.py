@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile  # noqa: E402
+from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever  # noqa: E402
 
 LATENCY_S = 0.020
 POLICIES = [
@@ -117,15 +117,7 @@ def run_origin(port: int, ready: "mp.synchronize.Event") -> None:
     app.router.add_get("/obj/{i}", obj)
     app.router.add_get("/_stats", get_stats)
     app.router.add_post("/_reset", reset)
-
-    async def main() -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    serve_aiohttp_forever(app, port, ready)
 
 
 async def _origin_stats(session, base: str, reset: bool = False) -> dict:

@@ -94,7 +94,7 @@ class PriorityScheduler(EngineClient):
         self._lock = threading.Lock()
         self._run_retry = handle.run.options(max_task_retries=RESTART_RETRIES)
         self._run_once = handle.run.options(max_task_retries=0)
-        self._max_cpus: tuple[float, float] = (0.0, 0.0)  # (value, fetched at)
+        self._max_cpus = 0.0  # the largest node's CPUs, as last asked
 
     # -- submission -------------------------------------------------------------------------
     def _blob(self, fn: Callable[..., Any]) -> tuple[str, bytes]:
@@ -121,10 +121,8 @@ class PriorityScheduler(EngineClient):
             return cpus
         if not cpus > 0:
             raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
-        biggest, _at = self._max_cpus
-        if cpus > biggest:  # ask the scheduler only then; it checks every task against the live cluster too
-            biggest = float(self._call("cluster")["max_node_cpus"])
-            self._max_cpus = (biggest, time.monotonic())
+        if cpus > self._max_cpus:  # ask the scheduler only then; it checks every task against the live cluster too
+            biggest = self._max_cpus = float(self._call("cluster")["max_node_cpus"])
             if cpus > biggest:
                 raise Unschedulable(
                     f"a task asking for {cpus:g} CPUs can never run: the largest node offers {biggest:g}",

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import ray
 from ray import cloudpickle
@@ -105,56 +105,6 @@ def run_items(cores: tuple[int, ...], items: list[Item]) -> list[tuple[float, fl
 
 #: The one remote function every cpu-pool task runs through (options set num_cpus, retries, node).
 execute_pack = ray.remote(run_items)
-
-
-def make_cpu_task(fn: Callable[..., Any], cores: Iterable[int] | None = None) -> Callable[..., Any]:
-    """The function a ``cpu``-pool Ray task runs: pin (optionally), time, call ``fn``, unpin."""
-    pinned = frozenset(cores) if cores else None
-
-    def run(*args: Any, **kwargs: Any) -> tuple[float, Any]:
-        start = time.time()
-        previous = _pin(pinned)
-        try:
-            return start, fn(*args, **kwargs)
-        finally:
-            if previous is not None:
-                os.sched_setaffinity(0, previous)
-
-    name = getattr(fn, "__name__", "task")
-    run.__name__ = name
-    run.__qualname__ = getattr(fn, "__qualname__", name)
-    run.__module__ = getattr(fn, "__module__", __name__)
-    return run
-
-
-class RemoteFunctionCache:
-    """Ray remote functions per (function key, affinity): each is exported to the cluster once."""
-
-    def __init__(self, limit: int = 4096) -> None:
-        self._fns: dict[tuple[str, tuple[int, ...]], Any] = {}
-        self._callables: dict[str, Callable[..., Any]] = {}
-        self._limit = limit
-
-    def callable(self, key: str, blob: bytes | None) -> Callable[..., Any]:
-        fn = self._callables.get(key)
-        if fn is None:
-            if blob is None:
-                raise KeyError(key)
-            fn = cloudpickle.loads(blob)
-            if len(self._callables) >= self._limit:
-                self._callables.pop(next(iter(self._callables)))
-            self._callables[key] = fn
-        return fn
-
-    def remote(self, key: str, blob: bytes | None, cores: tuple[int, ...] = ()) -> Any:
-        rf = self._fns.get((key, cores))
-        if rf is None:
-            fn = self.callable(key, blob)
-            rf = ray.remote(make_cpu_task(fn, cores))
-            if len(self._fns) >= self._limit:
-                self._fns.pop(next(iter(self._fns)))
-            self._fns[(key, cores)] = rf
-        return rf
 
 
 @ray.remote(num_cpus=0)

@@ -55,7 +55,7 @@ class _Node:
     def __init__(self, node_id: str, cpus: float, ip: str) -> None:
         self.id = node_id
         self.cpus = cpus
-        self.turn_s = 0.05
+        self.turn_s = 0.05  # EWMA of start -> completion seen by the scheduler, cpu tasks
         self.depth = 1.0
         self.inflight = 0.0
         self.io_inflight = 0
@@ -63,8 +63,6 @@ class _Node:
         self.ip = ip
         self.io_pool: Any = None
         self.monitor: Any = None
-        self.turn_s = 0.05  # EWMA of start -> completion seen by the scheduler, cpu tasks
-        self.depth = 1.0
 
     def observe(self, turn_s: float, base: int, budget_s: float, cap: int) -> None:
         """Adapt the pipeline depth: extra queued work per node stays within ``budget_s``."""

@@ -96,7 +96,7 @@ def assert_healthy_run(rep: LoadReport, after: int = 10) -> None:
     assert rep.acked_after_kill >= after, f"the engine did not come back: {rep.summary()}; {rep.clear_errors[-3:]}"
 
 
-def wait_up(fn: Callable[[], Any], timeout: float = 600) -> Any:
+def wait_up(fn: Callable[[], Any], timeout: float = 600, interval: float = 1.0) -> Any:
     """Call ``fn`` until it stops raising a retryable ``CognoptError`` (a new actor's worker may
     take long to start on a busy machine)."""
     deadline = time.time() + timeout
@@ -106,4 +106,4 @@ def wait_up(fn: Callable[[], Any], timeout: float = 600) -> Any:
         except CognoptError as e:
             if not e.retryable or time.time() > deadline:
                 raise
-            time.sleep(1)
+            time.sleep(interval)

@@ -19,7 +19,7 @@ import ray
 from cognopt_ray import runtime
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import CognoptError
-from tests.faults.harness import assert_healthy_run, run_with_kill
+from tests.faults.harness import assert_healthy_run, run_with_kill, wait_up
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)
@@ -38,14 +38,7 @@ def _kill(handle):
 
 
 def _retry(fn, timeout=120):
-    deadline = time.time() + timeout
-    while True:
-        try:
-            return fn()
-        except CognoptError as e:
-            if not e.retryable or time.time() > deadline:
-                raise
-            time.sleep(0.3)
+    return wait_up(fn, timeout=timeout, interval=0.3)
 
 
 EXPECTED = {"cognopt.cpu", "cognopt.memory", "cognopt.memory_cache", "cognopt.storage", "cognopt.network",
