@@ -45,7 +45,7 @@ from ray.exceptions import ObjectLostError
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient, process_client, translate_error
 from cognopt_ray._private.files import atomic_write, fsync_dir
-from cognopt_ray.storage.crypto import MAGIC as SEALED_MAGIC, Sealer
+from cognopt_ray._private.sealer import MAGIC as SEALED_MAGIC, Sealer
 from cognopt_ray.config import MemoryServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import Conflict, EngineUnavailable, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
 from cognopt_ray.memory import _values

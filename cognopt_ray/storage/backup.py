@@ -50,7 +50,7 @@ import zstandard
 from pyfastcdc import FastCDC
 
 from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
-from cognopt_ray.storage.crypto import Sealer
+from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
 
 logger = logging.getLogger(__name__)

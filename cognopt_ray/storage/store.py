@@ -49,7 +49,7 @@ from cognopt_ray.errors import InsufficientStorage, IntegrityError, InvalidInput
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.catalog import Catalog, ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
-from cognopt_ray.storage.crypto import Sealer
+from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
 
 logger = logging.getLogger(__name__)
