@@ -77,7 +77,8 @@ class ApiServer:
 
 
 #: Keys the test apps accept, by role.
-ROLES = {"admin": ["admin"], "read": ["read"], "svc_ai": ["service:ai_models"], "svc_pay": ["service:payment_processing"]}
+ROLES = {"admin": ["admin"], "read": ["read"], "svc_ai": ["service:ai_models"], "svc_pay": ["service:payment_processing"],
+         "svc_code": ["service:code_generation"]}
 MAX_BODY = 1024 * 1024
 
 
