@@ -135,6 +135,7 @@ class _SchedulerActor:
         self._service_cfg: dict[str, CpuServiceSettings] = {}
         self._service_inflight: dict[str, int] = {}
         self._records: OrderedDict[str, _Entry] = OrderedDict()
+        self._tracked_tasks: set[asyncio.Task] = set()
         self._registry: dict[str, tuple[str, bytes]] = {}
         self._preempting_for = 0  # CRITICAL tasks for which victims are being cancelled
         self._hot = LEVELS[-1] + 1  # see _hot_level, recomputed by every _pump
@@ -680,27 +681,29 @@ class _SchedulerActor:
                     self._enqueue(e, front=True)
             else:
                 for e in pk.entries:
-                    self._finish(e, None, None, "cancelled")
-                    _deliver(e, exc=rex.TaskCancelledError())
+                    err = rex.TaskCancelledError()
+                    self._finish(e, None, None, "cancelled", error=err)
+                    _deliver(e, exc=err)
             self._pump()
             return
         except (rex.WorkerCrashedError, rex.NodeDiedError, rex.ObjectLostError, rex.RayActorError) as err:
             self._release(pk)
             for e in pk.entries:
                 self._stats.lost += 1
-                self._finish(e, None, None, "lost")
-                _deliver(e, exc=TaskLost(
+                lost = TaskLost(
                     f"task {e.name!r} ({e.id}) was lost: {type(err).__name__} (its worker or node died and it "
                     f"was not retried, max_retries={e.max_retries})",
                     hint="submit it again, or give it max_retries > 0 so Ray retries it on another node",
-                ))
+                )
+                self._finish(e, None, None, "lost", error=lost)
+                _deliver(e, exc=lost)
             self._pump()
             return
         except BaseException as err:  # noqa: BLE001 - a system error reaches every caller of the pack
             self._release(pk)
             for e in pk.entries:
                 self._stats.failed += 1
-                self._finish(e, None, None, "failed")
+                self._finish(e, None, None, "failed", error=err)
                 _deliver(e, exc=err)
             self._pump()
             return
@@ -716,18 +719,29 @@ class _SchedulerActor:
             old = self._est.get(e.key)
             self._est[e.key] = run_s if old is None else max(run_s, 0.7 * old + 0.3 * run_s)
             if ok:
-                self._finish(e, start, end, "finished", node)
+                self._finish(e, start, end, "finished", node, value=value)
                 _deliver(e, value=value)
             else:
                 self._stats.failed += 1
-                self._finish(e, start, end, "failed", node)
+                self._finish(e, start, end, "failed", node, error=value)
                 _deliver(e, exc=value)
         if len(self._est) > 8192:
             self._est.clear()
         self._pump()
 
-    def _finish(self, e: _Entry, start: float | None, end: float | None, state: str, node: str | None = None) -> None:
+    def _finish(self, e: _Entry, start: float | None, end: float | None, state: str, node: str | None = None, *,
+                value: Any = None, error: BaseException | None = None) -> None:
+        """Record the outcome, then the state: a reader that sees a final state sees its value too.
+
+        The record's result (or error text) is written *before* ``state`` leaves queued/running, in
+        the same synchronous step, so ``wait_tracked``/``task_status`` can never read a finished
+        task without its result (they run on the same event loop; nothing awaits in between)."""
         now = time.time()
+        if e.id in self._records:  # only tracked tasks keep their outcome after delivery
+            if state == "finished":
+                e.result = value
+            elif error is not None:
+                e.error = _error_text(error)
         e.state = state
         e.end_ts = end or now
         if start is not None:
@@ -806,16 +820,19 @@ class _SchedulerActor:
             entries.append(self._new_entry(key, blob, name, payload, opts))
         for e in entries:
             self._records[e.id] = e
-            asyncio.get_event_loop().create_task(self._tracked(e))
+            task = asyncio.get_event_loop().create_task(self._tracked(e))
+            self._tracked_tasks.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(self._tracked_tasks.discard)
         self._trim_records()
         return [e.id for e in entries]
 
     async def _tracked(self, e: _Entry) -> None:
+        """Run a tracked task; :meth:`_finish` records its outcome before its state changes."""
         try:
-            e.result = await self._execute(e)
+            await self._execute(e)
         except BaseException as err:  # noqa: BLE001 - stored for GET cpu/tasks/{id}
-            e.error = f"{type(err).__name__}: {err}"
-            if e.state not in ("lost", "cancelled"):
+            if e.state in ("queued", "running"):  # failed before reaching a Ray call
+                e.error = _error_text(err)
                 e.state = "failed"
 
     def _trim_records(self) -> None:
@@ -828,21 +845,24 @@ class _SchedulerActor:
 
     async def wait_tracked(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
         """Wait until the tasks finish (or ``timeout_s``) and return their records."""
-        deadline = time.time() + timeout_s
         for tid in ids:
             if tid not in self._records:
                 raise UnknownTask(f"no task has id {tid!r}")
-        while time.time() < deadline:
-            if all(self._records[t].state not in ("queued", "running") for t in ids if t in self._records):
-                break
-            await asyncio.sleep(0.01)
-        return [self.task_status(t) for t in ids]
+        entries = [self._records[t] for t in ids]
+        waiting = [e.fut for e in entries if e.state in ("queued", "running") and e.fut is not None]
+        if waiting:
+            await asyncio.wait(waiting, timeout=max(0.0, timeout_s))
+        return [self._status(e) for e in entries]
 
     def task_status(self, task_id: str) -> dict[str, Any]:
         e = self._records.get(task_id)
         if e is None:
             raise UnknownTask(f"no task has id {task_id!r}",
                               hint="ids are kept for the last cpu.results_kept tasks submitted over REST")
+        return self._status(e)
+
+    @staticmethod
+    def _status(e: _Entry) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": e.id, "name": e.name, "state": e.state, "priority": Priority(e.base).name.lower(),
             "effective_priority": Priority(e.prio).name.lower(), "task_type": e.kind, "service": e.service,
@@ -944,6 +964,12 @@ class _SchedulerActor:
 
     def ping(self) -> str:
         return self._incarnation
+
+
+def _error_text(err: BaseException) -> str:
+    if isinstance(err, rex.RayTaskError):
+        err = err.as_instanceof_cause()
+    return f"{type(err).__name__}: {err}"
 
 
 def _deliver(e: _Entry, value: Any = None, exc: BaseException | None = None) -> None:
