@@ -23,9 +23,15 @@ Measured:
   fails on a status other than the expected one, a wrong value, or a transport error).
 - ``results.routes.<route>.p50_ms`` / ``p99_ms``: latency percentiles per route (client side,
   send to last byte), ``results.requests_per_s`` = all requests ÷ measured seconds.
+- ``results.errors``: every failed request of the measured window (route, HTTP status or
+  exception, seconds into the window, an excerpt of the body), at most 1,000 listed;
+  ``results.errors_total`` counts them all.
 - ``results.memory_growth`` = Σ resident memory (psutil RSS) of the engine actors and the Serve
   replica at the end ÷ the same sum right after the warm-up (the first 25 % of the run, at least
-  5 s). Pids come from Ray's actor table (``ray._private.state.actors()``).
+  5 s; 5 minutes with ``--soak``). Pids come from Ray's actor table (``ray._private.state.actors()``).
+- ``--soak MINUTES`` runs the same mix for that long and samples the RSS sum every 30 s into
+  ``results.rss_timeline``; ``results.memory_growth_second_half`` = end ÷ the sample half-way
+  through the measured window, which is ~1.0 when memory has levelled off.
 """
 
 from __future__ import annotations
@@ -99,6 +105,20 @@ def _rss(pids: dict[str, int]) -> dict[str, int]:
     return out
 
 
+class Failed(Exception):
+    """One failed request: its HTTP status (None for a transport error) and what it answered."""
+
+    def __init__(self, status: int | None, body: str) -> None:
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status = status
+        self.body = body[:300]
+
+
+def _expect(ok: bool, status: int, body: object) -> None:
+    if not ok:
+        raise Failed(status, str(body))
+
+
 class Client:
     def __init__(self, n: int, api: str, headers: dict, origin: str, metric_paths: list[str]) -> None:
         self.n = n
@@ -121,8 +141,8 @@ class Client:
         if route == "network_request":
             body = {"url": f"{self.origin}/obj/{r.randrange(50)}", "service_name": SERVICE}
             async with session.post(f"{self.api}/network/optimize-request", json=body) as resp:
-                doc = await resp.json()
-                assert resp.status == 200 and doc["status"] == 200, (resp.status, str(doc)[:200])
+                doc = await resp.json(content_type=None)
+                _expect(resp.status == 200 and doc["status"] == 200, resp.status, doc)
         elif route == "storage_store":
             item = f"load-{self.n}-{r.randrange(8)}"
             value = self.counter
@@ -130,52 +150,55 @@ class Client:
                     "storage_tier": "warm"}
             async with session.post(f"{self.api}/storage/store", json=body) as resp:
                 text = await resp.text()
-                assert resp.status == 201, (resp.status, text[:200])
+                _expect(resp.status == 201, resp.status, text)
             self.items[item] = value
         elif route == "storage_retrieve":
             item = r.choice(sorted(self.items))
             async with session.get(f"{self.api}/storage/retrieve/{item}") as resp:
-                doc = await resp.json()
-                assert resp.status == 200 and doc["v"] == self.items[item], (resp.status, str(doc)[:200])
+                doc = await resp.json(content_type=None)
+                _expect(resp.status == 200 and doc.get("v") == self.items[item], resp.status, doc)
         elif route == "memory_allocate":
             value = self.counter
             body = {"service_name": SERVICE, "data": {"v": value, "pad": "z" * 500}}
             async with session.post(f"{self.api}/memory/allocate", json=body) as resp:
-                doc = await resp.json()
-                assert resp.status == 201, (resp.status, str(doc)[:200])
+                doc = await resp.json(content_type=None)
+                _expect(resp.status == 201, resp.status, doc)
             self.allocs.append((doc["allocation_id"], value))
             if len(self.allocs) > 4:
                 aid, _ = self.allocs.pop(0)
                 async with session.post(f"{self.api}/memory/deallocate", json={"allocation_id": aid}) as resp:
-                    await resp.read()
-                    assert resp.status == 200, resp.status
+                    body = await resp.text()
+                    _expect(resp.status == 200, resp.status, body)
         elif route == "memory_get":
             aid, value = r.choice(self.allocs)
             async with session.get(f"{self.api}/memory/allocations/{aid}") as resp:
-                doc = await resp.json()
-                assert resp.status == 200 and doc["v"] == value, (resp.status, str(doc)[:200])
+                doc = await resp.json(content_type=None)
+                _expect(resp.status == 200 and doc.get("v") == value, resp.status, doc)
         elif route == "cpu_tasks":
             x = r.randrange(1000)
             body = {"tasks": [{"name": "load_square", "args": [x], "num_cpus": 0.25}], "wait": True,
                     "timeout_s": 60, "service_name": SERVICE}
             async with session.post(f"{self.api}/cpu/optimize-tasks", json=body) as resp:
-                doc = await resp.json()
-                assert resp.status == 200 and doc["tasks"][0]["result"] == x * x, (resp.status, str(doc)[:300])
+                doc = await resp.json(content_type=None)
+                _expect(resp.status == 200 and doc["tasks"][0].get("result") == x * x, resp.status, doc)
         elif route == "metrics":
             path = self.metric_paths[self.counter % len(self.metric_paths)]
             async with session.get(f"{self.api}/{path}") as resp:
-                await resp.read()
-                assert resp.status == 200, (path, resp.status)
+                body = await resp.text()
+                _expect(resp.status == 200, resp.status, f"{path}: {body}")
+
+
+MAX_LISTED_ERRORS = 1000
 
 
 async def drive(api: str, key: str, origin: str, metric_paths: list[str], duration: float, warmup: float,
-                on_warm) -> dict:
+                on_warm, on_sample=None, sample_every_s: float = 30.0) -> dict:
     import aiohttp
 
     routes = [name for name, w in MIX for _ in range(w)]
     lat: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
-    samples: list[str] = []
+    failures: list[dict] = []
     t_start = time.perf_counter()
     t_measure = t_start + warmup
     t_end = t_measure + duration
@@ -192,32 +215,45 @@ async def drive(api: str, key: str, origin: str, metric_paths: list[str], durati
                     return
                 route = c.rand.choice(routes)
                 t0 = time.perf_counter()
+                failure = None
                 try:
                     await c.one(s, route)
-                    ok = True
+                except Failed as e:
+                    failure = {"status": e.status, "body": e.body}
                 except Exception as e:  # noqa: BLE001 - every failure is counted
-                    ok = False
-                    if len(samples) < 10:
-                        samples.append(f"{route}: {type(e).__name__}: {str(e)[:200]}")
+                    failure = {"status": None, "body": f"{type(e).__name__}: {str(e)[:280]}"}
                 t1 = time.perf_counter()
                 if t0 >= t_measure:
                     lat[route].append((t1 - t0) * 1000)
-                    if not ok:
+                    if failure is not None:
                         errors[route] += 1
+                        if len(failures) < MAX_LISTED_ERRORS:
+                            failures.append({"route": route, "at_s": round(t0 - t_measure, 2), **failure})
 
     async def watch() -> None:
         await asyncio.sleep(max(0.0, t_measure - time.perf_counter()))
-        on_warm()
+        await asyncio.to_thread(on_warm)
+        if on_sample is None:
+            return
+        while True:
+            await asyncio.sleep(min(sample_every_s, max(0.0, t_end - time.perf_counter())))
+            now = time.perf_counter()
+            await asyncio.to_thread(on_sample, now - t_measure)
+            if now >= t_end - 0.5:
+                return
 
     await asyncio.gather(watch(), *(client(n) for n in range(CLIENTS)))
-    return {"lat": lat, "errors": errors, "samples": samples, "seconds": t_end - t_measure}
+    return {"lat": lat, "errors": errors, "failures": failures, "seconds": t_end - t_measure}
 
 
 def main() -> None:
-    args = parse_args("load", __doc__.splitlines()[0])
+    args = parse_args("load", __doc__.splitlines()[0], [
+        ("--soak", {"type": float, "default": None, "metavar": "MINUTES",
+                    "help": "run for MINUTES and sample resident memory every 30 s"})])
     quick = args.quick
-    duration = 20.0 if quick else 60.0
-    warmup = max(5.0, duration * 0.25)
+    soak = args.soak
+    duration = soak * 60.0 if soak else (20.0 if quick else 60.0)
+    warmup = 300.0 if soak else max(5.0, duration * 0.25)
 
     import requests
     from ray import serve
@@ -263,11 +299,18 @@ def main() -> None:
                 assert time.time() < deadline, p
                 time.sleep(1)
         rss_warm: dict[str, int] = {}
+        timeline: list[dict] = []
 
         def on_warm() -> None:
             rss_warm.update(_rss(_pids()))
 
-        out = asyncio.run(drive(api, key, origin, metric_paths, duration, warmup, on_warm))
+        def on_sample(t_s: float) -> None:
+            rss = _rss(_pids())
+            timeline.append({"t_s": round(t_s, 1), "total_mb": round(sum(rss.values()) / 2**20, 1),
+                             "mb": {n: round(v / 2**20, 1) for n, v in sorted(rss.items())}})
+
+        out = asyncio.run(drive(api, key, origin, metric_paths, duration, warmup, on_warm,
+                                on_sample if soak else None))
         rss_end = _rss(_pids())
     finally:
         serve.shutdown()
@@ -288,12 +331,20 @@ def main() -> None:
         "requests_per_s": total / out["seconds"],
         "error_rate": failed / max(1, total),
         "memory_growth": growth,
+        "errors_total": failed,
+        "errors": out["failures"],
         "rss_mb_after_warmup": {n: round(rss_warm[n] / 2**20, 1) for n in common},
         "rss_mb_end": {n: round(rss_end[n] / 2**20, 1) for n in common},
         "routes": routes,
     }
-    if out["samples"]:
-        print("first errors:\n  " + "\n  ".join(out["samples"]))
+    if soak:
+        results["soak_minutes"] = soak
+        results["rss_timeline"] = timeline
+        if len(timeline) >= 2:
+            mid = min(timeline, key=lambda x: abs(x["t_s"] - out["seconds"] / 2))
+            results["memory_growth_second_half"] = timeline[-1]["total_mb"] / max(1e-9, mid["total_mb"])
+    for f in out["failures"][:10]:
+        print(f"failed: {f['route']} at {f['at_s']} s: {f['status']} {f['body'][:200]}")
     rows = [(r, d["requests"], d["errors"], d["p50_ms"], d["p99_ms"]) for r, d in routes.items()]
     rows.append(("all", total, failed, float("nan"), float("nan")))
     print(f"{total} requests in {out['seconds']:.0f} s = {results['requests_per_s']:.1f}/s, "

@@ -96,12 +96,20 @@ class EngineStats:
     #: service -> number of admissions refused because of its max_workers cap, with times.
     cap_hits: dict[str, deque] = field(default_factory=dict)
 
+    def _prune(self, samples: deque, now: float) -> None:
+        """Drop samples older than the metrics window: memory levels off at one window's worth."""
+        since = now - self.window_s
+        while samples and samples[0][0] < since:
+            samples.popleft()
+
     def task_finished(self, node: str | None, cpus: float, run_s: float, now: float) -> None:
         if node is not None:
             self.work.append((now, node, max(0.0, run_s) * cpus))
+            self._prune(self.work, now)
 
     def tick(self, now: float, dt: float, cluster_cpus: float, had_work: bool) -> None:
         self.capacity.append((now, dt, cluster_cpus, had_work))
+        self._prune(self.capacity, now)
 
     def node_sample(self, node: str, now: float, cpu_percent: float) -> None:
         self.node_load.setdefault(node, deque(maxlen=4096)).append((now, cpu_percent))

@@ -836,12 +836,14 @@ class _SchedulerActor:
                 e.state = "failed"
 
     def _trim_records(self) -> None:
-        keep = self._cfg.results_kept
-        while len(self._records) > keep:
-            oldest_id, oldest = next(iter(self._records.items()))
-            if oldest.state in ("queued", "running"):
-                break
-            self._records.pop(oldest_id)
+        """Keep at most ``results_kept`` finished records (oldest dropped first); records of tasks
+        still queued or running are kept whatever their age, and do not stop the trimming."""
+        excess = len(self._records) - self._cfg.results_kept
+        if excess <= 0:
+            return
+        drop = [tid for tid, e in self._records.items() if e.state not in ("queued", "running")][:excess]
+        for tid in drop:
+            self._records.pop(tid)
 
     async def wait_tracked(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
         """Wait until the tasks finish (or ``timeout_s``) and return their records."""
