@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cognopt_ray.config import check_service_name
+from cognopt_ray.cpu.errors import UnknownTask
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.priority import Priority
 from cognopt_ray.security import Principal
@@ -149,10 +150,11 @@ async def get_task(task_id: str = Path(..., pattern=r"^[0-9a-f]{16}$"),
                    principal: Principal = Depends(current_principal)) -> TaskStatus:
     doc = await _client().atask(task_id)
     svc = doc.get("service")
-    if svc is not None:
-        authorize_service(principal, svc, write=False)
-    elif not principal.can_read():
-        require_read(principal)
+    visible = principal.can_read() or (svc is not None and principal.can_use_service(svc))
+    if not visible:
+        # the same answer as for an id that does not exist: a key learns nothing of other services' tasks
+        raise UnknownTask(f"no task has id {task_id!r}",
+                          hint="ids are kept for the last cpu.results_kept tasks submitted over REST")
     return _status(doc)
 
 

@@ -50,9 +50,11 @@ def test_optimize_tasks_wait_and_ids(registered):
         time.sleep(0.2)
     assert states[ids[0]]["state"] == "finished" and states[ids[0]]["result"] == 3
     assert states[ids[1]]["state"] == "failed" and "nope" in states[ids[1]]["error"]
-    # another service's key may not read them
+    # another service's key may not read them, nor learn that they exist: the answer is a missing id's
     r = requests.get(api.url(f"cpu/tasks/{ids[0]}"), headers=api.headers("svc_pay"), timeout=30)
-    assert r.status_code == 403
+    missing = requests.get(api.url("cpu/tasks/0123456789abcdef"), headers=api.headers("svc_pay"), timeout=30)
+    assert r.status_code == missing.status_code == 404
+    assert r.json()["detail"].replace(ids[0], "X") == missing.json()["detail"].replace("0123456789abcdef", "X")
 
 
 def test_optimize_tasks_bad_input(registered):
