@@ -354,6 +354,12 @@ class NetworkEngineSettings(_Model):
             and exports its counters as Ray metrics (0 turns the loop off).
         assets_dir: a folder built by ``cognopt assets build`` that ``GET network/assets/...`` serves.
         api_compression_min_bytes: API responses at least this large are compressed.
+        credential_headers: request header names that carry credentials, beyond the built-in
+            ``Authorization``, ``Proxy-Authorization``, ``Cookie``, ``X-Api-Key``, ``Api-Key`` and
+            ``X-Auth-Token``: a response to a request carrying one is cached only when it says
+            ``public`` or ``s-maxage``, and they are dropped on cross-origin redirects.
+        max_cache_ttl_s: the longest a cache entry lives in its backend (Redis TTL), whatever the
+            strategy (``persistent`` included) or the origin says.
     """
 
     enabled: bool = True
@@ -381,6 +387,16 @@ class NetworkEngineSettings(_Model):
     maintenance_interval_s: float = Field(default=30.0, ge=0, le=86400)
     assets_dir: str | None = None
     api_compression_min_bytes: int = Field(default=1 * KiB, ge=0)
+    credential_headers: list[str] = Field(default_factory=list)
+    max_cache_ttl_s: float = Field(default=30 * 86400.0, gt=0, le=10 * 365 * 86400.0)
+
+    @field_validator("credential_headers")
+    @classmethod
+    def _credential_headers(cls, v: list[str]) -> list[str]:
+        bad = [h for h in v if not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", h)]
+        if bad:
+            raise ValueError(f"credential_headers entries {bad} are not HTTP header names")
+        return [h.lower() for h in v]
 
     @field_validator("allowlist")
     @classmethod

@@ -35,11 +35,16 @@ class OptimizeRequest(_Req):
     request_id: str | None = Field(default=None, max_length=200)
     url: str = Field(..., min_length=1, max_length=8192, examples=["https://api.example.com/data"])
     method: str = Field(default="GET", pattern=r"^[A-Za-z]{1,16}$")
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="request headers; an answer to a request carrying a credential (Authorization, "
+                                          "Cookie, X-Api-Key, ...) is cached only when it says public or s-maxage, and "
+                                          "credentials are dropped on cross-origin redirects")
     body: str | None = None
     body_encoding: Literal["utf-8", "base64"] = "utf-8"
     service_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    cache_strategy: CacheStrategy | None = None
+    cache_strategy: CacheStrategy | None = Field(
+        default=None, description="ask for less caching than the service's configured strategy (never more: it is "
+                                  "clamped to it); the cache is partitioned by service_name")
     compression_level: CompressionLevel | None = None
     follow_redirects: bool = True
     timeout_s: float | None = Field(default=None, gt=0, le=3600, description="shortens the origin timeout")

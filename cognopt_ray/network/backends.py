@@ -1,8 +1,11 @@
 """Where cached responses live: Redis, an in-cluster actor (LRU by bytes), or this process.
 
-All variants of one URL are one entry (``Vary`` is the secondary key inside it), serialised by
-:func:`pack` (a JSON header + the bodies, zstd-compressed, AES-GCM-encrypted when an encryption key
-is configured) so every backend stores opaque bytes with a TTL.
+All variants of one URL for one service are one entry (``Vary`` is the secondary key inside it),
+serialised by :func:`pack` (a JSON header naming the entry's cache key + the bodies,
+zstd-compressed, sealed by the one :class:`~cognopt_ray._private.sealer.Sealer` with the sub-key
+``b"cognopt network cache"`` and associated data bound to the entry's name when an encryption key
+is configured) so every backend stores opaque bytes with a TTL. :func:`unpack` decompresses at
+most a bounded number of bytes and refuses anything it cannot vouch for (:class:`BadEntry`).
 
 :class:`FallbackBackend` puts Redis in front of the in-cluster backend: when Redis fails, the
 cache switches to the in-cluster backend, reports itself ``degraded``, and tries Redis again every
@@ -18,10 +21,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import os
 import struct
 import time
 from collections import OrderedDict
@@ -30,63 +31,97 @@ from typing import Any, Protocol
 import ray
 import zstandard
 
+from cognopt_ray._private import bounded
+from cognopt_ray._private.sealer import Sealer, is_sealed
+from cognopt_ray.errors import IntegrityError
 from cognopt_ray.network.rules import StoredResponse
 
 logger = logging.getLogger(__name__)
 
-_MAGIC = b"CNC1"
-_ENC_MAGIC = b"CNE1"
+_MAGIC = b"CNC2"
 
 
-# -- serialisation --------------------------------------------------------------------------------
-def pack(variants: list[StoredResponse], *, key: bytes | None = None, level: int = 3) -> bytes:
-    """Serialise the variants of one URL (zstd, then AES-GCM when ``key`` is given)."""
+class BadEntry(ValueError):
+    """A stored entry that is refused: malformed, tampered with, too large once decoded, written
+    under another key, or unsealed where a sealed one is expected. It is treated as a miss."""
+
+
+def pack(variants: list[StoredResponse], cache_key: str, *, sealer: Sealer | None = None,
+         aad: bytes = b"", level: int = 3, max_raw: int | None = None) -> bytes:
+    """Serialise the variants of one cache entry: a JSON header naming ``cache_key`` + the bodies,
+    zstd-compressed, then sealed by ``sealer`` (AES-GCM, ``aad`` bound) when one is given.
+
+    Raises:
+        BadEntry: the serialised entry would be over ``max_raw`` bytes before compression.
+    """
     meta = []
     for v in variants:
         meta.append({"url": v.url, "status": v.status, "headers": v.headers, "request_time": v.request_time,
                      "response_time": v.response_time, "vary": v.vary, "strategy": v.strategy,
                      "hf": v.heuristic_fraction, "len": len(v.body)})
-    head = json.dumps(meta, separators=(",", ":")).encode()
+    head = json.dumps({"key": cache_key, "variants": meta}, separators=(",", ":")).encode()
+    size = 4 + len(head) + sum(len(v.body) for v in variants)
+    if max_raw is not None and size > max_raw:
+        raise BadEntry(f"entry of {size} bytes is over {max_raw}")
     raw = struct.pack(">I", len(head)) + head + b"".join(v.body for v in variants)
     data = _MAGIC + zstandard.ZstdCompressor(level=level).compress(raw)
-    if key is not None:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-        nonce = os.urandom(12)
-        data = _ENC_MAGIC + nonce + AESGCM(key).encrypt(nonce, data, _ENC_MAGIC)
-    return data
+    return sealer.seal(data, aad) if sealer is not None else data
 
 
-def unpack(data: bytes, *, key: bytes | None = None) -> list[StoredResponse]:
-    """The inverse of :func:`pack`; raises ValueError on anything malformed or tampered with."""
-    if data.startswith(_ENC_MAGIC):
-        if key is None:
-            raise ValueError("entry is encrypted and no encryption key is configured")
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+def unpack(data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: bytes = b"",
+           max_raw: int | None = None) -> list[StoredResponse]:
+    """The inverse of :func:`pack`, decompressing at most ``max_raw`` bytes.
 
+    With a ``sealer`` only a sealed entry whose ``aad`` checks is read; without one a sealed entry
+    cannot be. The entry must name ``cache_key`` (an entry copied under another key is refused).
+
+    Raises:
+        BadEntry: anything malformed, tampered with, unsealed where sealed is expected, or too large.
+    """
+    if sealer is not None:
+        if not is_sealed(data):
+            raise BadEntry("entry is not sealed and an encryption key is configured; refused")
         try:
-            data = AESGCM(key).decrypt(data[4:16], data[16:], _ENC_MAGIC)
-        except Exception as e:  # noqa: BLE001
-            raise ValueError(f"entry does not decrypt: {type(e).__name__}") from None
+            data = sealer.open(data, aad)
+        except IntegrityError as e:
+            raise BadEntry(f"entry does not open: {e.message}") from None
+    elif is_sealed(data):
+        raise BadEntry("entry is sealed and no encryption key is configured")
     if not data.startswith(_MAGIC):
-        raise ValueError("not a cache entry")
-    raw = zstandard.ZstdDecompressor().decompressobj().decompress(data[4:])
-    (n,) = struct.unpack(">I", raw[:4])
-    meta = json.loads(raw[4:4 + n])
-    pos = 4 + n
-    out = []
-    for m in meta:
-        body = raw[pos:pos + m["len"]]
-        pos += m["len"]
-        out.append(StoredResponse(m["url"], m["status"], [tuple(h) for h in m["headers"]], body, m["request_time"],
-                                  m["response_time"], m["vary"], m["strategy"], m.get("hf", 0.1)))
-    return out
+        raise BadEntry("not a cache entry")
+    try:
+        raw = bounded.zstd(memoryview(data)[4:], max_raw)
+        (n,) = struct.unpack(">I", raw[:4])
+        doc = json.loads(raw[4:4 + n])
+        if doc.get("key") != cache_key:
+            raise BadEntry("entry was written under another cache key")
+        pos = 4 + n
+        out = []
+        for m in doc["variants"]:
+            body = raw[pos:pos + m["len"]]
+            pos += m["len"]
+            out.append(StoredResponse(m["url"], m["status"], [tuple(h) for h in m["headers"]], body,
+                                      m["request_time"], m["response_time"], m["vary"], m["strategy"], m.get("hf", 0.1)))
+        return out
+    except BadEntry:
+        raise
+    except (ValueError, KeyError, TypeError, struct.error, AttributeError) as e:
+        raise BadEntry(f"malformed entry: {type(e).__name__}: {e}") from None
 
 
-def encryption_key(settings: Any) -> bytes | None:
-    """The AES-GCM key from ``settings.encryption_key`` (None when not configured)."""
-    secret = getattr(settings, "encryption_key", None)
-    return base64.b64decode(secret.get_secret_value()) if secret is not None else None
+def entry_key_of(data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"", max_raw: int | None = None) -> str | None:
+    """The cache key an entry names (None when it cannot be read)."""
+    try:
+        if sealer is not None:
+            data = sealer.open(data, aad)
+        if not data.startswith(_MAGIC):
+            return None
+        raw = bounded.zstd(memoryview(data)[4:], max_raw)
+        (n,) = struct.unpack(">I", raw[:4])
+        key = json.loads(raw[4:4 + n]).get("key")
+        return key if isinstance(key, str) else None
+    except (ValueError, IntegrityError, struct.error, AttributeError):
+        return None
 
 
 # -- backends -----------------------------------------------------------------------------------------
@@ -97,6 +132,7 @@ class CacheBackend(Protocol):
     async def set(self, key: str, data: bytes, ttl: float | None) -> None: ...
     async def delete(self, key: str) -> int: ...
     async def delete_prefix(self, prefix: str) -> int: ...
+    async def names(self, prefix: str = "") -> list[str]: ...
     async def health(self) -> dict[str, Any]: ...
     async def stats(self) -> dict[str, Any]: ...
 
@@ -155,6 +191,9 @@ class LocalLRU:
             self._drop(k)
         return len(keys)
 
+    def names(self, prefix: str = "") -> list[str]:
+        return [k for k in self._data if k.startswith(prefix)]
+
     def sweep(self) -> int:
         """Drop expired entries; returns how many."""
         now = time.time()
@@ -199,6 +238,9 @@ class LocalBackend:
     async def delete_prefix(self, prefix: str) -> int:
         return self.lru.delete_prefix(prefix)
 
+    async def names(self, prefix: str = "") -> list[str]:
+        return self.lru.names(prefix)
+
     async def health(self) -> dict[str, Any]:
         return {"status": "up", "backend": self.name}
 
@@ -224,6 +266,9 @@ class _CacheActor:
 
     def delete_prefix(self, prefix: str) -> int:
         return self.lru.delete_prefix(prefix)
+
+    def names(self, prefix: str = "") -> list[str]:
+        return self.lru.names(prefix)
 
     def sweep(self) -> int:
         return self.lru.sweep()
@@ -266,6 +311,9 @@ class InClusterBackend:
     async def delete_prefix(self, prefix: str) -> int:
         return await self.actor.delete_prefix.remote(prefix)
 
+    async def names(self, prefix: str = "") -> list[str]:
+        return await self.actor.names.remote(prefix)
+
     async def health(self) -> dict[str, Any]:
         try:
             await asyncio.wait_for(self.actor.health.remote(), timeout=2)
@@ -278,31 +326,32 @@ class InClusterBackend:
 
 
 class RedisBackend:
-    """Redis, keys under ``namespace``, Redis TTL = what the entry says (None = no expiry).
+    """Redis, keys under ``namespace``; every key gets a TTL: what the entry says, at most ``max_ttl_s``.
 
     Args:
         url: ``redis://host:port/db``.
         namespace: key prefix.
         timeout_s: socket connect and read timeout (short: a slow Redis falls back quickly).
+        max_ttl_s: the longest TTL written (``settings.network.max_cache_ttl_s``); entries without
+            an expiry of their own get this one.
     """
 
     name = "redis"
 
-    def __init__(self, url: str, namespace: str, timeout_s: float = 0.5) -> None:
+    def __init__(self, url: str, namespace: str, timeout_s: float = 0.5, max_ttl_s: float = 30 * 86400.0) -> None:
         import redis.asyncio as aioredis
 
         self.url = url
         self.namespace = namespace
+        self.max_ttl_s = max_ttl_s
         self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
 
     async def get(self, key: str) -> bytes | None:
         return await self.client.get(self.namespace + key)
 
     async def set(self, key: str, data: bytes, ttl: float | None) -> None:
-        if ttl is None:
-            await self.client.set(self.namespace + key, data)
-        else:
-            await self.client.set(self.namespace + key, data, px=max(1, int(ttl * 1000)))
+        ttl = self.max_ttl_s if ttl is None else min(ttl, self.max_ttl_s)
+        await self.client.set(self.namespace + key, data, px=max(1, int(ttl * 1000)))
 
     async def delete(self, key: str) -> int:
         return int(await self.client.delete(self.namespace + key))
@@ -319,6 +368,11 @@ class RedisBackend:
         if batch:
             n += int(await self.client.delete(*batch))
         return n
+
+    async def names(self, prefix: str = "") -> list[str]:
+        n = len(self.namespace)
+        pattern = _glob_escape(self.namespace + prefix) + "*"
+        return [k.decode(errors="replace")[n:] async for k in self.client.scan_iter(match=pattern, count=500)]
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -409,6 +463,10 @@ class FallbackBackend:
         n = await self._run("delete_prefix", prefix)
         return n + (await self.secondary.delete_prefix(prefix) if not self.using_fallback else 0)
 
+    async def names(self, prefix: str = "") -> list[str]:
+        names = await self._run("names", prefix)
+        return sorted(set(names) | set(await self.secondary.names(prefix))) if not self.using_fallback else names
+
     async def health(self) -> dict[str, Any]:
         if self.down_since is None:
             try:
@@ -433,5 +491,5 @@ class FallbackBackend:
         return out
 
 
-__all__ = ["pack", "unpack", "LocalLRU", "LocalBackend", "InClusterBackend", "RedisBackend", "FallbackBackend",
-           "CacheBackend", "encryption_key"]
+__all__ = ["pack", "unpack", "entry_key_of", "BadEntry", "LocalLRU", "LocalBackend", "InClusterBackend", "RedisBackend",
+           "FallbackBackend", "CacheBackend"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections import OrderedDict
 import re
 import time
 from dataclasses import dataclass, field
@@ -36,12 +35,18 @@ from yarl import URL
 from cognopt_ray.config import NetworkServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import CognoptError, InvalidInput
 from cognopt_ray.network import encoding
-from cognopt_ray.network.backends import CacheBackend, LocalBackend, encryption_key, pack, unpack
+from cognopt_ray.network.backends import CacheBackend, LocalBackend
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard
 from cognopt_ray.network.metrics import NetworkMetrics
+from cognopt_ray.network.store import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.rules import (
+    CREDENTIAL_HEADERS,
+    NEVER_STORED_HEADERS,
+    STRATEGY_LIFETIME_S,
+    STRATEGY_ORDER,
     StoredResponse,
+    clamp_strategy,
     header,
     invalidates,
     parse_cache_control,
@@ -160,11 +165,11 @@ class OptimizedClient:
         self.pool = PoolConfig(limit=self.net.pool_limit, limit_per_host=self.net.pool_limit_per_host,
                                keepalive_timeout_s=self.net.keepalive_timeout_s)
         self.services: dict[str, NetworkServiceSettings] = {}
-        self._key = encryption_key(self.settings)
+        self.store = CacheStore(self.settings, self.backend, lambda: self.metrics)
+        #: request headers that carry credentials: not sent across origins, not cached for others
+        self.credential_headers = CREDENTIAL_HEADERS | {h.lower() for h in self.net.credential_headers}
         self._slot: _Slot | None = None
         self._inflight: dict[tuple, _Inflight] = {}
-        self._hot: OrderedDict[str, tuple[list[StoredResponse], float, int]] = OrderedDict()
-        self._hot_bytes = 0
         self._background: set[asyncio.Task] = set()
         self._closed = False
 
@@ -271,7 +276,9 @@ class OptimizedClient:
                       timeout_s: float | None = None) -> NetworkResponse:
         """Perform a request through guard, cache, coalescing and the pool.
 
-        ``timeout_s`` shortens the total origin timeout for this request (never lengthens it).
+        The cache is partitioned by ``service``. ``cache_strategy`` may ask for less caching than
+        the service's configured strategy, never more (it is clamped to it). ``timeout_s`` shortens
+        the total origin timeout for this request (never lengthens it).
 
         Raises:
             InvalidRequest: invalid method, URL or header (422).
@@ -285,11 +292,11 @@ class OptimizedClient:
             raise InvalidRequest(f"method {method!r} is not supported", hint=f"use one of {', '.join(METHODS)}")
         hdrs = _clean_headers(headers)
         svc = self.service_settings(service)
-        strategy = cache_strategy or svc.cache_strategy
         level = compression_level or svc.compression_level
-        if strategy not in ("no_cache", "short_term", "medium_term", "long_term", "persistent"):
-            raise InvalidRequest(f"cache_strategy {strategy!r} is unknown",
+        if cache_strategy is not None and cache_strategy not in STRATEGY_ORDER:
+            raise InvalidRequest(f"cache_strategy {cache_strategy!r} is unknown",
                                  hint="use no_cache, short_term, medium_term, long_term or persistent")
+        strategy = clamp_strategy(cache_strategy, svc.cache_strategy)
         if level not in encoding.LEVELS and level != "none":
             raise InvalidRequest(f"compression_level {level!r} is unknown", hint="use none, fast, balanced or max")
         if timeout_s is not None and not (0 < timeout_s <= 3600):
@@ -309,7 +316,7 @@ class OptimizedClient:
         current, redirects = checked.url, []
         while True:
             try:
-                res = await self._one(current, method, hdrs, data, strategy, level, svc)
+                res = await self._one(current, method, hdrs, data, strategy, level, svc, service)
             except UrlRefused:
                 self.metrics.refused += 1
                 raise
@@ -331,8 +338,8 @@ class OptimizedClient:
             if res.status == 303 or (res.status in (301, 302) and method == "POST"):
                 method, data = "GET", None
                 hdrs = without(hdrs, "content-type")
-            if nxt_checked.url.origin() != current.origin():
-                hdrs = without(hdrs, "authorization", "cookie")
+            if nxt_checked.url.origin() != current.origin():  # no credential crosses to another origin
+                hdrs = [(k, v) for k, v in hdrs if k.lower() not in self.credential_headers]
             redirects.append(str(nxt_checked.url))
             current = nxt_checked.url
         self.metrics.record(res.cache_status, served=len(res.body), coalesced=res.coalesced)
@@ -344,43 +351,41 @@ class OptimizedClient:
         )
 
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
-        """Drop the entry of ``url`` or every entry whose URL starts with ``prefix``; returns how many."""
+        """Drop every service's entry of ``url``, or every entry whose URL starts with ``prefix``;
+        returns how many."""
         if bool(url) == bool(prefix):
             raise InvalidInput("give exactly one of url or prefix", hint='{"url": "https://host/path"} or {"prefix": "https://host/"}')
         try:
             if url:
-                key = _cache_key(URL(url))
-                self._hot_drop(key)
-                return await self.backend.delete(key)
-            for k in [k for k in self._hot if k.startswith(str(prefix))]:
-                self._hot_drop(k)
-            return await self.backend.delete_prefix(str(prefix))
+                return await self.store.drop_url(str(URL(url).with_fragment(None)))
+            return await self.store.drop_prefix(str(prefix))
         except ValueError as e:
             raise InvalidInput(f"invalid URL: {e}") from None
 
     # -- one hop ---------------------------------------------------------------------------------------
     async def _one(self, url: URL, method: str, hdrs: list[tuple[str, str]], data: bytes | None,
-                   strategy: str, level: str, svc: NetworkServiceSettings) -> _Result:
+                   strategy: str, level: str, svc: NetworkServiceSettings, service: str | None) -> _Result:
         req_cc = parse_cache_control(header(hdrs, "cache-control"))
         if method != "GET" or strategy == "no_cache" or "no-store" in req_cc:
             origin = await self._fetch(url, method, hdrs, data, level, svc)
             if invalidates(method, origin.status):
                 await self._invalidate(url, origin.headers)
             return _Result(origin.status, origin.headers, origin.body, "BYPASS")
-        key = _cache_key(url)
-        variants = await self._load(key)
+        key = entry_key(url, service)
+        variants = await self.store.load(key)
         entry = next((v for v in variants if v.matches(hdrs)), None)
         now = time.time()
+        # identical requests only: same service (in the key), same headers (credentials included)
         ckey = (key, tuple(sorted((k.lower(), v) for k, v in hdrs)))
         if entry is not None:
-            if entry.is_fresh(now, hdrs):
+            if entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
                 return _Result(entry.status, entry.response_headers(now), entry.body, "HIT", fresh_for=_fresh_for(entry))
             if entry.may_serve_while_revalidating(now) and "no-cache" not in req_cc:
-                self._revalidate_in_background(ckey, entry, url, hdrs, strategy, level, svc)
+                self._revalidate_in_background(ckey, key, entry, url, hdrs, strategy, level, svc)
                 return _Result(entry.status, entry.response_headers(now) + [("Warning", '110 - "Response is Stale"')],
                                entry.body, "STALE")
-            return await self._coalesced(ckey, lambda: self._revalidate(entry, url, hdrs, strategy, level, svc))
-        return await self._coalesced(ckey, lambda: self._miss(url, hdrs, strategy, level, svc))
+            return await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc))
+        return await self._coalesced(ckey, lambda: self._miss(key, url, hdrs, strategy, level, svc))
 
     async def _coalesced(self, ckey: tuple, make: Callable[[], Awaitable[_Result]]) -> _Result:
         """Run ``make`` once for concurrent identical requests; the others wait for its result."""
@@ -392,7 +397,9 @@ class OptimizedClient:
             except asyncio.TimeoutError:
                 logger.info("coalesced request waited %.1f s; fetching on its own", self.net.coalesce_timeout_s)
                 return await make()
-            return _Result(res.status, res.headers, res.body, res.cache_status, coalesced=True, fresh_for=res.fresh_for)
+            # a waiter never gets the cookie the origin set for the leader
+            return _Result(res.status, without(res.headers, *NEVER_STORED_HEADERS), res.body, res.cache_status,
+                           coalesced=True, fresh_for=res.fresh_for)
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[ckey] = _Inflight(fut)
         try:
@@ -408,12 +415,13 @@ class OptimizedClient:
         finally:
             self._inflight.pop(ckey, None)
 
-    async def _miss(self, url: URL, hdrs: list, strategy: str, level: str, svc: NetworkServiceSettings) -> _Result:
+    async def _miss(self, key: EntryKey, url: URL, hdrs: list, strategy: str, level: str,
+                    svc: NetworkServiceSettings) -> _Result:
         origin = await self._fetch(url, "GET", hdrs, None, level, svc)
-        stored = await self._maybe_store(url, hdrs, origin, strategy)
+        stored = await self._maybe_store(key, url, hdrs, origin, strategy)
         return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
 
-    async def _revalidate(self, entry: StoredResponse, url: URL, hdrs: list, strategy: str, level: str,
+    async def _revalidate(self, key: EntryKey, entry: StoredResponse, url: URL, hdrs: list, strategy: str, level: str,
                           svc: NetworkServiceSettings, *, background: bool = False) -> _Result:
         conditional = without(hdrs, "if-none-match", "if-modified-since") + entry.validators()
         now = time.time()
@@ -430,23 +438,23 @@ class OptimizedClient:
             raise
         if origin.status == 304:
             fresh = entry.refreshed(origin.headers, origin.request_time, origin.response_time)
-            await self._store(url, fresh)
+            await self.store.save(key, fresh)
             return _Result(fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED", fresh_for=_fresh_for(fresh))
         if origin.status >= 500 and entry.may_serve_on_error(now, hdrs):
             return _Result(entry.status, entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
                            entry.body, "STALE")
-        stored = await self._maybe_store(url, hdrs, origin, strategy)
+        stored = await self._maybe_store(key, url, hdrs, origin, strategy)
         return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
 
-    def _revalidate_in_background(self, ckey: tuple, entry: StoredResponse, url: URL, hdrs: list, strategy: str,
-                                  level: str, svc: NetworkServiceSettings) -> None:
+    def _revalidate_in_background(self, ckey: tuple, key: EntryKey, entry: StoredResponse, url: URL, hdrs: list,
+                                  strategy: str, level: str, svc: NetworkServiceSettings) -> None:
         if ckey in self._inflight:
             return
 
         async def run() -> None:
             self.metrics.background_revalidations += 1
             try:
-                await self._coalesced(ckey, lambda: self._revalidate(entry, url, hdrs, strategy, level, svc, background=True))
+                await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc, background=True))
             except Exception as e:  # noqa: BLE001 - a background refresh never fails a request
                 logger.info("background revalidation of %s failed: %s", url, e)
 
@@ -455,79 +463,20 @@ class OptimizedClient:
         task.add_done_callback(self._background.discard)
 
     # -- storage -----------------------------------------------------------------------------------------
-    def _hot_put(self, key: str, variants: list[StoredResponse]) -> None:
-        if self.net.hot_cache_max_bytes <= 0 or self.net.hot_cache_ttl_s <= 0:
-            return
-        self._hot_drop(key)
-        size = sum(len(v.body) + 512 for v in variants)
-        if size > self.net.hot_cache_max_bytes:
-            return
-        self._hot[key] = (variants, time.monotonic(), size)
-        self._hot_bytes += size
-        while self._hot_bytes > self.net.hot_cache_max_bytes and self._hot:
-            self._hot_drop(next(iter(self._hot)))
-
-    def _hot_drop(self, key: str) -> None:
-        item = self._hot.pop(key, None)
-        if item is not None:
-            self._hot_bytes -= item[2]
-
-    async def _load(self, key: str) -> list[StoredResponse]:
-        item = self._hot.get(key)
-        if item is not None:
-            if time.monotonic() - item[1] < self.net.hot_cache_ttl_s:
-                self._hot.move_to_end(key)
-                return item[0]
-            self._hot_drop(key)
-        try:
-            raw = await self.backend.get(key)
-            variants = unpack(raw, key=self._key) if raw else []
-            if variants:
-                self._hot_put(key, variants)
-            return variants
-        except Exception as e:  # noqa: BLE001 - the cache never fails a request
-            self.metrics.cache_errors += 1
-            logger.warning("cache read of %s failed: %s: %s", key[:200], type(e).__name__, e)
-            return []
-
-    async def _maybe_store(self, url: URL, hdrs: list, origin: _Origin, strategy: str) -> StoredResponse | None:
-        ok, why = storable("GET", origin.status, hdrs, origin.headers, strategy)
+    async def _maybe_store(self, key: EntryKey, url: URL, hdrs: list, origin: _Origin, strategy: str) -> StoredResponse | None:
+        ok, why = storable("GET", origin.status, hdrs, origin.headers, strategy, self.credential_headers)
         if not ok:
             self.metrics.not_stored += 1
             logger.debug("not stored %s: %s", url, why)
             return None
         names = vary_names(origin.headers)
-        entry = StoredResponse(str(url), origin.status, origin.headers, origin.body, origin.request_time,
-                               origin.response_time, vary_key(names, hdrs), strategy, self.net.heuristic_fraction)
-        return entry if await self._store(url, entry) else None
-
-    async def _store(self, url: URL, entry: StoredResponse) -> bool:
-        key = _cache_key(url)
-        try:
-            variants = [v for v in await self._load(key)
-                        if set(v.vary) == set(entry.vary) and v.vary != entry.vary]
-            variants = (variants + [entry])[-self.net.cache_max_variants:]
-            data = pack(variants, key=self._key)
-            if len(data) > self.net.cache_max_entry_bytes:
-                self.metrics.not_stored += 1
-                logger.debug("not stored %s: %d bytes is over cache_max_entry_bytes", url, len(data))
-                return False
-            ttls = [v.ttl(self.net.keep_stale_s) for v in variants]
-            ttl = None if any(t is None for t in ttls) else max(ttls)  # type: ignore[type-var]
-            if ttl is not None and ttl <= 0:
-                self._hot_drop(key)
-                await self.backend.delete(key)
-                return False
-            self._hot_put(key, variants)
-            await self.backend.set(key, data, ttl)
-            self.metrics.stored += 1
-            return True
-        except Exception as e:  # noqa: BLE001 - the cache never fails a request
-            self.metrics.cache_errors += 1
-            logger.warning("cache write of %s failed: %s: %s", url, type(e).__name__, e)
-            return False
+        entry = StoredResponse(str(url), origin.status, without(origin.headers, *NEVER_STORED_HEADERS), origin.body,
+                               origin.request_time, origin.response_time, vary_key(names, hdrs), strategy,
+                               self.net.heuristic_fraction)
+        return entry if await self.store.save(key, entry) else None
 
     async def _invalidate(self, url: URL, resp_headers: list) -> None:
+        """RFC 9111 4.4: every service's entry of the URL (and of same-origin Location targets)."""
         targets = [url]
         for name in ("location", "content-location"):
             v = header(resp_headers, name)
@@ -540,8 +489,7 @@ class OptimizedClient:
                     targets.append(other)
         for t in targets:
             try:
-                self._hot_drop(_cache_key(t))
-                await self.backend.delete(_cache_key(t))
+                await self.store.drop_url(str(t.with_fragment(None)))
                 self.metrics.invalidations += 1
             except Exception as e:  # noqa: BLE001
                 self.metrics.cache_errors += 1
@@ -578,10 +526,17 @@ class OptimizedClient:
                     chunks.append(chunk)
                 wire = b"".join(chunks)
                 response_time = time.time()
+                coding = r.headers.get("Content-Encoding")
                 try:
-                    body = encoding.decode(wire, r.headers.get("Content-Encoding"), max_size=limit)
+                    body = encoding.decode(wire, coding, max_size=limit)
+                except encoding.OutputTooLarge:
+                    raise BadGateway(f"the {coding} body of {str(url)[:200]!r} decodes to more than {limit} bytes "
+                                     f"({len(wire)} bytes on the wire); decoding stopped there",
+                                     hint="raise settings.network.max_response_bytes if this origin's answers are "
+                                          "really that large", rule="max-response-bytes") from None
                 except ValueError as e:
-                    raise BadGateway(f"the origin's body could not be decoded: {e}") from None
+                    raise BadGateway(f"the origin's body could not be decoded: {e}",
+                                     hint="check the origin's Content-Encoding") from None
                 headers = without([(k, v) for k, v in r.headers.items()], *_TRANSFER_HEADERS)
                 self.metrics.origin(len(wire), len(body))
                 return _Origin(r.status, headers, body, request_time, response_time)
@@ -618,11 +573,6 @@ def _fresh_for(entry: StoredResponse | None) -> float:
     if entry is None or entry.vary:  # variants are selected by the engine, not by a near cache
         return 0.0
     return max(0.0, entry.lifetime() - entry.current_age())
-
-
-def _cache_key(url: URL) -> str:
-    """The primary cache key: the URL without its fragment."""
-    return str(url.with_fragment(None))
 
 
 def _clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]]:

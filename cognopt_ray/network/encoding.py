@@ -1,7 +1,8 @@
 """Content codings: what we offer origins, how we decode them, how we compress bodies.
 
 ``gzip`` and ``deflate`` are always available, ``zstd`` through ``zstandard`` (a dependency),
-``br`` only when the optional ``brotli`` package is installed.
+``br`` only when the optional ``brotli`` package is installed. Decoding is bounded on its output
+(:mod:`cognopt_ray._private.bounded`).
 
 Example:
     >>> decode(encode(b"x" * 1000, "gzip", "fast"), "gzip") == b"x" * 1000
@@ -17,6 +18,9 @@ import zlib
 from typing import Sequence
 
 import zstandard
+
+from cognopt_ray._private import bounded
+from cognopt_ray._private.bounded import OutputTooLarge
 
 try:  # optional
     import brotli  # type: ignore[import-not-found]
@@ -60,45 +64,19 @@ def encode(data: bytes, coding: str, level: str = "balanced") -> bytes:
 
 
 def decode(data: bytes, coding: str | None, *, max_size: int | None = None) -> bytes:
-    """Undo ``Content-Encoding`` (a comma list, applied in order); refuses output over ``max_size``.
+    """Undo ``Content-Encoding`` (a comma list, applied in order), each step bounded on its output
+    by :func:`cognopt_ray._private.bounded.decompress`: decoding stops as soon as the output would
+    pass ``max_size``, so a bomb costs about ``max_size`` of memory, never what it expands to.
 
     Raises:
-        ValueError: an unknown coding or corrupt data or output over ``max_size``.
+        OutputTooLarge: the output would be over ``max_size`` (a ``ValueError``).
+        ValueError: an unknown coding or corrupt data.
     """
     if not coding:
         return data
     for c in reversed([c.strip().lower() for c in coding.split(",") if c.strip()]):
-        if c in ("identity", ""):
-            continue
-        if c in ("gzip", "x-gzip"):
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            data = _bounded(d, data, max_size)
-        elif c == "deflate":
-            try:
-                data = _bounded(zlib.decompressobj(), data, max_size)
-            except zlib.error:
-                data = _bounded(zlib.decompressobj(-zlib.MAX_WBITS), data, max_size)
-        elif c == "zstd":
-            reader = zstandard.ZstdDecompressor().decompressobj()
-            out = reader.decompress(data)
-            if max_size is not None and len(out) > max_size:
-                raise ValueError(f"decoded body is over {max_size} bytes")
-            data = out
-        elif c == "br" and brotli is not None:
-            data = brotli.decompress(data)
-            if max_size is not None and len(data) > max_size:
-                raise ValueError(f"decoded body is over {max_size} bytes")
-        else:
-            raise ValueError(f"unsupported content coding {c!r}")
+        data = bounded.decompress(data, c, max_size)
     return data
-
-
-def _bounded(d: "zlib._Decompress", data: bytes, max_size: int | None) -> bytes:
-    limit = 0 if max_size is None else max_size + 1
-    out = d.decompress(data, limit)
-    if max_size is not None and len(out) > max_size:
-        raise ValueError(f"decoded body is over {max_size} bytes")
-    return out + d.flush()
 
 
 def parse_accept_encoding(value: str | None) -> dict[str, float]:
@@ -134,4 +112,4 @@ def choose_encoding(accept: str | None, offered: Sequence[str]) -> str | None:
     return best
 
 
-__all__ = ["available", "accept_encoding", "encode", "decode", "choose_encoding", "parse_accept_encoding", "LEVELS"]
+__all__ = ["OutputTooLarge", "available", "accept_encoding", "encode", "decode", "choose_encoding", "parse_accept_encoding", "LEVELS"]

@@ -37,6 +37,7 @@ from cognopt_ray._private.files import atomic_write
 from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import FallbackBackend, InClusterBackend, RedisBackend
 from cognopt_ray.network.client import NetworkResponse, OptimizedClient, PoolConfig
+from cognopt_ray.network.rules import NEVER_STORED_HEADERS, without
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME, 
         if not settings.redis_url:
             logger.warning("cache_backend=redis but redis_url is not set; using the in-cluster backend")
             return in_cluster
-        return FallbackBackend(RedisBackend(settings.redis_url, net.redis_namespace), in_cluster, net.redis_retry_s)
+        return FallbackBackend(RedisBackend(settings.redis_url, net.redis_namespace, max_ttl_s=net.max_cache_ttl_s),
+                               in_cluster, net.redis_retry_s)
     return in_cluster
 
 
@@ -315,7 +317,8 @@ class NetworkEngine(EngineClient):
         if (method or "GET").upper() != "GET":
             self._near.drop_url(url)
         elif key is not None and resp.fresh_for_s > 0 and resp.cache_status in ("HIT", "MISS", "REVALIDATED"):
-            self._near.put(key, resp)
+            # a MISS carries the origin's Set-Cookie for this caller only: never replayed to the next
+            self._near.put(key, resp.model_copy(update={"headers": without(resp.headers, *NEVER_STORED_HEADERS)}))
 
     def _flush_near(self) -> None:
         hits, served = self._near.take_pending()

@@ -7,12 +7,23 @@ stored response is, which variant a request selects, when stale data may be serv
 says nothing and caps the lifetime when the origin says more; the origin's restrictions
 (``no-store``, ``private``, ``no-cache``, ``must-revalidate``) always win.
 
+The cache is shared by several services, so RFC 9111 3.5 (a response to a request with
+``Authorization`` is stored only when it says ``public`` or ``s-maxage``) is extended to every
+credential-bearing request header (:data:`CREDENTIAL_HEADERS` plus the names a setting adds), and
+``must-revalidate`` alone no longer makes such a response shareable. ``Set-Cookie`` is never kept
+(:data:`NEVER_STORED_HEADERS`). A request may ask for less caching than its service's strategy,
+never more (:func:`clamp_strategy`).
+
 Example:
     >>> h = [("Cache-Control", "public, max-age=600"), ("Date", "Tue, 01 Jan 2030 00:00:00 GMT")]
     >>> freshness_lifetime(200, h, "short_term")   # capped by the strategy: 5 minutes
     300.0
     >>> storable("GET", 200, [], [("Cache-Control", "no-store")], "long_term")[0]
     False
+    >>> storable("GET", 200, [("X-Api-Key", "k")], [("Cache-Control", "max-age=60")], "long_term")[0]
+    False
+    >>> clamp_strategy("persistent", "medium_term")
+    'medium_term'
 """
 
 from __future__ import annotations
@@ -39,6 +50,12 @@ HEURISTIC_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414
 #: Final statuses whose semantics this cache understands well enough to store them.
 UNDERSTOOD_STATUSES = HEURISTIC_STATUSES | frozenset({302, 303, 307})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: Strategies from the least to the most caching.
+STRATEGY_ORDER = ("no_cache", "short_term", "medium_term", "long_term", "persistent")
+#: Request headers that carry a credential (lower-case); ``settings.network.credential_headers`` adds more.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
+#: Response headers a shared cache never stores nor replays.
+NEVER_STORED_HEADERS = ("set-cookie", "set-cookie2")
 #: Headers a 304 does not carry over to the stored response (RFC 9111 3.2).
 _NOT_UPDATED = frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range", "connection"})
 
@@ -124,10 +141,26 @@ def http_date(ts: float | None = None) -> str:
     return email.utils.formatdate(time.time() if ts is None else ts, usegmt=True)
 
 
+def credentials_in(request_headers: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> list[str]:
+    """The credential-bearing header names (lower-case) present in a request."""
+    names = CREDENTIAL_HEADERS | {n.lower() for n in extra}
+    return sorted({k.lower() for k, _ in request_headers if k.lower() in names})
+
+
+def clamp_strategy(requested: str | None, configured: str) -> str:
+    """The strategy in force: the request's when it asks for less caching than the service's, else the service's."""
+    if requested is None:
+        return configured
+    return requested if STRATEGY_ORDER.index(requested) < STRATEGY_ORDER.index(configured) else configured
+
+
 # -- storing ------------------------------------------------------------------------------------
 def storable(method: str, status: int, request_headers: Sequence[tuple[str, str]],
-             response_headers: Sequence[tuple[str, str]], strategy: str) -> tuple[bool, str]:
+             response_headers: Sequence[tuple[str, str]], strategy: str,
+             credential_headers: Iterable[str] = ()) -> tuple[bool, str]:
     """Whether a shared cache may store this response (RFC 9111 3, 3.5), and why not.
+
+    ``credential_headers`` are header names that carry credentials besides :data:`CREDENTIAL_HEADERS`.
 
     Returns:
         ``(True, "")`` or ``(False, reason)``.
@@ -149,10 +182,9 @@ def storable(method: str, status: int, request_headers: Sequence[tuple[str, str]
     vary = vary_names(response_headers)
     if vary == ["*"]:
         return False, "Vary: * never matches a later request"
-    if header(request_headers, "authorization") is not None and not (
-        "public" in cc or "s-maxage" in cc or "must-revalidate" in cc
-    ):
-        return False, "request has Authorization and the response does not say public, s-maxage or must-revalidate"
+    creds = credentials_in(request_headers, credential_headers)
+    if creds and not ("public" in cc or "s-maxage" in cc):
+        return False, f"request carries credentials ({', '.join(creds)}) and the response does not say public or s-maxage"
     explicit = "s-maxage" in cc or "max-age" in cc or header(response_headers, "expires") is not None
     if not explicit and status not in HEURISTIC_STATUSES and "public" not in cc:
         return False, f"status {status} needs explicit freshness to be cached"
@@ -268,13 +300,15 @@ class StoredResponse:
                                                 heuristic_fraction=self.heuristic_fraction)
         return self._lifetime
 
-    def is_fresh(self, now: float | None = None, request_headers: Sequence[tuple[str, str]] = ()) -> bool:
-        """Fresh for this request: age below the lifetime and the request's own limits."""
+    def is_fresh(self, now: float | None = None, request_headers: Sequence[tuple[str, str]] = (),
+                 cap: float = math.inf) -> bool:
+        """Fresh for this request: age below the lifetime (at most ``cap``, the request's strategy)
+        and the request's own limits."""
         req_cc = parse_cache_control(header(request_headers, "cache-control")) if request_headers else {}
         if "no-cache" in req_cc or (not req_cc and request_headers and header(request_headers, "pragma") == "no-cache"):
             return False
         age = self.current_age(now)
-        lifetime = self.lifetime()
+        lifetime = min(self.lifetime(), cap)
         req_max_age = _seconds(req_cc, "max-age")
         if req_max_age is not None and age > req_max_age:
             return False
@@ -330,7 +364,8 @@ class StoredResponse:
     def refreshed(self, not_modified_headers: Sequence[tuple[str, str]], request_time: float,
                   response_time: float) -> "StoredResponse":
         """This response with its headers updated from a 304 (RFC 9111 4.3.4)."""
-        update = [(k, v) for k, v in not_modified_headers if k.lower() not in _NOT_UPDATED]
+        update = [(k, v) for k, v in not_modified_headers
+                  if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS]
         names = {k.lower() for k, _ in update}
         headers = [(k, v) for k, v in self.headers if k.lower() not in names] + update
         return StoredResponse(self.url, self.status, headers, self.body, request_time, response_time,
@@ -360,6 +395,11 @@ def invalidates(method: str, status: int) -> bool:
 
 __all__ = [
     "STRATEGY_LIFETIME_S",
+    "STRATEGY_ORDER",
+    "CREDENTIAL_HEADERS",
+    "NEVER_STORED_HEADERS",
+    "credentials_in",
+    "clamp_strategy",
     "HEURISTIC_STATUSES",
     "StoredResponse",
     "storable",

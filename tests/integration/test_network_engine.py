@@ -120,9 +120,9 @@ def test_redis_backend_compressed_namespaced_with_ttl_and_size_cap(origin, make_
     assert [eng.request(h.url).cache_status for _ in range(2)] == ["MISS", "HIT"]
     r = redis.Redis.from_url(redis_server.url)
     keys = r.keys(ns + "*")
-    assert keys == [(ns + h.url).encode()]
+    assert keys == [(ns + h.url + "#-").encode()]  # URL + partition (no service: admin's "-")
     value = r.get(keys[0])
-    assert value.startswith(b"CNC1\x28\xb5\x2f\xfd")  # our magic, then a zstd frame
+    assert value.startswith(b"CNC2\x28\xb5\x2f\xfd")  # our magic, then a zstd frame
     assert len(value) < len(body) / 5
     assert 140 <= r.ttl(keys[0]) <= 150  # freshness + stale window
     assert [eng.request(big.url).cache_status for _ in range(2)] == ["MISS", "MISS"]
@@ -139,7 +139,8 @@ def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory
     import os
 
     key = base64.b64encode(os.urandom(32)).decode()
-    eng, _ = make_engine(redis_url=server.url, redis_retry_s=0.2, hot_cache_max_bytes=0, top={"encryption_key": key})
+    eng, settings = make_engine(redis_url=server.url, redis_retry_s=0.2, hot_cache_max_bytes=0,
+                                top={"encryption_key": key})
     assert eng.request(a.url).cache_status == "MISS"
     server.stop()
     # no request fails because the cache is gone
@@ -154,11 +155,29 @@ def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory
         time.sleep(0.3)
     assert eng.health()["status"] == "up"
     assert eng.request(c.url).cache_status == "MISS"
-    value = redis.Redis.from_url(server.url).get(f"cognopt:net:v1:{c.url}")
-    assert value.startswith(b"CNE1")  # encrypted at rest (AES-GCM)
-    from cognopt_ray.network.backends import unpack
+    from yarl import URL
 
-    assert unpack(value, key=base64.b64decode(key))[0].body == b"C"
+    from cognopt_ray._private.sealer import is_sealed
+    from cognopt_ray.network.backends import pack, unpack
+    from cognopt_ray.network.store import CacheStore, entry_key
+
+    red = redis.Redis.from_url(server.url)
+    assert not [k for k in red.scan_iter(count=1000) if b"/t/" in k or b"127.0.0.1" in k]  # names reveal no URL
+    store = CacheStore(settings, None, lambda: None)
+    k = entry_key(URL(c.url), None)
+    name = store.name(k)
+    value = red.get(f"cognopt:net:v1:{name}")
+    assert is_sealed(value)  # sealed at rest (AES-GCM, the network cache's HKDF sub-key)
+    assert unpack(value, k.logical, sealer=store.sealer, aad=name.encode())[0].body == b"C"
+    with pytest.raises(ValueError):  # bound to its name: under another name it does not open
+        unpack(value, k.logical, sealer=store.sealer, aad=store.name(entry_key(URL(c.url), "ai_models")).encode())
+    # an unsealed entry where a sealed one is expected is refused (a miss, then replaced), not read
+    forged = unpack(value, k.logical, sealer=store.sealer, aad=name.encode())
+    forged[0].body = b"FORGED"
+    red.set(f"cognopt:net:v1:{name}", pack(forged, k.logical), px=600_000)
+    again = eng.request(c.url)
+    assert again.cache_status == "MISS" and again.body == b"C"
+    assert is_sealed(red.get(f"cognopt:net:v1:{name}"))
 
 
 def test_near_cache_in_the_client(origin, engine):

@@ -5,7 +5,10 @@ import time
 
 from cognopt_ray.network.rules import (
     StoredResponse,
+    clamp_strategy,
+    credentials_in,
     freshness_lifetime,
+    header,
     http_date,
     invalidates,
     parse_cache_control,
@@ -35,8 +38,40 @@ def test_storable_rules():
     assert not storable("GET", 200, [], [("Vary", "*"), *ok], "medium_term")[0]
     auth = [("Authorization", "Bearer x")]
     assert not storable("GET", 200, auth, ok, "medium_term")[0]
-    for cc in ("public, max-age=60", "s-maxage=60", "max-age=60, must-revalidate"):
+    for cc in ("public, max-age=60", "s-maxage=60"):
         assert storable("GET", 200, auth, [("Cache-Control", cc)], "medium_term")[0], cc
+    # RFC 9111 3.5 allows must-revalidate too; a cache shared by services does not (issue 13)
+    assert not storable("GET", 200, auth, [("Cache-Control", "max-age=60, must-revalidate")], "medium_term")[0]
+
+
+def test_every_credential_header_prevents_storage_unless_public():
+    ok = [("Cache-Control", "max-age=60")]
+    for h in ("Cookie", "Proxy-Authorization", "X-Api-Key", "api-key", "X-Auth-Token"):
+        assert not storable("GET", 200, [(h, "v")], ok, "medium_term")[0], h
+        assert storable("GET", 200, [(h, "v")], [("Cache-Control", "public, max-age=60")], "medium_term")[0], h
+    assert storable("GET", 200, [("X-Tenant-Token", "v")], ok, "medium_term")[0]
+    assert not storable("GET", 200, [("X-Tenant-Token", "v")], ok, "medium_term", ["x-tenant-token"])[0]
+    assert credentials_in([("Cookie", "a"), ("Accept", "b"), ("X-API-KEY", "c")]) == ["cookie", "x-api-key"]
+
+
+def test_request_strategy_is_clamped_to_the_service():
+    assert clamp_strategy(None, "medium_term") == "medium_term"
+    assert clamp_strategy("persistent", "medium_term") == "medium_term"
+    assert clamp_strategy("short_term", "medium_term") == "short_term"
+    assert clamp_strategy("no_cache", "persistent") == "no_cache"
+    assert clamp_strategy("long_term", "no_cache") == "no_cache"
+
+
+def test_a_request_cap_shortens_freshness_of_a_hit():
+    e = _entry([("Cache-Control", "max-age=600")], age_at_store=100)
+    assert e.is_fresh() and not e.is_fresh(cap=50)
+
+
+def test_a_304_never_brings_a_cookie_into_the_cache():
+    e = _entry([("Cache-Control", "max-age=600")])
+    fresh = e.refreshed([("Set-Cookie", "s=1"), ("Set-Cookie2", "s=2"), ("ETag", '"x"')], time.time(), time.time())
+    assert header(fresh.headers, "set-cookie") is None and header(fresh.headers, "set-cookie2") is None
+    assert header(fresh.headers, "etag") == '"x"'
 
 
 def test_freshness_sources_and_strategy_cap():

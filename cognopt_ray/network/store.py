@@ -1,0 +1,214 @@
+"""The cache's entries: keys partitioned by service, backend names, sealing, the hot cache, TTLs.
+
+One entry holds every ``Vary`` variant of one URL *for one service*: the primary cache key is
+``(URL without fragment, service)``, so a service never reads (nor learns of) what another
+service's requests put in the cache. Admin requests made without a service have their own
+partition (``-``).
+
+Backend names: without an encryption key an entry is stored under ``<url>#<service>`` (so purges
+by URL prefix are key-prefix deletions). With one, under ``<H(url)>.<H(service)>`` where ``H`` is
+the keyed hash of the network cache's sub-key (:meth:`Sealer.keyed_name`), so Redis reveals no
+URL; the entry is sealed with associated data = its name, and names its cache key inside the
+sealed payload, so an entry copied under another name (another service's, another URL's) fails
+to open. An entry that does not open, is not sealed where it must be, decodes past the limit or
+names another key is a miss and is deleted.
+
+Every entry gets a finite TTL: what its freshness and stale windows say, at most
+``settings.network.max_cache_ttl_s`` (``persistent`` included).
+
+Example:
+    >>> from yarl import URL
+    >>> entry_key(URL("https://example.org/a#frag"), "ai_models").logical
+    'https://example.org/a#ai_models'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from yarl import URL
+
+from cognopt_ray._private.sealer import Sealer
+from cognopt_ray.config import Settings
+from cognopt_ray.network.backends import BadEntry, CacheBackend, entry_key_of, pack, unpack
+from cognopt_ray.network.metrics import NetworkMetrics
+from cognopt_ray.network.rules import NEVER_STORED_HEADERS, StoredResponse, without
+
+logger = logging.getLogger(__name__)
+
+#: HKDF purpose of the network cache's sub-key.
+PURPOSE = b"cognopt network cache"
+#: The partition of requests made without a service (admin only); not a valid service name.
+NO_SERVICE = "-"
+#: Room for the JSON header of an entry beyond its bodies.
+_HEADER_ROOM = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryKey:
+    """The primary cache key: the URL (no fragment) and the service the entry belongs to."""
+
+    url: str
+    service: str
+
+    @property
+    def logical(self) -> str:
+        return f"{self.url}#{self.service}"
+
+
+def entry_key(url: URL, service: str | None) -> EntryKey:
+    return EntryKey(str(url.with_fragment(None)), service or NO_SERVICE)
+
+
+class CacheStore:
+    """Reads and writes entries in a backend, with a small decoded "hot" cache in front.
+
+    Args:
+        settings: ``settings.network`` and ``encryption_key``.
+        backend: where the entries live.
+        metrics: returns the counters to update (they may be replaced by a reset).
+    """
+
+    def __init__(self, settings: Settings, backend: CacheBackend, metrics: Callable[[], NetworkMetrics]) -> None:
+        self.net = settings.network
+        self.backend = backend
+        self._metrics = metrics
+        self.sealer = Sealer.from_settings(settings, PURPOSE)
+        #: an entry decodes to at most this many bytes (one response at its limit + its header)
+        self.max_raw = self.net.max_response_bytes + _HEADER_ROOM
+        self._hot: OrderedDict[str, tuple[list[StoredResponse], float, int]] = OrderedDict()
+        self._hot_bytes = 0
+
+    # -- names ----------------------------------------------------------------------------------
+    def name(self, key: EntryKey) -> str:
+        """The backend name of an entry (keyed hashes when an encryption key is configured)."""
+        if self.sealer is None:
+            return key.logical
+        return f"{self.sealer.keyed_name('url ' + key.url)}.{self.sealer.keyed_name('service ' + key.service)[:32]}"
+
+    def url_prefix(self, url: str) -> str:
+        """The name prefix shared by every service's entry of ``url``."""
+        return f"{url}#" if self.sealer is None else f"{self.sealer.keyed_name('url ' + url)}."
+
+    # -- the hot cache ----------------------------------------------------------------------------
+    def _hot_put(self, logical: str, variants: list[StoredResponse]) -> None:
+        if self.net.hot_cache_max_bytes <= 0 or self.net.hot_cache_ttl_s <= 0:
+            return
+        self._hot_drop(logical)
+        size = sum(len(v.body) + 512 for v in variants)
+        if size > self.net.hot_cache_max_bytes:
+            return
+        self._hot[logical] = (variants, time.monotonic(), size)
+        self._hot_bytes += size
+        while self._hot_bytes > self.net.hot_cache_max_bytes and self._hot:
+            self._hot_drop(next(iter(self._hot)))
+
+    def _hot_drop(self, logical: str) -> None:
+        item = self._hot.pop(logical, None)
+        if item is not None:
+            self._hot_bytes -= item[2]
+
+    def _hot_drop_prefix(self, prefix: str) -> None:
+        for k in [k for k in self._hot if k.startswith(prefix)]:
+            self._hot_drop(k)
+
+    # -- reading and writing --------------------------------------------------------------------------
+    async def load(self, key: EntryKey) -> list[StoredResponse]:
+        """The stored variants of ``key`` ([] on a miss, a refused entry or a backend failure)."""
+        logical = key.logical
+        item = self._hot.get(logical)
+        if item is not None:
+            if time.monotonic() - item[1] < self.net.hot_cache_ttl_s:
+                self._hot.move_to_end(logical)
+                return item[0]
+            self._hot_drop(logical)
+        name = self.name(key)
+        try:
+            raw = await self.backend.get(name)
+            if not raw:
+                return []
+            variants = unpack(raw, logical, sealer=self.sealer, aad=name.encode(), max_raw=self.max_raw)
+        except BadEntry as e:
+            self._metrics().cache_errors += 1
+            logger.warning("cache entry %s refused (%s); treated as a miss and deleted", name[:200], e)
+            await self._delete_quietly(name)
+            return []
+        except Exception as e:  # noqa: BLE001 - the cache never fails a request
+            self._metrics().cache_errors += 1
+            logger.warning("cache read of %s failed: %s: %s", name[:200], type(e).__name__, e)
+            return []
+        if variants:
+            self._hot_put(logical, variants)
+        return variants
+
+    async def save(self, key: EntryKey, entry: StoredResponse) -> bool:
+        """Store ``entry`` beside the other variants of ``key``; False when it was not stored."""
+        m = self._metrics()
+        name = self.name(key)
+        entry = dataclasses.replace(entry, headers=without(entry.headers, *NEVER_STORED_HEADERS))
+        try:
+            variants = [v for v in await self.load(key) if set(v.vary) == set(entry.vary) and v.vary != entry.vary]
+            variants = (variants + [entry])[-self.net.cache_max_variants:]
+            while True:
+                try:
+                    data = pack(variants, key.logical, sealer=self.sealer, aad=name.encode(), max_raw=self.max_raw)
+                    break
+                except BadEntry:
+                    if len(variants) == 1:
+                        m.not_stored += 1
+                        return False
+                    variants = variants[1:]  # the oldest variants go first
+            if len(data) > self.net.cache_max_entry_bytes:
+                m.not_stored += 1
+                logger.debug("not stored %s: %d bytes is over cache_max_entry_bytes", key.url, len(data))
+                return False
+            ttls = [v.ttl(self.net.keep_stale_s) for v in variants]
+            ttl = min(math.inf if any(t is None for t in ttls) else max(ttls), self.net.max_cache_ttl_s)  # type: ignore[type-var]
+            if ttl <= 0:
+                self._hot_drop(key.logical)
+                await self.backend.delete(name)
+                return False
+            self._hot_put(key.logical, variants)
+            await self.backend.set(name, data, ttl)
+            m.stored += 1
+            return True
+        except Exception as e:  # noqa: BLE001 - the cache never fails a request
+            m.cache_errors += 1
+            logger.warning("cache write of %s failed: %s: %s", key.url, type(e).__name__, e)
+            return False
+
+    async def drop_url(self, url: str) -> int:
+        """Drop every service's entry of ``url``; returns how many."""
+        self._hot_drop_prefix(f"{url}#")
+        return await self.backend.delete_prefix(self.url_prefix(url))
+
+    async def drop_prefix(self, prefix: str) -> int:
+        """Drop every entry whose URL starts with ``prefix``; returns how many.
+
+        With hashed names the backend's names say nothing of the URL: each entry is opened to read
+        the key it names (an admin operation, linear in the cache's size).
+        """
+        self._hot_drop_prefix(prefix)
+        if self.sealer is None:
+            return await self.backend.delete_prefix(prefix)
+        n = 0
+        for name in await self.backend.names():
+            data = await self.backend.get(name)
+            logical = entry_key_of(data, sealer=self.sealer, aad=name.encode(), max_raw=self.max_raw) if data else None
+            if logical is not None and logical.startswith(prefix):
+                n += await self.backend.delete(name)
+        return n
+
+    async def _delete_quietly(self, name: str) -> None:
+        try:
+            await self.backend.delete(name)
+        except Exception as e:  # noqa: BLE001
+            logger.warning("could not delete refused cache entry %s: %s", name[:200], e)
+
+
+__all__ = ["CacheStore", "EntryKey", "entry_key", "PURPOSE", "NO_SERVICE"]
