@@ -175,8 +175,8 @@ def encode(value: Any, *, objects: bool = False) -> bytes:
         return b"J" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError):
         raise InvalidInput(
-            f"a {type(value).__name__} cannot be stored as data (only bytes, str, JSON values, numpy arrays "
-            "and Arrow tables/arrays/buffers)",
+            f"cannot store a value of type {type(value).__name__} as data (only bytes, str, JSON values, "
+            "numpy arrays and Arrow tables/arrays/buffers)",
             hint="store one of those (use the memory pools for other Python objects)",
         ) from None
 

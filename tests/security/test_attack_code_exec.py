@@ -126,3 +126,41 @@ def test_deallocating_a_spilled_allocation_deletes_its_warm_item(api_server):
     finally:
         _free(api_server, held)
 
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_a_forged_registered_task_file_never_runs(ray_session, tmp_path):
+    """Registered tasks are cloudpickled code kept under ``<root>/cpu/tasks``: a file anyone else put
+    there (a restore, a shared volume) is refused at load, so naming it never unpickles it."""
+    import ray
+
+    from cognopt_ray import cpu, runtime
+    from cognopt_ray.config import Settings
+    from cognopt_ray.cpu.scheduler import _SchedulerActor
+
+    settings = Settings.load(storage_root=str(tmp_path / "root"))
+    marker = tmp_path / f"pwned-{uuid.uuid4().hex[:8]}"
+
+    def scheduler():
+        handle = runtime.get_or_create_actor(_SchedulerActor, f"cognopt.cpu.sec-{uuid.uuid4().hex[:6]}",
+                                             settings.to_overrides())
+        return cpu.PriorityScheduler(handle, settings=settings)
+
+    first = scheduler()
+    first.register_task("sec_double", _double)  # genuine: signed by this installation
+    ray.kill(first.actor, no_restart=True)
+    (settings.root / "cpu" / "tasks" / "evil@0123456789abcdef0123.pkl").write_bytes(
+        pickle.dumps(_Payload(str(marker))))
+    second = scheduler()  # a restart on the same root
+    try:
+        names = second.registered_tasks()
+        assert "sec_double" in names and "evil" not in names
+        assert ray.get(second.submit_named("sec_double", 21), timeout=120) == 42
+        with pytest.raises(Exception, match="no task is registered as 'evil'"):
+            ray.get(second.submit_named("evil"), timeout=120)
+        assert not marker.exists(), "a forged task file was unpickled"
+    finally:
+        ray.kill(second.actor, no_restart=True)

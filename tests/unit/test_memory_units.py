@@ -111,7 +111,7 @@ def test_cache_encoding_numpy_without_pickle():
     data = encode(arr)
     assert data[:1] == b"N"
     assert np.array_equal(decode(data), arr)
-    with pytest.raises(InvalidInput, match="cannot be stored"):
+    with pytest.raises(InvalidInput, match="cannot store"):
         encode(object())
     with pytest.raises(InvalidInput):
         encode(np.array([object()], dtype=object))  # object arrays would need pickle
