@@ -16,14 +16,16 @@ A    an Arrow IPC stream (sub-tag ``T`` table, ``R`` record batch, ``V`` array, 
 O    a pickle (protocol 5, cloudpickle for lambdas and local classes)
 ===  ===================================================================================
 
-Decoding never runs code: ``B``/``S``/``J``/``N``/``A`` are data formats, and :func:`decode`
-refuses ``O`` outright (:class:`IntegrityError`). Only :func:`open_signed` decodes ``O``, and only
-after :meth:`~cognopt_ray._private.sealer.Signer.open` has checked the blob's HMAC, bound to its
-name (allocation id, spill item id, quarantine id) and made from this installation's secret. So a
+Decoding never runs code. :func:`decode`, for blobs nobody signed (the shared cache's values in
+Redis), reads only ``B``/``S``/``J``/``N`` — plain data formats bounded by their input — and refuses
+``A`` (an IPC stream may carry compressed buffers, a decompression bomb) and ``O`` outright
+(:class:`IntegrityError`). Only :func:`open_signed` decodes ``A`` and ``O``, and only after
+:meth:`~cognopt_ray._private.sealer.Signer.open` has checked the blob's HMAC, bound to its name
+(allocation id, spill item id, quarantine id) and made from this installation's secret. So a
 pickle that a caller, an origin, Redis or a file wrote is refused, never loaded.
 
-:func:`encode` writes ``O`` only with ``objects=True`` (what :func:`seal_signed` passes); the
-shared cache calls it without, so it refuses objects as it always did.
+:func:`encode` writes ``A`` and ``O`` only with ``signed=True`` (what :func:`seal_signed` passes);
+the shared cache calls it without, so it refuses Arrow and other objects as it always did.
 
 Example:
     >>> decode(encode({"a": [1, 2]}))
@@ -140,12 +142,12 @@ def _arrow(value: Any) -> bytes | None:
     return b"A" + sub + sink.getvalue()
 
 
-def encode(value: Any, *, objects: bool = False) -> bytes:
+def encode(value: Any, *, signed: bool = False) -> bytes:
     """Tagged bytes for ``value`` (see the module's table).
 
     Args:
-        objects: allow other Python objects (tag ``O``, a pickle). Only for blobs that are then
-            signed (:func:`seal_signed`); without it such a value is :class:`InvalidInput`.
+        signed: the blob will be signed (:func:`seal_signed`): Arrow values (tag ``A``) and other
+            Python objects (tag ``O``, a pickle) are allowed; without it they are :class:`InvalidInput`.
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
         return b"B" + bytes(value)
@@ -160,40 +162,41 @@ def encode(value: Any, *, objects: bool = False) -> bytes:
             np.save(buf, np.asarray(value), allow_pickle=False)
             return b"N" + buf.getvalue()
         except ValueError:
-            if not objects:
+            if not signed:
                 raise InvalidInput("numpy object arrays cannot be stored as data (they need pickle)",
                                    hint="use a numeric dtype, or the memory pools for Python objects") from None
-    if mod.startswith("pyarrow"):
+    if mod.startswith("pyarrow") and signed:
         out = _arrow(value)
         if out is not None:
             return out
     if _is_json(value):
         return b"J" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-    if objects:
+    if signed:
         return b"O" + _pickle(value)
     try:  # tuples and the like: the cache has always stored them as JSON lists
         return b"J" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
     except (TypeError, ValueError):
         raise InvalidInput(
-            f"cannot store a value of type {type(value).__name__} as data (only bytes, str, JSON values, "
-            "numpy arrays and Arrow tables/arrays/buffers)",
+            f"cannot store a value of type {type(value).__name__} as data (only bytes, str, JSON values "
+            "and numpy arrays)",
             hint="store one of those (use the memory pools for other Python objects)",
         ) from None
 
 
 def decode(data: bytes | memoryview) -> Any:
-    """Inverse of :func:`encode` for the data tags; a pickle (``O``) is refused, never loaded."""
-    return _decode(data, objects=False)
+    """Inverse of :func:`encode` for unsigned blobs: ``B``/``S``/``J``/``N`` only; ``A`` and a pickle
+    (``O``) are refused, never decoded."""
+    return _decode(data, signed=False)
 
 
 def decode_verified(payload: bytes | memoryview) -> Any:
     """Inverse of :func:`encode` with objects allowed, for a ``payload`` that
     :meth:`Signer.open <cognopt_ray._private.sealer.Signer.open>` has just returned (its signature
     checked). Never call it on anything else; :func:`open_signed` does both steps."""
-    return _decode(payload, objects=True)
+    return _decode(payload, signed=True)
 
 
-def _decode(data: bytes | memoryview, *, objects: bool) -> Any:
+def _decode(data: bytes | memoryview, *, signed: bool) -> Any:
     body = memoryview(data)
     tag, body = bytes(body[:1]), body[1:]
     if tag == b"B":
@@ -206,6 +209,11 @@ def _decode(data: bytes | memoryview, *, objects: bool) -> Any:
         import numpy as np
 
         return np.load(io.BytesIO(body), allow_pickle=False)
+    if tag in (b"A", b"O") and not signed:
+        raise IntegrityError(f"a stored value is {'a pickle' if tag == b'O' else 'an Arrow stream'} but carries no "
+                             "signature of this installation",
+                             hint="pickles and Arrow streams are only decoded from blobs this installation signed; "
+                                  "it is refused")
     if tag == b"A":
         import pyarrow as pa
 
@@ -224,9 +232,6 @@ def _decode(data: bytes | memoryview, *, objects: bool) -> Any:
             return table.column("value")
         raise IntegrityError("an Arrow value has an unknown sub-tag", hint="it is refused, not decoded")
     if tag == b"O":
-        if not objects:
-            raise IntegrityError("a stored value is a pickle but carries no signature of this installation",
-                                 hint="pickles are only loaded from blobs this installation signed; it is refused")
         return pickle.loads(body)
     raise IntegrityError(f"a stored value has an unknown encoding tag {tag!r}",
                          hint="it was not written by this version of cognopt_ray; it is refused, not decoded")
@@ -234,7 +239,7 @@ def _decode(data: bytes | memoryview, *, objects: bool) -> Any:
 
 def seal_signed(value: Any, signer: Signer, name: bytes) -> bytes:
     """``value`` tagged (objects allowed) and signed, the signature bound to ``name``."""
-    return signer.sign(encode(value, objects=True), name)
+    return signer.sign(encode(value, signed=True), name)
 
 
 def open_signed(blob: bytes | memoryview, signer: Signer, name: bytes) -> Any:

@@ -311,7 +311,7 @@ class _MemoryPoolsActor:
 
     def _evict(self, pool: _Pool, alloc: _Allocation) -> None:
         limit = pool.config.max_spill_bytes
-        if self.evict_to is not None and alloc.ref is not None:
+        if self.evict_to is not None and alloc.ref is not None and limit > 0:
             if alloc.nbytes > limit:  # would not fit the service's spill budget at all
                 self.spill.count_dropped(pool.service)
             else:

@@ -185,7 +185,7 @@ def _memory(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
                 for m in candidates]
     out = []
     for meta, value in pools.take_allocations([m["id"] for m in candidates]):
-        out.append(q.put("memory_allocations", "memory", meta["id"], _values.encode(value, objects=True), meta))
+        out.append(q.put("memory_allocations", "memory", meta["id"], _values.encode(value, signed=True), meta))
     return out
 
 

@@ -205,3 +205,15 @@ def test_spill_ledger_bounds_bytes_per_service_and_deletes_copies(tmp_path):
     assert list(again.entries) == ["b.1", "a.2", "a.3"] and again.figures("a")["spill_dropped"] == 1
     ledger.remove("b.1")
     assert deleted == ["a.1", "b.1"] and ledger.figures("b")["spilled_bytes"] == 0
+
+
+def test_unsigned_decoding_reads_only_plain_data_formats():
+    import pyarrow as pa
+
+    from cognopt_ray.errors import IntegrityError
+
+    with pytest.raises(InvalidInput):  # the shared cache never writes Arrow streams ...
+        encode(pa.table({"a": [1]}))
+    stream = _values.encode(pa.table({"a": [1]}), signed=True)
+    with pytest.raises(IntegrityError, match="Arrow"):  # ... nor reads one (compressed buffers: a bomb)
+        decode(stream)
