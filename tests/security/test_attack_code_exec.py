@@ -164,3 +164,18 @@ def test_a_forged_registered_task_file_never_runs(ray_session, tmp_path):
         assert not marker.exists(), "a forged task file was unpickled"
     finally:
         ray.kill(second.actor, no_restart=True)
+
+
+def test_a_python_object_is_never_sent_over_rest_as_a_pickle(api_server):
+    """A Python caller's object allocation read over REST: 406 with a hint, not a pickle to load."""
+    from cognopt_ray import memory
+
+    warm_up(api_server)
+    aid = memory.client().allocate(SERVICE, {1: "a python object"})
+    try:
+        r = requests.get(api_server.url(f"memory/allocations/{aid}"), headers=api_server.headers("svc_ai"), timeout=60)
+        assert r.status_code == 406, r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert "MemoryPools.get" in r.json()["detail"] + str(r.json().get("hint"))
+    finally:
+        _free(api_server, [aid])
