@@ -77,13 +77,17 @@ class MemoryServiceSettings(_Model):
     ``eviction`` is what a full pool does: ``lru`` evicts the least-recently-used unpinned
     transient allocations, ``none`` refuses the allocation (``PoolFull``). ``transient_ttl_s``
     is how long a transient allocation lives when the caller gives no TTL (0 = until evicted or
-    deallocated); the cleanup sweep frees expired ones.
+    deallocated); the cleanup sweep frees expired ones. ``max_spill_bytes`` bounds the bytes of
+    this service's evicted allocations held in the storage engine's WARM tier (``evict_to``):
+    above it the oldest spilled allocations are deleted (counted as ``spill_dropped``); 0 = evicted
+    data is never spilled.
     """
 
     pool_size: int = Field(default=16, ge=1, le=1_000_000)
     block_size: int = Field(default=256 * KiB, ge=1 * KiB, le=1024 * MiB)
     eviction: Literal["lru", "none"] = "lru"
     transient_ttl_s: float = Field(default=0.0, ge=0, le=365 * 86400)
+    max_spill_bytes: int = Field(default=256 * MiB, ge=0, le=1024 * 1024 * MiB)
 
 
 class StorageServiceSettings(_Model):
@@ -240,6 +244,9 @@ class MemoryEngineSettings(_Model):
             tier (:mod:`cognopt_ray.memory.spill`); ``null`` = evicted data is dropped and counted.
         load_evicted: ``"module:function"`` (``fn(service, allocation_id) -> value``) that a
             ``get`` of an evicted allocation calls; it raises ``KeyError`` when it has nothing.
+        delete_evicted: ``"module:function"`` (``fn(service, allocation_id)``) that deletes an
+            evicted allocation's copy when it is deallocated, expires, is dropped over
+            ``max_spill_bytes`` or its pool is removed.
         cache_max_bytes: capacity of the in-cluster shared-cache backend (LRU by bytes).
         cache_default_ttl_s: TTL of a shared-cache entry when ``set`` gives none (0 = no expiry).
         cache_redis_retry_s: after Redis failed, how long the cache stays on the in-cluster
@@ -263,6 +270,7 @@ class MemoryEngineSettings(_Model):
     sweep_interval_s: float = Field(default=30.0, ge=0, le=86400)
     evict_to: str | None = Field(default="cognopt_ray.memory.spill:evict_to_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     load_evicted: str | None = Field(default="cognopt_ray.memory.spill:load_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    delete_evicted: str | None = Field(default="cognopt_ray.memory.spill:delete_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     cache_max_bytes: int = Field(default=256 * MiB, ge=1 * KiB, le=1024 * 1024 * MiB)
     cache_default_ttl_s: float = Field(default=3600.0, ge=0, le=365 * 86400)
     cache_redis_retry_s: float = Field(default=2.0, gt=0, le=3600)

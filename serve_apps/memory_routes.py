@@ -97,11 +97,13 @@ async def allocate(
 
 
 @router.get("/memory/allocations/{allocation_id}", summary="Read an allocation back",
-            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}}})
+            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+                       406: {"description": "a Python object: never sent as a pickle; read it with the Python client"}})
 async def read_allocation(allocation_id: str = Path(..., max_length=100),
                           principal: Principal = Depends(current_principal)) -> Response:
     """JSON values come back as JSON; bytes as ``application/octet-stream``; numpy arrays as their
-    raw bytes with ``X-Cognopt-Dtype`` and ``X-Cognopt-Shape``."""
+    raw bytes with ``X-Cognopt-Dtype`` and ``X-Cognopt-Shape``; Arrow tables and arrays as an Arrow
+    IPC stream. Python objects are 406: a REST reader is never sent a pickle."""
     service = split_allocation_id(allocation_id)
     authorize_service(principal, service, write=False)
     value, kind = await _client().aget_with_kind(allocation_id)
@@ -121,6 +123,7 @@ class DeallocateResponse(BaseModel):
     service_name: str
     blocks_freed: int
     nbytes: int
+    spilled: bool = Field(default=False, description="it had been evicted to WARM; its copy there is deleted")
 
 
 @router.post("/memory/deallocate", response_model=DeallocateResponse, summary="Free an allocation")

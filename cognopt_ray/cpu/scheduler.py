@@ -34,11 +34,12 @@ import ray
 from ray import exceptions as rex
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cognopt_ray._private.sealer import Signer
 from cognopt_ray.config import CpuServiceSettings, Settings, check_service_name
 from cognopt_ray.cpu.errors import QueueFull, TaskLost, Unschedulable, UnknownTask
 from cognopt_ray.cpu.monitor import EngineStats
 from cognopt_ray.cpu.pools import _IoPool, _NodeMonitor, execute_pack
-from cognopt_ray.errors import InvalidInput
+from cognopt_ray.errors import IntegrityError, InvalidInput
 from cognopt_ray.priority import Priority
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ LEVELS = tuple(p.value for p in Priority)
 #: How many queued entries per level the admission loop looks past a blocked head.
 SCAN_LIMIT = 256
 TASK_TYPES = ("cpu", "io")
+#: Purpose of the HMAC sub-key that signs registered task files (``<root>/cpu/tasks/*.pkl``).
+TASKS_PURPOSE = b"cognopt tasks"
 
 
 class _Node:
@@ -176,11 +179,20 @@ class _SchedulerActor:
         if tasks.is_dir():
             for f in sorted(tasks.glob("*.pkl")):
                 try:
-                    blob = f.read_bytes()
-                    key = f.stem.split("@", 1)[1]
-                    self._registry[f.stem.split("@", 1)[0]] = (key, blob)
+                    name, key = f.stem.split("@", 1)
+                    # cloudpickled code: only files this installation signed, checked before any load
+                    blob = self._task_signer().open(f.read_bytes(), f.stem.encode())
+                    self._registry[name] = (key, blob)
+                except IntegrityError as e:
+                    logger.warning("refusing registered task file %s (%s); register the task again", f, e)
                 except Exception as e:  # noqa: BLE001
                     logger.warning("ignoring registered task file %s: %s", f, e)
+
+    def _task_signer(self) -> Signer:
+        signer = getattr(self, "_signer", None)
+        if signer is None:
+            signer = self._signer = Signer.from_settings(self._settings, TASKS_PURPOSE)
+        return signer
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -799,7 +811,7 @@ class _SchedulerActor:
         old = self._registry.get(name)
         folder = self._state_dir / "tasks"
         try:
-            self._write_atomic(folder / f"{name}@{key}.pkl", blob)
+            self._write_atomic(folder / f"{name}@{key}.pkl", self._task_signer().sign(blob, f"{name}@{key}".encode()))
             if old is not None and old[0] != key:
                 (folder / f"{name}@{old[0]}.pkl").unlink(missing_ok=True)
         except OSError as e:

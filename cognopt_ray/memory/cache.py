@@ -13,8 +13,9 @@ because Redis is gone), ``health`` says ``degraded`` with the reason, and after
 Redis. Entries written during the outage stay readable: a Redis miss also looks in the in-cluster
 backend once this process has used it.
 
-Values are ``bytes``, ``str``, JSON values or numpy arrays (stored with a one-byte tag; numpy via
-``numpy.save`` with ``allow_pickle=False``), so nothing read from a shared Redis is unpickled.
+Values are ``bytes``, ``str``, JSON values, numpy arrays or Arrow tables/arrays, stored in the
+package's one tagged codec (:mod:`cognopt_ray.memory._values`; numpy via ``numpy.save`` with
+``allow_pickle=False``) without its pickle tag, so nothing read from a shared Redis is unpickled.
 
 Example:
     >>> from cognopt_ray.memory import SharedCache
@@ -28,8 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import threading
 import time
@@ -42,6 +41,7 @@ from cognopt_ray import runtime
 from cognopt_ray._private.client import translate_error
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
+from cognopt_ray.memory import _values
 
 logger = logging.getLogger(__name__)
 
@@ -51,46 +51,9 @@ MAX_KEY_LEN = 512
 _MISSING = object()
 
 
-# -- encoding --------------------------------------------------------------------------------------
-def encode(value: Any) -> bytes:
-    """Tagged bytes: ``B`` raw bytes, ``S`` UTF-8 text, ``J`` JSON, ``N`` numpy (``.npy``, no pickle)."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return b"B" + bytes(value)
-    if isinstance(value, str):
-        return b"S" + value.encode()
-    mod = type(value).__module__ or ""
-    if mod.startswith("numpy") and hasattr(value, "dtype"):
-        import numpy as np
-
-        buf = io.BytesIO()
-        try:
-            np.save(buf, np.asarray(value), allow_pickle=False)
-        except ValueError:
-            raise InvalidInput("the shared cache cannot store numpy object arrays",
-                               hint="use a numeric dtype or the memory pools") from None
-        return b"N" + buf.getvalue()
-    try:
-        return b"J" + json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            f"the shared cache cannot store a {type(value).__name__}",
-            hint="store bytes, str, JSON values or numpy arrays (use the memory pools for other objects)",
-        ) from None
-
-
-def decode(data: bytes) -> Any:
-    tag, body = data[:1], memoryview(data)[1:]
-    if tag == b"B":
-        return bytes(body)
-    if tag == b"S":
-        return bytes(body).decode()
-    if tag == b"J":
-        return json.loads(bytes(body))
-    if tag == b"N":
-        import numpy as np
-
-        return np.load(io.BytesIO(body), allow_pickle=False)
-    raise ValueError("unknown cache entry encoding")
+# -- encoding: the one tagged codec (cognopt_ray.memory._values); the cache never writes pickles ---
+encode = _values.encode
+decode = _values.decode
 
 
 def _check_key(key: Any) -> str:

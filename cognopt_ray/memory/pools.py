@@ -45,10 +45,11 @@ from ray.exceptions import ObjectLostError
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient, process_client, translate_error
 from cognopt_ray._private.files import atomic_write, fsync_dir
-from cognopt_ray._private.sealer import MAGIC as SEALED_MAGIC, Sealer
+from cognopt_ray._private.sealer import MAGIC as SEALED_MAGIC, Sealer, Signer
 from cognopt_ray.config import MemoryServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import Conflict, EngineUnavailable, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
 from cognopt_ray.memory import _values
+from cognopt_ray.memory._spilled import Spilled, SpillLedger
 from cognopt_ray.memory.gc_tuner import GcTuner, current_tuner, probe_pauses
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class _Pool:
     def blocks_for(self, nbytes: int, block_size: int | None = None) -> int:
         return max(1, math.ceil(nbytes / (block_size or self.config.block_size)))
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self, spill: dict[str, int] | None = None) -> dict[str, Any]:
         cfg = self.config
         bytes_used = sum(a.nbytes for a in self.allocations.values())
         gets = self.hits + self.misses
@@ -160,6 +161,8 @@ class _Pool:
             "hit_rate": (self.hits / gets) if gets else None,
             "eviction": cfg.eviction,
             "transient_ttl_s": cfg.transient_ttl_s,
+            "max_spill_bytes": cfg.max_spill_bytes,
+            **(spill or {"spilled": 0, "spilled_bytes": 0, "spill_dropped": 0}),
         }
 
 
@@ -176,6 +179,8 @@ class _MemoryPoolsActor:
         key = self.settings.encryption_key
         # Durable copies of persistent allocations are sealed (AES-GCM) when a key is configured.
         self._sealer = Sealer(key.get_secret_value(), b"cognopt memory") if key is not None else None
+        # ... and always signed (HMAC of the installation secret), checked before they are decoded.
+        self._signer = Signer.from_settings(self.settings, _values.VALUES_PURPOSE)
         self.pools: dict[str, _Pool] = {}
         self.index: dict[str, _Allocation] = {}
         self.evicted: OrderedDict[str, str] = OrderedDict()  # id -> service
@@ -184,6 +189,9 @@ class _MemoryPoolsActor:
         self.overrides: dict[str, dict[str, Any]] = {}
         self.evict_to = _import_hook(ms.evict_to)
         self.load_evicted = _import_hook(ms.load_evicted)
+        self.spill = SpillLedger(self.dir / "spilled.json", _import_hook(ms.delete_evicted))
+        for alloc_id, entry in self.spill.entries.items():  # a restarted engine still answers them
+            self._remember(self.evicted, alloc_id, entry.service)
         self.sweeps = 0
         self.last_sweep: float | None = None
         self.sweep_task: asyncio.Task | None = None
@@ -229,7 +237,7 @@ class _MemoryPoolsActor:
             logger.info("memory engine reloaded %d persistent allocations", self.reloaded)
 
     def _persist(self, alloc: _Allocation, value: Any) -> None:
-        data = _values.dumps(value)
+        data = _values.seal_signed(value, self._signer, alloc.id.encode())
         if self._sealer is not None:  # the checksum is of the stored (sealed) bytes
             data = self._sealer.seal(data, alloc.id.encode())
         atomic_write(self.alloc_dir / f"{alloc.id}.bin", data)
@@ -253,7 +261,11 @@ class _MemoryPoolsActor:
                 raise IntegrityError(f"the durable copy of allocation {alloc.id!r} is encrypted but no "
                                      "encryption_key is configured", hint="configure the encryption_key it was made with")
             data = self._sealer.open(data, alloc.id.encode())
-        return _values.loads(data)
+        elif self._sealer is not None:
+            raise IntegrityError(f"the durable copy of allocation {alloc.id!r} is not encrypted although an "
+                                 "encryption_key is configured; it is refused, not read",
+                                 hint="deallocate it and allocate the data again")
+        return _values.open_signed(data, self._signer, alloc.id.encode())
 
     # -- pools ---------------------------------------------------------------------------------
     def _config(self, service: str) -> MemoryServiceSettings:
@@ -267,6 +279,9 @@ class _MemoryPoolsActor:
             pool = self.pools[service] = _Pool(service, self._config(service))
         return pool
 
+    def _figures(self, pool: _Pool) -> dict[str, Any]:
+        return pool.figures(self.spill.figures(pool.service))
+
     def _ensure_sweeper(self) -> None:
         interval = self.settings.memory.sweep_interval_s
         if interval and self.sweep_task is None:
@@ -277,7 +292,7 @@ class _MemoryPoolsActor:
             await asyncio.sleep(interval)
             try:
                 self._sweep()
-                self._export({name: p.figures() for name, p in self.pools.items()})
+                self._export({name: self._figures(p) for name, p in self.pools.items()})
             except Exception:  # noqa: BLE001
                 logger.exception("memory sweep failed")
 
@@ -295,11 +310,18 @@ class _MemoryPoolsActor:
             self._unpersist(alloc.id)
 
     def _evict(self, pool: _Pool, alloc: _Allocation) -> None:
-        if self.evict_to is not None and alloc.ref is not None:
-            try:
-                self.evict_to(pool.service, alloc.id, ray.get(alloc.ref), alloc.meta())
-            except Exception:  # noqa: BLE001 - eviction must not fail the allocation that caused it
-                logger.exception("evict_to hook failed for %s; the allocation is dropped", alloc.id)
+        limit = pool.config.max_spill_bytes
+        if self.evict_to is not None and alloc.ref is not None and limit > 0:
+            if alloc.nbytes > limit:  # would not fit the service's spill budget at all
+                self.spill.count_dropped(pool.service)
+            else:
+                try:
+                    stored = self.evict_to(pool.service, alloc.id, ray.get(alloc.ref), alloc.meta())
+                    entry = Spilled(pool.service, alloc.nbytes, stored if isinstance(stored, int) else alloc.nbytes,
+                                    alloc.expires, time.time())
+                    self.spill.add(alloc.id, entry, limit)
+                except Exception:  # noqa: BLE001 - eviction must not fail the allocation that caused it
+                    logger.exception("evict_to hook failed for %s; the allocation is dropped", alloc.id)
         self._drop(pool, alloc)
         pool.evictions += 1
         pool.evicted_bytes += alloc.nbytes
@@ -332,6 +354,7 @@ class _MemoryPoolsActor:
             )
         for v in victims:
             self._evict(pool, v)
+        self.spill.save()
         return [v.id for v in victims]
 
     # -- allocations ---------------------------------------------------------------------------
@@ -408,16 +431,25 @@ class _MemoryPoolsActor:
             service = self.evicted.get(allocation_id)
             if service is not None:
                 pool = self._pool(service)
+                spilled = self.spill.get(allocation_id)
+                if spilled is not None and spilled.expires is not None and spilled.expires <= time.time():
+                    self._free_spilled(pool, allocation_id, "expired")
+                    self.spill.save()
+                    raise self._unknown(allocation_id)
                 pool.misses += 1
-                if self.load_evicted is not None:
+                if spilled is not None and self.load_evicted is not None:
                     try:
                         value = self.load_evicted(service, allocation_id)
                         return ray.put(value), _values.classify(value)
                     except KeyError:
                         pass
+                    except IntegrityError:
+                        logger.warning("the spilled copy of %s failed its integrity check; refused", allocation_id)
+                        raise
                 raise NotFound(
-                    f"allocation {allocation_id!r} was evicted from pool {service!r} when it was full",
-                    hint="allocate it again, pin it, use memory_type 'persistent' or raise pool_size",
+                    f"allocation {allocation_id!r} was evicted from pool {service!r} when it was full"
+                    + ("" if spilled is not None else " and no copy of it is kept"),
+                    hint="allocate it again, pin it, use memory_type 'persistent', raise pool_size or max_spill_bytes",
                 )
             raise self._unknown(allocation_id)
         pool = self.pools[alloc.service]
@@ -433,10 +465,29 @@ class _MemoryPoolsActor:
             return NotFound(f"allocation {allocation_id!r} was already freed", hint="allocate the data again")
         return NotFound(f"allocation {allocation_id!r} does not exist", hint="use an id returned by allocate")
 
+    def _free_spilled(self, pool: _Pool, allocation_id: str, why: str) -> Spilled | None:
+        """Forget a spilled allocation and delete its copy; ``why`` is expired | retired | deallocated."""
+        entry = self.spill.remove(allocation_id)
+        self.evicted.pop(allocation_id, None)
+        self._remember(self.freed, allocation_id, pool.service)
+        if why == "expired":
+            pool.expired_freed += 1
+        elif why == "retired":
+            pool.retired_freed += 1
+        else:
+            pool.deallocations += 1
+        return entry
+
     async def deallocate(self, allocation_id: str) -> dict[str, Any]:
         alloc = self.index.get(allocation_id)
         if alloc is None:
-            if allocation_id in self.evicted:
+            service = self.evicted.get(allocation_id)
+            if service is not None and self.spill.get(allocation_id) is not None:
+                entry = self._free_spilled(self._pool(service), allocation_id, "deallocated")
+                self.spill.save()
+                return {"allocation_id": allocation_id, "service_name": service, "blocks_freed": 0,
+                        "nbytes": entry.nbytes if entry else 0, "spilled": True}
+            if service is not None:
                 raise NotFound(f"allocation {allocation_id!r} was evicted and is already freed")
             raise self._unknown(allocation_id)
         pool = self.pools[alloc.service]
@@ -444,7 +495,7 @@ class _MemoryPoolsActor:
         pool.deallocations += 1
         self._remember(self.freed, alloc.id, alloc.service)
         return {"allocation_id": allocation_id, "service_name": alloc.service, "blocks_freed": alloc.blocks,
-                "nbytes": alloc.nbytes}
+                "nbytes": alloc.nbytes, "spilled": False}
 
     async def describe(self, allocation_id: str) -> dict[str, Any]:
         alloc = self.index.get(allocation_id)
@@ -467,7 +518,8 @@ class _MemoryPoolsActor:
         except ValueError as e:
             raise InvalidInput(str(e)) from None
         parameters = dict(parameters or {})
-        allowed = {"resize": {"pool_size", "block_size"}, "policy": {"eviction", "transient_ttl_s"}, "remove": set()}
+        allowed = {"resize": {"pool_size", "block_size"}, "policy": {"eviction", "transient_ttl_s", "max_spill_bytes"},
+                   "remove": set()}
         # The platform document's examples name the engine as the type ("optimization_type": "cpu"):
         # "memory" accepts any pool parameter.
         allowed["memory"] = allowed["resize"] | allowed["policy"]
@@ -486,7 +538,7 @@ class _MemoryPoolsActor:
             return {"service_name": service, "removed": True, "allocations_to_free": held,
                     "note": "the cleanup sweep frees its allocations"}
         pool = self._pool(service)
-        before = pool.figures()
+        before = self._figures(pool)
         old = pool.config
         try:
             new = MemoryServiceSettings.model_validate({**old.model_dump(), **parameters})
@@ -512,6 +564,7 @@ class _MemoryPoolsActor:
                     total -= new_blocks[alloc.id]
             for v in victims:
                 self._evict(pool, v)
+            self.spill.save()
             evicted = [v.id for v in victims]
             for alloc in pool.allocations.values():
                 alloc.blocks = new_blocks[alloc.id]
@@ -521,12 +574,14 @@ class _MemoryPoolsActor:
         self.overrides[service] = {**self.overrides.get(service, {}), **parameters}
         self._save_state()
         return {"service_name": service, "optimization_type": optimization_type, "before": before,
-                "after": pool.figures(), "evicted": evicted}
+                "after": self._figures(pool), "evicted": evicted}
 
-    async def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None) -> None:
+    async def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None,
+                              delete_evicted: Callable[..., Any] | None = None) -> None:
         """Point eviction at another store (the storage engine's WARM tier after the merge)."""
         self.evict_to = evict_to
         self.load_evicted = load_evicted
+        self.spill.delete = delete_evicted
 
     # -- cleanup -------------------------------------------------------------------------------
     def _sweep(self) -> dict[str, Any]:
@@ -544,9 +599,19 @@ class _MemoryPoolsActor:
                     pool.expired_freed += 1
                     self._remember(self.freed, alloc.id, pool.service)
                     expired += 1
+        spilled_freed = 0
+        for alloc_id in self.spill.expired(now):  # spilled copies expire too ...
+            self._free_spilled(self._pool(self.spill.entries[alloc_id].service), alloc_id, "expired")
+            spilled_freed += 1
+        for service in self.retired:  # ... and go with their removed pool
+            for alloc_id in self.spill.of(service):
+                self._free_spilled(self._pool(service), alloc_id, "retired")
+                spilled_freed += 1
+        self.spill.save()
         self.sweeps += 1
         self.last_sweep = now
-        return {"expired_freed": expired, "retired_freed": retired, "sweeps": self.sweeps}
+        return {"expired_freed": expired, "retired_freed": retired, "spilled_freed": spilled_freed,
+                "sweeps": self.sweeps}
 
     async def sweep(self) -> dict[str, Any]:
         """Run the cleanup sweep now: expired transient allocations, allocations of removed services."""
@@ -623,7 +688,7 @@ class _MemoryPoolsActor:
           reserved blocks that holds data (1.0 = no block waste); ``None`` when nothing is held.
         """
         self._ensure_sweeper()
-        pools = {name: p.figures() for name, p in sorted(self.pools.items())}
+        pools = {name: self._figures(p) for name, p in sorted(self.pools.items())}
         self._export(pools)
         hits = sum(p["hits"] for p in pools.values())
         misses = sum(p["misses"] for p in pools.values())
@@ -646,6 +711,9 @@ class _MemoryPoolsActor:
                 "last_sweep": self.last_sweep,
                 "interval_s": self.settings.memory.sweep_interval_s,
                 "expired_freed": sum(p["expired_freed"] for p in pools.values()),
+                "spilled": sum(p["spilled"] for p in pools.values()),
+                "spilled_bytes": sum(p["spilled_bytes"] for p in pools.values()),
+                "spill_dropped": sum(p["spill_dropped"] for p in pools.values()),
                 "retired_freed": sum(p["retired_freed"] for p in pools.values()),
                 "retired_services": sorted(self.retired),
             },
@@ -741,7 +809,7 @@ class _MemoryPoolsActor:
             check_service_name(service)
         except ValueError as e:
             raise InvalidInput(str(e)) from None
-        return self._pool(service).figures()
+        return self._figures(self._pool(service))
 
     async def gc_reports_list(self) -> list[dict[str, Any]]:
         return list(self.gc_reports.values())
@@ -1013,11 +1081,14 @@ class MemoryPools(EngineClient):
     def gc_reports(self) -> list[dict[str, Any]]:
         return self._call("gc_reports_list")
 
-    def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None = None) -> None:
-        """Send evicted transient allocations to ``evict_to(service, id, value, meta)`` and answer
-        gets of evicted ids with ``load_evicted(service, id)`` (raise ``KeyError`` for none).
-        Not durable across actor restarts: use the ``memory.evict_to``/``load_evicted`` settings for that."""
-        self._call("set_evict_hooks", evict_to, load_evicted)
+    def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None = None,
+                        delete_evicted: Callable[..., Any] | None = None) -> None:
+        """Send evicted transient allocations to ``evict_to(service, id, value, meta)`` (which may return
+        the bytes it stored), answer gets of evicted ids with ``load_evicted(service, id)`` (raise
+        ``KeyError`` for none) and delete a copy with ``delete_evicted(service, id)``.
+        Not durable across actor restarts: use the ``memory.evict_to``/``load_evicted``/``delete_evicted``
+        settings for that."""
+        self._call("set_evict_hooks", evict_to, load_evicted, delete_evicted)
 
     def health(self) -> dict[str, Any]:
         return self._call("health")

@@ -1,10 +1,18 @@
 """Evicted transient allocations go to the storage engine's WARM tier, so a later ``get`` answers.
 
-These are the default ``memory.evict_to`` / ``memory.load_evicted`` hooks. Each evicted value is
-serialised as the pools serialise persistent allocations (pickle protocol 5: the value was already
-in the object store, so this adds no new trust boundary) and stored as item
-``memory-evicted:<service>:<allocation id>`` in WARM (fast codec, checksummed, encrypted when a
-key is configured). The item is deleted when a later ``get`` brings it back into the pool.
+These are the default ``memory.evict_to`` / ``memory.load_evicted`` / ``memory.delete_evicted``
+hooks. Each evicted value is stored as item ``memory-evicted:<service>:<allocation id>`` in WARM
+(fast codec, checksummed, encrypted when a key is configured) in the package's tagged codec
+(:mod:`cognopt_ray.memory._values`) and **signed** with an HMAC sub-key (purpose
+``b"cognopt values"``) of the per-installation secret, the signature bound to the item id.
+
+Reading it back checks that signature before anything is decoded: an item that anyone else
+wrote (a service key through ``POST storage/store``, a restore, a file) carries no valid
+signature and is refused with :class:`~cognopt_ray.errors.IntegrityError`; it is never unpickled.
+A signed blob copied under another allocation's id fails too (the name is in the MAC).
+
+The pools actor deletes the item when the allocation is deallocated, expires, is dropped over the
+service's ``max_spill_bytes``, or its pool is removed.
 """
 
 from __future__ import annotations
@@ -12,14 +20,18 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cognopt_ray._private.sealer import Signer
 from cognopt_ray.errors import NotFound
 from cognopt_ray.memory import _values
 
 logger = logging.getLogger(__name__)
 
+PREFIX = "memory-evicted:"
+_signers: dict[str, Signer] = {}
+
 
 def item_id(service: str, allocation_id: str) -> str:
-    return f"memory-evicted:{service}:{allocation_id}"
+    return f"{PREFIX}{service}:{allocation_id}"
 
 
 def _storage():
@@ -28,15 +40,44 @@ def _storage():
     return client()
 
 
-def evict_to_warm(service: str, allocation_id: str, value: Any, meta: dict[str, Any]) -> None:
-    """Store an evicted allocation in the WARM tier (raises on failure; the pool then drops it)."""
-    _storage().put(item_id(service, allocation_id), _values.dumps(value), service=service, tier="warm")
+def _signer() -> Signer:
+    from cognopt_ray import runtime
+
+    settings = runtime.get_settings()
+    key = f"{settings.root}|{settings.encryption_key is not None}"
+    signer = _signers.get(key)
+    if signer is None:
+        signer = _signers[key] = Signer.from_settings(settings, _values.VALUES_PURPOSE)
+    return signer
+
+
+def evict_to_warm(service: str, allocation_id: str, value: Any, meta: dict[str, Any]) -> int:
+    """Store an evicted allocation in WARM, signed; returns the bytes stored (raises on failure)."""
+    name = item_id(service, allocation_id)
+    blob = _values.seal_signed(value, _signer(), name.encode())
+    _storage().put(name, blob, service=service, tier="warm")
+    return len(blob)
 
 
 def load_from_warm(service: str, allocation_id: str) -> Any:
-    """The evicted value, read back from WARM; ``KeyError`` when storage has none."""
+    """The evicted value, read back from WARM; ``KeyError`` when storage has none.
+
+    Raises:
+        IntegrityError: the item is not a value this installation signed under this id.
+    """
+    name = item_id(service, allocation_id)
     try:
-        data = _storage().get(item_id(service, allocation_id))
+        data = _storage().get(name)
     except NotFound:
         raise KeyError(allocation_id) from None
-    return _values.loads(bytes(data))
+    if not isinstance(data, (bytes, bytearray, memoryview)):  # stored as JSON or a table: not ours
+        data = b""
+    return _values.open_signed(data, _signer(), name.encode())
+
+
+def delete_from_warm(service: str, allocation_id: str) -> None:
+    """Delete an evicted allocation's WARM item (missing is fine)."""
+    try:
+        _storage().delete(item_id(service, allocation_id))
+    except NotFound:
+        pass

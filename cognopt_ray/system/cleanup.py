@@ -13,7 +13,12 @@ What a cleanup collects, engine by engine:
 
 Each item goes to ``<storage_root>/quarantine/<id>/`` (``entry.json`` + ``data.bin``, written to a
 temp name, fsynced, renamed) before it is removed from its engine, so nothing is lost between the
-two steps. :func:`restore` puts an item back where it came from; :func:`purge_expired` deletes
+two steps. ``data.bin`` is signed (HMAC-SHA256, purpose ``b"cognopt quarantine"`` of the
+per-installation secret, bound to the quarantine id, category and target) and, with an
+``encryption_key``, sealed (AES-GCM, same binding); the signature is checked before anything is
+read back, so a file someone else put under ``quarantine/`` is refused (:class:`IntegrityError`),
+never restored into an engine. A memory allocation's value is stored in the tagged codec of
+:mod:`cognopt_ray.memory._values` (a pickle only for Python objects, and only inside the signature). :func:`restore` puts an item back where it came from; :func:`purge_expired` deletes
 items whose retention (``settings.system.quarantine_retention_s``) has passed.
 
 Example:
@@ -33,16 +38,19 @@ import secrets
 import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from cognopt_ray import runtime
 from cognopt_ray._private.files import atomic_write, fsync_dir
+from cognopt_ray._private.sealer import Sealer, Signer, is_sealed
 from cognopt_ray.config import Settings
-from cognopt_ray.errors import Conflict, InvalidInput, NotFound
+from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
 CATEGORIES = ("network_cache", "memory_allocations", "storage_snapshots")
+PURPOSE = b"cognopt quarantine"
 _ID_RE = re.compile(r"^q[0-9a-f]{16}$")
 
 
@@ -52,6 +60,8 @@ class Quarantine:
     Args:
         root: the storage root (a local folder); items live under ``<root>/quarantine``.
         retention_s: how long an item stays restorable.
+        signer: signs ``data.bin`` (default: from the installation secret under ``root``).
+        sealer: encrypts ``data.bin`` when an ``encryption_key`` is configured.
 
     Example:
         >>> q = Quarantine("/tmp/cognopt-doc", retention_s=60)               # doctest: +SKIP
@@ -60,9 +70,16 @@ class Quarantine:
         b'body'
     """
 
-    def __init__(self, root: str | os.PathLike, retention_s: float) -> None:
+    def __init__(self, root: str | os.PathLike, retention_s: float, *, signer: Signer | None = None,
+                 sealer: Sealer | None = None) -> None:
         self.dir = Path(root) / "quarantine"
         self.retention_s = retention_s
+        self.signer = signer or Signer.from_settings(SimpleNamespace(root=Path(root)), PURPOSE)
+        self.sealer = sealer
+
+    @staticmethod
+    def _name(qid: str, category: str, target: str) -> bytes:
+        return f"{qid}\x00{category}\x00{target}".encode()
 
     def _path(self, qid: str) -> Path:
         if not isinstance(qid, str) or not _ID_RE.match(qid):
@@ -77,7 +94,11 @@ class Quarantine:
                  "quarantined": now, "purge_after": now + self.retention_s, "meta": meta}
         d = self.dir / qid
         d.mkdir(parents=True, exist_ok=False)
-        atomic_write(d / "data.bin", data)
+        name = self._name(qid, category, target)
+        blob = self.signer.sign(data, name)
+        if self.sealer is not None:
+            blob = self.sealer.seal(blob, name)
+        atomic_write(d / "data.bin", blob)
         atomic_write(d / "entry.json", json.dumps(entry, default=str).encode())  # the entry file is the commit
         fsync_dir(self.dir)
         return entry
@@ -91,8 +112,16 @@ class Quarantine:
                            hint="list them with GET system/quarantine") from None
 
     def load(self, qid: str) -> tuple[dict[str, Any], bytes]:
+        """The entry and its data; :class:`IntegrityError` unless this installation wrote that data there."""
         e = self.entry(qid)
-        return e, (self._path(qid) / "data.bin").read_bytes()
+        blob = (self._path(qid) / "data.bin").read_bytes()
+        name = self._name(qid, str(e.get("category")), str(e.get("target")))
+        if self.sealer is not None:
+            if not is_sealed(blob):
+                raise IntegrityError(f"quarantine item {qid!r} is not encrypted although an encryption_key is "
+                                     "configured; it is refused, not restored", hint="purge it (it was not written here)")
+            blob = self.sealer.open(blob, name)
+        return e, self.signer.open(blob, name)
 
     def remove(self, qid: str) -> None:
         d = self._path(qid)
@@ -115,7 +144,8 @@ class Quarantine:
 
 
 def quarantine_for(settings: Settings) -> Quarantine:
-    return Quarantine(settings.root, settings.system.quarantine_retention_s)
+    return Quarantine(settings.root, settings.system.quarantine_retention_s,
+                      signer=Signer.from_settings(settings, PURPOSE), sealer=Sealer.from_settings(settings, PURPOSE))
 
 
 def _check_categories(categories: list[str] | None) -> list[str]:
@@ -155,7 +185,7 @@ def _memory(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
                 for m in candidates]
     out = []
     for meta, value in pools.take_allocations([m["id"] for m in candidates]):
-        out.append(q.put("memory_allocations", "memory", meta["id"], _values.dumps(value), meta))
+        out.append(q.put("memory_allocations", "memory", meta["id"], _values.encode(value, signed=True), meta))
     return out
 
 
@@ -233,7 +263,8 @@ def restore(settings: Settings, qid: str, *, dry_run: bool = False) -> dict[str,
         from cognopt_ray import memory
         from cognopt_ray.memory import _values
 
-        result = memory.client().restore_allocation(entry["meta"], _values.loads(data))
+        # ``data`` passed the quarantine's signature check in q.load: only then may it hold a pickle
+        result = memory.client().restore_allocation(entry["meta"], _values.decode_verified(data))
     elif cat == "storage_snapshots":
         from cognopt_ray.system.metrics import _storage_client
 

@@ -388,3 +388,90 @@ def test_default_eviction_goes_to_the_storage_warm_tier(ray_session, tmp_path):
         assert pools.metrics()["pools"][service]["evictions"] == 1
     finally:
         ray_session.kill(pools.actor, no_restart=True)
+
+
+def _spill_pools(ray_session, tmp_path, **memory):
+    name = f"cognopt.memory_spill_{uuid.uuid4().hex[:8]}"
+    settings = Settings.load(storage_root=str(tmp_path), memory={"sweep_interval_s": 0, **memory})
+    return MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
+
+
+def test_spilled_allocations_are_bounded_and_cleaned(ray_session, tmp_path):
+    """Spilled copies count against the service's max_spill_bytes (oldest dropped first, counted) and
+    are deleted from WARM when they expire and when their pool is removed."""
+    from cognopt_ray.memory import spill
+    from cognopt_ray.storage import client as storage_client
+
+    store = storage_client()
+    pools = _spill_pools(ray_session, tmp_path)
+    try:
+        service = f"s{uuid.uuid4().hex[:8]}"
+        pools.optimize_service(service, "memory", {"pool_size": 1, "block_size": 64 * KiB,
+                                                   "max_spill_bytes": 100 * KiB})
+        ids = [pools.allocate(service, bytes([i]) * (40 * KiB)) for i in range(4)]  # each evicts the one before
+        fig = pools.metrics()["pools"][service]
+        assert fig["evictions"] == 3 and fig["spilled"] == 2 and fig["spill_dropped"] == 1
+        assert fig["spilled_bytes"] <= 100 * KiB
+        with pytest.raises(NotFound):  # the oldest spilled copy was dropped over max_spill_bytes ...
+            store.info(spill.item_id(service, ids[0]))
+        with pytest.raises(NotFound, match="no copy"):
+            MemoryPools(pools.actor, lease_s=0).get(ids[0])
+        assert MemoryPools(pools.actor, lease_s=0).get(ids[1]) == bytes([1]) * (40 * KiB)  # ... the others answer
+        # expiry: a spilled allocation whose TTL passed is deleted from WARM by the sweep
+        short = pools.allocate(service, b"t" * (40 * KiB), ttl_s=0.2)
+        pools.allocate(service, b"u" * (40 * KiB))  # evicts `short` to WARM
+        assert store.info(spill.item_id(service, short))["tier"] == "warm"
+        time.sleep(0.3)
+        assert pools.sweep()["spilled_freed"] >= 1
+        with pytest.raises(NotFound):
+            store.info(spill.item_id(service, short))
+        # a removed pool takes its spilled copies with it
+        def in_warm(aid):
+            try:
+                return store.info(spill.item_id(service, aid))["tier"] == "warm"
+            except NotFound:
+                return False
+
+        held = [aid for aid in ids if in_warm(aid)]
+        assert held and len(held) == pools.metrics()["pools"][service]["spilled"]
+        pools.optimize_service(service, "remove")
+        pools.sweep()
+        for aid in held:
+            with pytest.raises(NotFound):
+                store.info(spill.item_id(service, aid))
+        assert pools.metrics()["pools"][service]["spilled"] == 0
+    finally:
+        ray_session.kill(pools.actor, no_restart=True)
+
+
+def test_a_forged_durable_copy_is_refused_not_unpickled(ray_session, tmp_path):
+    """A persistent allocation's file replaced by a pickle (with a matching checksum) is refused after a
+    restart: the durable copy must carry this installation's signature, checked before decoding."""
+    import hashlib
+    import pickle
+
+    from cognopt_ray.errors import IntegrityError
+
+    class Boom:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    settings = _settings(tmp_path)
+    name = f"cognopt.memory_forge_{uuid.uuid4().hex[:8]}"
+    pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
+    aid = pools.allocate("forge_svc", {1: "python object"}, memory_type="persistent")
+    good = pools.allocate("forge_svc", {2: "kept"}, memory_type="persistent")
+    ray_session.kill(pools.actor, no_restart=True)
+    folder = tmp_path / "state" / "allocations"
+    evil = b"O" + pickle.dumps(Boom())
+    (folder / f"{aid}.bin").write_bytes(evil)
+    record = json.loads((folder / f"{aid}.json").read_text())
+    (folder / f"{aid}.json").write_text(json.dumps({**record, "sha256": hashlib.sha256(evil).hexdigest()}))
+    pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
+    try:
+        with pytest.raises(IntegrityError):
+            MemoryPools(pools.actor, lease_s=0).get(aid)
+        assert not (tmp_path / "pwned").exists()
+        assert MemoryPools(pools.actor, lease_s=0).get(good) == {2: "kept"}  # genuine copies still load
+    finally:
+        ray_session.kill(pools.actor, no_restart=True)

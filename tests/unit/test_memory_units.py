@@ -122,3 +122,98 @@ def test_allocation_ids_name_their_service():
     for bad in ("nope", "Bad.0123456789abcdef", "ai_models.xyz", "ai_models.0123456789ABCDEF", "../x.0123456789abcdef"):
         with pytest.raises(NotFound):
             split_allocation_id(bad)
+
+
+# -- the tagged codec: no pickle from data ---------------------------------------------------------
+class _Boom:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_signed_values_round_trip_every_kind():
+    import os
+
+    import pyarrow as pa
+
+    from cognopt_ray._private.sealer import Signer
+
+    signer = Signer(os.urandom(32), _values.VALUES_PURPOSE)
+    table = pa.table({"a": [1, 2, 3]})
+    for value in (b"raw", "text", {"a": [1, None]}, (1, 2), {1: "x"}, np.arange(6).reshape(2, 3),
+                  np.array([object(), 1], dtype=object)[1:], table, table.to_batches()[0], pa.array([1, 2]),
+                  pa.chunked_array([[1], [2]]), pa.py_buffer(b"buf")):
+        back = _values.open_signed(_values.seal_signed(value, signer, b"n"), signer, b"n")
+        assert type(back) is type(value) or isinstance(value, np.ndarray)
+        assert _values.classify(back) == _values.classify(value)
+    assert _values.open_signed(_values.seal_signed(table, signer, b"n"), signer, b"n").equals(table)
+
+
+def test_no_pickle_is_loaded_without_this_installations_signature(tmp_path):
+    import os
+    import pickle
+
+    from cognopt_ray._private.sealer import Signer
+    from cognopt_ray.errors import IntegrityError
+
+    marker = tmp_path / "ran"
+    evil = pickle.dumps(_Boom(str(marker)))
+    signer = Signer(os.urandom(32), _values.VALUES_PURPOSE)
+    other = Signer(os.urandom(32), _values.VALUES_PURPOSE)
+    good = _values.seal_signed({1: "x"}, signer, b"id1")
+    forged = [evil, b"O" + evil, signer.sign(b"O" + evil, b"id1")[:-1] + b"x", other.sign(b"O" + evil, b"id1"),
+              b"CS1" + b"\0" * 32 + b"O" + evil]
+    for blob in forged:
+        with pytest.raises(IntegrityError):
+            _values.open_signed(blob, signer, b"id1")
+    with pytest.raises(IntegrityError):  # a genuine blob under another name
+        _values.open_signed(good, signer, b"id2")
+    with pytest.raises(IntegrityError, match="pickle"):
+        decode(b"O" + evil)  # the shared cache's decoder never loads pickles
+    with pytest.raises(IntegrityError):
+        decode(b"Z" + evil)
+    assert not marker.exists()
+
+
+def test_rest_readers_are_never_sent_a_pickle():
+    import pyarrow as pa
+
+    with pytest.raises(_values.NotAcceptable):
+        _values.to_http_bytes({1: "x"}, "object")
+    with pytest.raises(_values.NotAcceptable):
+        _values.to_http_bytes(np.array([object()], dtype=object), "numpy")
+    data, headers = _values.to_http_bytes(pa.table({"a": [1]}), "arrow")
+    assert headers["X-Cognopt-Encoding"] == "arrow-ipc-stream"
+    assert pa.ipc.open_stream(data).read_all().column("a").to_pylist() == [1]
+
+
+def test_spill_ledger_bounds_bytes_per_service_and_deletes_copies(tmp_path):
+    from cognopt_ray.memory._spilled import Spilled, SpillLedger
+
+    deleted = []
+    ledger = SpillLedger(tmp_path / "spilled.json", lambda s, i: deleted.append(i))
+    assert ledger.add("a.1", Spilled("a", 10, 40, None, 1.0), max_bytes=100) == []
+    ledger.add("b.1", Spilled("b", 10, 90, None, 2.0), max_bytes=100)
+    ledger.add("a.2", Spilled("a", 10, 40, 5.0, 3.0), max_bytes=100)
+    assert ledger.add("a.3", Spilled("a", 10, 40, None, 4.0), max_bytes=100) == ["a.1"]  # oldest of a
+    assert deleted == ["a.1"] and ledger.figures("a") == {"spilled": 2, "spilled_bytes": 80, "spill_dropped": 1}
+    assert ledger.expired(now=6.0) == ["a.2"]
+    ledger.save()
+    again = SpillLedger(tmp_path / "spilled.json", None)  # durable across a restart
+    assert list(again.entries) == ["b.1", "a.2", "a.3"] and again.figures("a")["spill_dropped"] == 1
+    ledger.remove("b.1")
+    assert deleted == ["a.1", "b.1"] and ledger.figures("b")["spilled_bytes"] == 0
+
+
+def test_unsigned_decoding_reads_only_plain_data_formats():
+    import pyarrow as pa
+
+    from cognopt_ray.errors import IntegrityError
+
+    with pytest.raises(InvalidInput):  # the shared cache never writes Arrow streams ...
+        encode(pa.table({"a": [1]}))
+    stream = _values.encode(pa.table({"a": [1]}), signed=True)
+    with pytest.raises(IntegrityError, match="Arrow"):  # ... nor reads one (compressed buffers: a bomb)
+        decode(stream)

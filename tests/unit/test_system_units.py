@@ -106,3 +106,20 @@ def test_quarantine_put_load_list_remove_and_purge(tmp_path):
     purged = purge_expired(settings)
     assert [p["id"] for p in purged] == [old["id"]]
     assert [x["id"] for x in q2.list()] == [keep["id"]]
+
+
+def test_quarantine_refuses_data_it_did_not_write(tmp_path):
+    import pickle
+
+    from cognopt_ray.errors import IntegrityError
+
+    q = Quarantine(tmp_path, retention_s=100)
+    e = q.put("memory_allocations", "memory", "ai_models.0123456789abcdef", b"Bx", {})
+    data = q.dir / e["id"] / "data.bin"
+    data.write_bytes(b"O" + pickle.dumps({1: 2}))  # overwritten by anyone who can write files there
+    with pytest.raises(IntegrityError):
+        q.load(e["id"])
+    other = q.put("memory_allocations", "memory", "ai_models.fedcba9876543210", b"By", {})
+    data.write_bytes((q.dir / other["id"] / "data.bin").read_bytes())  # a genuine blob of another entry
+    with pytest.raises(IntegrityError):
+        q.load(e["id"])
