@@ -45,8 +45,9 @@ import pyarrow.parquet as pq
 import zstandard
 
 from cognopt_ray.config import Settings, check_service_name
-from cognopt_ray.errors import InsufficientStorage, IntegrityError, InvalidInput, NotFound
+from cognopt_ray.errors import Forbidden, InsufficientStorage, IntegrityError, InvalidInput, NotFound
 from cognopt_ray.storage import codecs
+from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_read_id, check_write_id, missing
 from cognopt_ray.storage.catalog import Catalog, ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
 from cognopt_ray._private.sealer import Sealer
@@ -242,12 +243,12 @@ class TieredStore:
 
     # ---------------------------------------------------------------------------------- writes
     def put(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
-            codec: str | None = None, level: int | None = None) -> dict[str, Any]:
+            codec: str | None = None, level: int | None = None, caller: Caller | None = None) -> dict[str, Any]:
         """Store one item; returns its catalog record. See :meth:`put_many` for the arguments."""
         return self.put_many([{"item_id": item_id, "data": data, "service": service, "tier": tier,
-                                "codec": codec, "level": level}])[0]
+                                "codec": codec, "level": level}], caller=caller)[0]
 
-    def put_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def put_many(self, items: list[dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
         """Store several items with one catalog commit (group commit).
 
         Each entry: ``item_id``, ``data`` (bytes, a JSON value, or a table: ``pa.Table``,
@@ -255,7 +256,13 @@ class TieredStore:
         service's ``default_tier``), ``codec`` (``auto`` or a codec name; default the service's
         codec) and ``level``. All entries are validated before anything is written: one bad entry
         fails the call and changes nothing.
+
+        Ownership (:mod:`cognopt_ray.storage.access`): an id owned by another service than the
+        entry's ``service`` is refused (403) unless ``caller`` is admin (the record then carries
+        ``previous_service``); reserved ids are refused for REST callers; a service's stored bytes
+        stay within its ``quota_bytes`` (507 otherwise). ``caller`` defaults to in-cluster code.
         """
+        caller = caller or INTERNAL
         if not isinstance(items, list) or not items:
             raise InvalidInput("put_many needs a non-empty list of items")
         norm = []
@@ -275,8 +282,14 @@ class TieredStore:
             codec = codecs.check_codec(it.get("codec") or svc["codec"])
             if codec != "auto":
                 codecs.requested(codec, it.get("level"))
+            check_write_id(item_id, service, caller)
             norm.append((item_id, it.get("data"), service, tier, codec, it.get("level")))
         with self._lock:
+            # Under the store lock (the actor runs one call at a time): nothing can take an id
+            # between this check and the commit below.
+            owners = self._owners([n[0] for n in norm])
+            taken_over = {n[0]: owners[n[0]][0] for n in norm if n[0] in owners
+                          and check_owner(n[0], owners[n[0]][0], n[2], caller)}
             self._maybe_train_dictionaries(norm)
             # Large items are encoded and written in parallel (zstd, BLAKE3 and fsync release the
             # GIL); small ones inline, where a thread hop would cost more than the work.
@@ -293,6 +306,7 @@ class TieredStore:
                 self._discard(prepared)
                 raise error
             try:
+                self._check_quota(prepared, owners)
                 self._check_capacity(prepared)
                 self._maybe_fail("store.before_commit")
                 self._commit(prepared)
@@ -300,7 +314,51 @@ class TieredStore:
                 self._discard(prepared)
                 raise
             self.counters["puts"] += len(prepared)
-            return [p.rec.public() for p in prepared]
+            out = [p.rec.public() for p in prepared]
+            for rec in out:
+                if rec["item_id"] in taken_over:
+                    logger.warning("admin key %s overwrote item %s of service %s as %s", caller.key_id,
+                                   rec["item_id"], taken_over[rec["item_id"]], rec["service"])
+                    rec["previous_service"] = taken_over[rec["item_id"]]
+            return out
+
+    def _owners(self, ids: list[str]) -> dict[str, tuple[str, int]]:
+        """``item id -> (owning service, stored size)`` of those ids that exist."""
+        out: dict[str, tuple[str, int]] = {}
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            out.update((i, (svc, size)) for i, svc, size in self.catalog.query(
+                f"SELECT item_id, service, stored_size FROM items WHERE item_id IN ({','.join('?' * len(part))})",
+                tuple(part)))
+        return out
+
+    def quota(self, service: str) -> int | None:
+        """The service's storage quota in stored bytes (``quota_bytes``, else ``storage.default_quota_bytes``)."""
+        q = self.service_settings(service).get("quota_bytes")
+        return q if q is not None else self.cfg.default_quota_bytes
+
+    def service_usage(self, service: str) -> int:
+        """Stored bytes of the service's items (spilled ``memory-evicted:<service>:`` items included)."""
+        return int(self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE service=?", (service,))[0][0])
+
+    def _check_quota(self, prepared: list[_Prepared], owners: dict[str, tuple[str, int]]) -> None:
+        add: dict[str, int] = {}
+        for p in prepared:
+            svc = p.rec.service
+            old = owners.get(p.rec.item_id)
+            add[svc] = add.get(svc, 0) + p.rec.stored_size - (old[1] if old and old[0] == svc else 0)
+        for svc, extra in add.items():
+            quota = self.quota(svc)
+            if quota is None or extra <= 0:
+                continue
+            used = self.service_usage(svc)
+            if used + extra > quota:
+                raise InsufficientStorage(
+                    f"service {svc!r} is over its storage quota: {used} of {quota} bytes used, {extra} more "
+                    "needed; nothing was written",
+                    hint=f"an admin can raise services.{svc}.storage.quota_bytes (or storage.default_quota_bytes, "
+                    "or POST storage/optimize-service with quota_bytes); or delete items of the service",
+                    service=svc, quota_bytes=quota, used_bytes=used)
 
     def _maybe_train_dictionaries(self, norm: list[tuple]) -> None:
         by_service: dict[str, list[bytes]] = {}
@@ -622,13 +680,13 @@ class TieredStore:
                 if new is not None and new["location"].startswith("file:"):
                     self.roots["archive"].delete(new["location"][5:])
 
-    def delete(self, item_id: str) -> dict[str, Any]:
-        """Delete an item (catalog row first, then its data)."""
-        check_item_id(item_id)
+    def delete(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        """Delete an item (catalog row first, then its data). ``caller`` must own it (or be admin)."""
         with self._lock:
-            rec = self.catalog.get(item_id)
-            if rec is None:
-                raise NotFound(f"item {item_id!r} does not exist", hint="list items with GET storage/items")
+            rec = self.record(item_id, caller)
+            if caller is not None and not caller.may_write(rec.service):
+                raise Forbidden(f"this key may not change service {rec.service!r}",
+                                hint=f"use a key with scope 'service:{rec.service}' or 'admin'")
             freed: list[str] = []
             with self.catalog.tx() as db:
                 files = self._release(db, rec, freed)
@@ -637,22 +695,26 @@ class TieredStore:
                 self.roots[tier].delete(rel)
             self._hot.pop(item_id, None)
             self._access.pop(item_id, None)
-            return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size}
+            return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size, "service": rec.service}
 
     # ---------------------------------------------------------------------------------- reads
-    def record(self, item_id: str) -> ItemRecord:
+    def record(self, item_id: str, caller: Caller | None = None) -> ItemRecord:
+        """The catalog record; for a ``caller`` that may not read the owning service, exactly the
+        :class:`NotFound` a missing id gets."""
         check_item_id(item_id)
+        if caller is not None:
+            check_read_id(item_id, caller)
         rec = self.catalog.get(item_id)
-        if rec is None:
-            raise NotFound(f"item {item_id!r} does not exist", hint="check the id, or list items with GET storage/items")
+        if rec is None or (caller is not None and not caller.may_read(rec.service)):
+            raise missing(item_id)
         return rec
 
-    def info(self, item_id: str) -> dict[str, Any]:
-        return self.record(item_id).public()
+    def info(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.record(item_id, caller).public()
 
-    def explain(self, item_id: str) -> dict[str, Any]:
+    def explain(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
         """Why the item is stored as it is: tier, codec choice with its reason and probe figures."""
-        rec = self.record(item_id)
+        rec = self.record(item_id, caller)
         c = rec.codec
         ratio = rec.raw_size / rec.stored_size if rec.stored_size else None
         return {"item_id": item_id, "tier": rec.tier, "kind": rec.kind, "codec": c["codec"], "level": c.get("level"),
@@ -676,10 +738,10 @@ class TieredStore:
             self.catalog.touch_many([(t, c, s, i) for i, (t, c, s) in pending.items()])
             return len(pending)
 
-    def get(self, item_id: str, *, columns: list[str] | None = None) -> Any:
+    def get(self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None) -> Any:
         """The item's value: bytes, the JSON value, or a ``pa.Table`` (``columns`` projects)."""
         with self._lock:
-            rec = self.record(item_id)
+            rec = self.record(item_id, caller)
             self._touch(rec)
             self.counters["gets"] += 1
             ref = self._hot.get(item_id)
@@ -699,10 +761,10 @@ class TieredStore:
             return self._finish(rec, value, columns)
         return self._finish(rec, self._read_value(rec, columns), columns)
 
-    def get_ref(self, item_id: str) -> Any:
+    def get_ref(self, item_id: str, caller: Caller | None = None) -> Any:
         """For HOT items: the object ref in Ray's object store (zero-copy reads); ``None`` otherwise."""
         with self._lock:
-            rec = self.record(item_id)
+            rec = self.record(item_id, caller)
             if rec.tier != "hot" or not self.use_object_store:
                 return None
             self._touch(rec)
@@ -738,9 +800,9 @@ class TieredStore:
                 marks = ",".join("?" * len(part))
                 recs.update((r.item_id, r) for r in self.catalog.items(f"item_id IN ({marks})", tuple(part)))
                 blobs.update(self.catalog.query(f"SELECT key, data FROM blobs WHERE key IN ({marks})", tuple(part)))
-            missing = [i for i in item_ids if i not in recs]
-            if missing:
-                raise NotFound(f"items {missing[:5]} do not exist", hint="check the ids")
+            absent = [i for i in item_ids if i not in recs]
+            if absent:
+                raise NotFound(f"items {absent[:5]} do not exist", hint="check the ids")
             out = []
             for i in item_ids:
                 rec = recs[i]
@@ -1011,12 +1073,17 @@ class TieredStore:
             need -= r.stored_size
 
     # ---------------------------------------------------------------------------------- services
-    def optimize_service(self, service: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Set a service's default tier, codec and lifecycle thresholds (persisted in the catalog)."""
+    def optimize_service(self, service: str, parameters: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        """Set a service's default tier, codec and lifecycle thresholds (persisted in the catalog).
+
+        ``quota_bytes`` is a cap: only admin (or in-cluster code) may change it."""
         try:
             check_service_name(service)
         except ValueError as e:
             raise InvalidInput(str(e)) from None
+        if isinstance(parameters, dict) and "quota_bytes" in parameters and caller is not None and not caller.admin:
+            raise Forbidden(f"quota_bytes of service {service!r} is a cap that only an admin may change",
+                            hint=f"ask an admin to set services.{service}.storage.quota_bytes")
         from cognopt_ray.config import StorageServiceSettings
 
         allowed = set(StorageServiceSettings.model_fields)
@@ -1136,14 +1203,14 @@ class TieredStore:
         return sink.getvalue()
 
     def restore_entry(self, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
-        """Put an item back from a backup entry."""
+        """Put an item back from a backup entry (an admin action: it may take an id back from another service)."""
         value: Any = data
         if meta.get("kind") == "table":
-            value = ipc.open_stream(data).read_all()
+            value = ipc.open_stream(pa.py_buffer(data)).read_all()
         elif meta.get("kind") == "json":
             value = json.loads(data)
         return self.put(meta["item_id"], value, service=meta.get("service") or DEFAULT_SERVICE, tier=meta.get("tier"),
-                        codec=meta.get("codec") or "auto", level=meta.get("level"))
+                        codec=meta.get("codec") or "auto", level=meta.get("level"), caller=Caller(admin=True))
 
     def repair(self, item_id: str) -> dict[str, Any]:
         """Restore a damaged (or lost) item from the latest snapshot that has it."""

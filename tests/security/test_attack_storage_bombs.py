@@ -37,10 +37,24 @@ def _bomb() -> bytes:
 
 
 def _replica_pids() -> list[int]:
-    from ray.util.state import list_actors
+    """The Serve replicas of the app under test: this session's raylet's workers titled
+    ``ray::ServeReplica:cognopt-test:…`` (the state API needs the dashboard, which is off)."""
+    import ray
 
-    return [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if (a.class_name or "").startswith("ServeReplica:cognopt-test")]
+    node = ray._private.worker._global_node
+    raylets = {p.process.pid for p in node.all_processes.get("raylet", [])} if node is not None else set()
+    out = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        title = " ".join(proc.info.get("cmdline") or [])
+        if "ServeReplica:cognopt-test:" not in title:
+            continue
+        try:
+            if raylets and not raylets & {a.pid for a in proc.parents()}:
+                continue
+        except psutil.Error:
+            continue
+        out.append(proc.info["pid"])
+    return out
 
 
 def _rss(pids: list[int]) -> int:
