@@ -50,6 +50,7 @@ from cognopt_ray.storage import codecs
 from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_read_id, check_write_id, missing
 from cognopt_ray.storage.catalog import Catalog, ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
+from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer, open_dictionary, seal_dictionary
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
 
@@ -162,11 +163,18 @@ class TieredStore:
             self.roots[tier] = TierRoot(uri, min_free_bytes=self.cfg.min_free_bytes)
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         self.sealer = Sealer(key, b"cognopt blobs") if key else None
+        self.hashes = ContentHash(key)  # keyed item checksums and chunk hashes with a key (see sealing.py)
+        self._dict_sealer = dictionary_sealer(settings)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cognopt-store")
         self._dicts: dict[int, tuple[str, codecs.Dictionary]] = {}
         self._service_dict: dict[str, int] = {}
-        for dict_id, (service, data) in sorted(self.catalog.dictionaries().items()):
+        self.refused_dictionaries: list[int] = []
+        for dict_id, (service, blob) in sorted(self.catalog.dictionaries().items()):
+            data = open_dictionary(self._dict_sealer, service, blob)
+            if data is None:
+                self.refused_dictionaries.append(dict_id)
+                continue
             self._dicts[dict_id] = (service, codecs.load_dictionary(data))
             self._service_dict[service] = dict_id
         self._hot: dict[str, Any] = {}  # item_id -> ObjectRef (owned by this process)
@@ -207,7 +215,12 @@ class TieredStore:
         return self.sealer.open(stored, self._aad(key))
 
     def _zdict(self, dict_id: int | None) -> codecs.Dictionary | None:
-        return self._dicts[dict_id][1] if dict_id is not None else None
+        if dict_id is None:
+            return None
+        if dict_id not in self._dicts:
+            raise IntegrityError(f"zstd dictionary {dict_id} is missing or was refused (not sealed with this key)",
+                                 hint="restore the item from a backup with repair(item_id)")
+        return self._dicts[dict_id][1]
 
     def _rel(self, tier: str, item_id: str, ext: str = "blob") -> str:
         h = blake3.blake3(item_id.encode()).hexdigest()[:2]
@@ -394,7 +407,7 @@ class TieredStore:
         except Exception as e:  # noqa: BLE001 - zstd refuses too little or too uniform data
             raise InvalidInput(f"cannot train a dictionary for {service!r}: {e}",
                                hint=f"store at least {self.cfg.dictionary_min_samples} small items first") from None
-        dict_id = self.catalog.add_dictionary(service, data, time.time())
+        dict_id = self.catalog.add_dictionary(service, seal_dictionary(self._dict_sealer, service, data), time.time())
         self._dicts[dict_id] = (service, codecs.load_dictionary(data))
         self._service_dict[service] = dict_id
         logger.info("trained a %d-byte zstd dictionary for service %s from %d samples", len(data), service, len(samples))
@@ -406,7 +419,7 @@ class TieredStore:
         table = _to_table(data)
         if table is not None:
             return self._prepare_table(item_id, table, service, tier, codec, now, keep_created)
-        if isinstance(data, Encoded) and tier in ("warm", "cold") and chosen is None:
+        if isinstance(data, Encoded) and tier in ("warm", "cold") and chosen is None and not self.hashes.keyed:
             return self._prepare_encoded(item_id, data, service, tier, now, keep_created)
         if isinstance(data, Encoded):  # e.g. migrated: decode and go the ordinary way
             data = codecs.decompress(data.payload, CodecChoice.from_dict(data.choice), None, data.raw_size)
@@ -417,7 +430,7 @@ class TieredStore:
                 raw, kind = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), "json"
             except (TypeError, ValueError) as e:
                 raise InvalidInput(f"data of item {item_id!r} is neither bytes, a table nor JSON: {e}") from None
-        checksum = b3(raw)
+        checksum = self.hashes.item(item_id, raw)
         dict_id = self._service_dict.get(service)
         if chosen is not None:
             choice = chosen
@@ -425,7 +438,8 @@ class TieredStore:
             choice = codecs.choose_codec(raw, tier, self._zdict(dict_id), dict_id)
         else:
             choice = codecs.requested(codec, level)
-        cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob"}
+        cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob",
+                 **({"keyed_hash": True} if self.hashes.keyed else {})}
         rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind=kind, codec=cdict, raw_size=len(raw),
                          stored_size=0, checksum=checksum, stored_checksum="", location="", encrypted=bool(self.sealer),
                          created=keep_created or now, last_access=now, access_count=0, score=0.0)
@@ -498,7 +512,7 @@ class TieredStore:
         chunks: list[tuple[str, dict[str, Any] | None]] = []
         stored = 0
         for piece in pieces:
-            h = b3(piece)
+            h = self.hashes.chunk(piece)
             row = self.catalog.query("SELECT stored_size, codec, raw_size, location FROM chunks WHERE hash=?", (h,))
             replace = False
             if row:
@@ -512,7 +526,8 @@ class TieredStore:
             else:
                 comp = codecs.compress(piece, choice, self._zdict(choice.dict_id))
             payload = self._encode(f"chunk:{h}", comp)
-            new = {"hash": h, "codec": json.dumps(choice.to_dict()), "raw_size": len(piece),
+            new = {"hash": h, "codec": json.dumps({**choice.to_dict(), **({"keyed_hash": True} if self.hashes.keyed else {})}),
+                   "raw_size": len(piece),
                    "stored_size": len(payload), "stored_checksum": b3(payload), "replace": replace}
             if len(payload) <= self.cfg.inline_max_bytes:
                 new["location"], new["data"] = "inline", payload
@@ -855,7 +870,7 @@ class TieredStore:
             raise
         except Exception as e:  # noqa: BLE001 - a codec error on checksummed bytes is damage too
             raise self._integrity(rec, f"cannot decode ({type(e).__name__})") from None
-        if b3(raw) != rec.checksum:
+        if not self.hashes.item_ok(rec.item_id, raw, rec.checksum, rec.codec.get("keyed_hash", False)):
             raise self._integrity(rec, "checksum mismatch after decoding")
         return raw
 
@@ -865,10 +880,11 @@ class TieredStore:
             stored = self.catalog.blob(f"chunk:{h}") if loc == "inline" else self.roots["archive"].read(loc[5:])
             if stored is None:
                 return False
-            choice = CodecChoice.from_dict(json.loads(cjson))
+            cd = json.loads(cjson)
+            choice = CodecChoice.from_dict(cd)
             piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
                                       self._zdict(choice.dict_id), raw_size)
-            return b3(piece) == h
+            return self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False))
         except Exception:  # noqa: BLE001 - unreadable is damaged
             return False
 
@@ -885,18 +901,19 @@ class TieredStore:
                         raise FileNotFoundError(h)
                 else:
                     stored = self.roots["archive"].read(loc[5:])
-                choice = CodecChoice.from_dict(json.loads(cjson))
+                cd = json.loads(cjson)
+                choice = CodecChoice.from_dict(cd)
                 piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
                                           self._zdict(choice.dict_id), raw_size)
             except IntegrityError:
                 raise self._integrity(rec, f"chunk {h[:12]} failed authentication") from None
             except Exception as e:  # noqa: BLE001
                 raise self._integrity(rec, f"chunk {h[:12]} unreadable ({type(e).__name__})") from None
-            if b3(piece) != h:
+            if not self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False)):
                 raise self._integrity(rec, f"chunk {h[:12]} checksum mismatch")
             parts.append(piece)
         raw = b"".join(parts)
-        if b3(raw) != rec.checksum:
+        if not self.hashes.item_ok(rec.item_id, raw, rec.checksum, rec.codec.get("keyed_hash", False)):
             raise self._integrity(rec, "checksum mismatch after reassembly")
         return raw
 
@@ -1206,7 +1223,9 @@ class TieredStore:
         """Put an item back from a backup entry (an admin action: it may take an id back from another service)."""
         value: Any = data
         if meta.get("kind") == "table":
-            value = ipc.open_stream(pa.py_buffer(data)).read_all()
+            from cognopt_ray.storage.ipc_guard import read_table
+
+            value = read_table(data, len(data))  # written uncompressed: never decodes to more than its bytes
         elif meta.get("kind") == "json":
             value = json.loads(data)
         return self.put(meta["item_id"], value, service=meta.get("service") or DEFAULT_SERVICE, tier=meta.get("tier"),
