@@ -475,7 +475,8 @@ class BackupRepository:
                     rel = e["path"]
                     if rel.startswith("/") or ".." in rel.split("/"):
                         raise IntegrityError(f"snapshot path {rel!r} escapes the target")
-                    check_no_symlinks(local[0], os.path.join(local[1], rel), "restore target", shown)
+                    check_no_symlinks(local[0], os.path.join(local[1], rel), "restore target", shown,
+                                      "storage.restore_roots")
             n = size = 0
             bar = _progress(sum(e["size"] for e in entries), "restore", self.progress)
             for e in entries:

@@ -102,8 +102,10 @@ def check_no_symlinks(root: str, rel: str, what: str = "path", shown: str | None
         except FileNotFoundError:
             return
         if stat.S_ISLNK(st.st_mode):
-            raise _refuse(what, shown or os.path.join(root, rel), setting, roots or [root],
-                          f"{os.path.join(*parts[:i + 1])!r} is a symlink")
+            raise Forbidden(f"{what} {shown or os.path.join(root, rel)!r} is refused: {os.path.join(*parts[:i + 1])!r} "
+                            "is a symlink, which is never followed; nothing was read or written",
+                            hint=f"remove the symlink, or use a new folder inside {roots or [root]}"
+                            + (f" (setting {setting})" if setting else ""))
         if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
             raise _refuse(what, shown or os.path.join(root, rel), setting, roots or [root],
                           f"{os.path.join(*parts[:i + 1])!r} is not a folder")
