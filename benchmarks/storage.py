@@ -206,7 +206,9 @@ def main() -> None:
         from cognopt_ray.storage import client
 
         settings = Settings.load(storage_root=str(work / "engine"),
-                                 storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0})
+                                 storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
+                                          # the dataset and the restore folder live in the work folder
+                                          "backup_source_roots": [str(work)], "restore_roots": [str(work)]})
         for attempt in range(3):  # a busy machine can time out Ray's start-up; try again
             try:
                 cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -98,6 +98,8 @@ class StorageServiceSettings(_Model):
     hot_to_warm_idle_s: float = Field(default=15 * 60, gt=0)
     warm_to_cold_idle_s: float = Field(default=30 * 86400, gt=0)
     cold_to_archive_idle_s: float = Field(default=90 * 86400, gt=0)
+    #: stored bytes this service may hold (spilled memory items included); None = storage.default_quota_bytes
+    quota_bytes: int | None = Field(default=None, ge=0)
 
 
 class NetworkServiceSettings(_Model):
@@ -305,6 +307,15 @@ class StorageEngineSettings(_Model):
         backup_pack_bytes: target size of a backup pack file.
         dictionary_bytes / dictionary_min_samples: per-service zstd dictionary training.
         progress: tqdm bars for long runs when on a terminal.
+        default_quota_bytes: stored bytes per service when its ``storage.quota_bytes`` is unset
+            (``None`` = unlimited); a put over the quota is refused with 507 and writes nothing.
+        backup_source_roots: folders (or URIs) that ``storage/backup`` may read; default
+            ``<storage_root>/backup-sources``. Sources must sit inside one (realpath, no symlinks).
+        restore_roots: folders (or URIs) that ``storage/restore`` may write into; default
+            ``<storage_root>/restores``.
+            A URI source or target must equal or sit under a URI root here, with the same query
+            (``endpoint_override`` and the like) exactly. Tier roots and the backup repository are
+            themselves settings and are never taken from a request.
     """
 
     enabled: bool = True
@@ -324,6 +335,9 @@ class StorageEngineSettings(_Model):
     dictionary_bytes: int = Field(default=32 * KiB, ge=1 * KiB, le=1 * MiB)
     dictionary_min_samples: int = Field(default=64, ge=16)
     progress: bool = True
+    default_quota_bytes: int | None = Field(default=None, ge=0)
+    backup_source_roots: list[str] = Field(default_factory=list)
+    restore_roots: list[str] = Field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from cognopt_ray.errors import InvalidInput
+from cognopt_ray.errors import Forbidden, InvalidInput
 from cognopt_ray.security import Principal
-from serve_apps.http import audit, authorize_service, current_principal, require_admin, require_read
+from cognopt_ray.storage.access import Caller
+from serve_apps.http import audit, authorize_service, context, current_principal, require_admin, require_read
 
 router = APIRouter(tags=["storage"])
 
@@ -36,6 +37,11 @@ def _client():
 
 async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
     return await _client()._acall(method, *args, **kwargs)
+
+
+def _caller(principal: Principal) -> Caller:
+    """Who the engine checks ownership and visibility for (the engine decides, not this layer)."""
+    return Caller.from_principal(principal)
 
 
 def _check_service(name: str) -> str:
@@ -137,13 +143,15 @@ async def store(
     if ctype in ("application/octet-stream", ARROW_STREAM):
         if not item_id:
             raise InvalidInput("item_id query parameter is required for raw uploads", hint="POST storage/store?item_id=...")
+        # authorised before the body is read or parsed
+        _check_service(service_name)
+        authorize_service(principal, service_name, write=True)
         body = await request.body()
         data: Any = body
         if ctype == ARROW_STREAM:
-            try:
-                data = ipc.open_stream(pa.py_buffer(body)).read_all()
-            except pa.ArrowInvalid as e:
-                raise InvalidInput(f"body is not an Arrow IPC stream: {e}") from None
+            from cognopt_ray.storage.ipc_guard import read_table
+
+            data = read_table(body, context(request).settings.max_body_bytes)
         req = StoreRequest(item_id=item_id, data=None, storage_tier=storage_tier, compression_type=compression_type,
                            compression_level=compression_level, service_name=service_name)
     elif ctype == "application/json":
@@ -168,9 +176,16 @@ async def store(
                            hint=f"send application/json, application/octet-stream or {ARROW_STREAM}")
     _check_service(req.service_name)
     authorize_service(principal, req.service_name, write=True)
-    rec = (await _call("put_many", [{"item_id": req.item_id, "data": data, "service": req.service_name,
-                                     "tier": req.storage_tier, "codec": req.compression_type,
-                                     "level": req.compression_level}]))[0]
+    try:
+        rec = (await _call("put_many", [{"item_id": req.item_id, "data": data, "service": req.service_name,
+                                         "tier": req.storage_tier, "codec": req.compression_type,
+                                         "level": req.compression_level}], caller=_caller(principal)))[0]
+    except Forbidden as e:
+        audit(request, "storage.store", req.item_id[:300], "denied", service=req.service_name, error=e.message[:200])
+        raise
+    if rec.get("previous_service"):
+        audit(request, "storage.overwrite", req.item_id, "ok", service=req.service_name,
+              previous_service=rec["previous_service"])
     return rec
 
 
@@ -183,9 +198,9 @@ async def retrieve(
     format: Literal["auto", "arrow", "json"] = Query("auto"),
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    info = await _call("info", item_id)
-    authorize_service(principal, info["service"], write=False)
-    value = await _call("get", item_id, columns)
+    caller = _caller(principal)
+    info = await _call("info", item_id, caller=caller)
+    value = await _call("get", item_id, columns, caller=caller)
     headers = {"X-Cognopt-Tier": info["tier"], "X-Cognopt-Codec": info["codec"], "X-Cognopt-Checksum": info["checksum"]}
     if info["kind"] == "json":
         return JSONResponse(value, headers=headers)
@@ -208,10 +223,8 @@ def _slices(mv: memoryview, size: int = 1 << 20):
 
 @router.delete("/storage/items/{item_id}", response_model=DeleteResponse, summary="Delete an item")
 async def delete_item(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
-    info = await _call("info", item_id)
-    authorize_service(principal, info["service"], write=True)
-    out = await _call("delete", item_id)
-    audit(request, "storage.delete", item_id, "ok", service=info["service"])
+    out = await _call("delete", item_id, caller=_caller(principal))
+    audit(request, "storage.delete", item_id, "ok", service=out.get("service"))
     return out
 
 
@@ -223,22 +236,22 @@ async def list_items(service: str | None = Query(None, max_length=63), tier: str
 
 @router.get("/storage/items/{item_id}", response_model=ItemInfo, summary="An item's catalog record")
 async def item_info(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
-    info = await _call("info", item_id)
-    authorize_service(principal, info["service"], write=False)
-    return info
+    return await _call("info", item_id, caller=_caller(principal))
 
 
 @router.get("/storage/explain/{item_id}", summary="Why an item has its tier and codec")
 async def explain(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
-    info = await _call("info", item_id)
-    authorize_service(principal, info["service"], write=False)
-    return await _call("explain", item_id)
+    return await _call("explain", item_id, caller=_caller(principal))
 
 
 # -- backups -----------------------------------------------------------------------------------------
 @router.post("/storage/backup", summary="Incremental deduplicated snapshot (admin)")
 async def backup(body: BackupRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    out = await _call("backup", body.source, body.tag, _timeout=3600)
+    try:
+        out = await _call("backup", body.source, body.tag, _timeout=3600)
+    except Exception as e:
+        audit(request, "storage.backup", None, "error", source=(body.source or "store")[:300], error=str(e)[:200])
+        raise
     audit(request, "storage.backup", out["snapshot_id"], "ok", source=out["source"], bytes_added=out["bytes_added"])
     return out
 
@@ -300,6 +313,6 @@ async def optimize_service(body: OptimizeServiceRequest, request: Request,
                            principal: Principal = Depends(current_principal)) -> dict[str, Any]:
     _check_service(body.service_name)
     authorize_service(principal, body.service_name, write=True)
-    out = await _call("optimize_service", body.service_name, body.parameters)
+    out = await _call("optimize_service", body.service_name, body.parameters, caller=_caller(principal))
     audit(request, "storage.optimize_service", body.service_name, "ok", parameters=body.parameters)
     return out

@@ -29,6 +29,8 @@ import ray
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient
 from cognopt_ray.config import Settings
+from cognopt_ray.storage.access import Caller
+from cognopt_ray.storage.paths import confine, roots_for
 
 logger = logging.getLogger(__name__)
 
@@ -86,18 +88,20 @@ class _StoreActor:
         return out
 
     # all of these forward to the store
-    def put_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self.store.put_many(items)
+    # ``caller`` (a :class:`~cognopt_ray.storage.access.Caller`) is passed by the REST layer;
+    # Python callers pass none and act as in-cluster code (still bound by ownership).
+    def put_many(self, items: list[dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
+        return self.store.put_many(items, caller=caller)
 
-    def get(self, item_id: str, columns: list[str] | None = None) -> Any:
-        return self.store.get(item_id, columns=columns)
+    def get(self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None) -> Any:
+        return self.store.get(item_id, columns=columns, caller=caller)
 
-    def fetch(self, item_id: str, columns: list[str] | None = None) -> tuple:
+    def fetch(self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None) -> tuple:
         """``("ref", [ObjectRef], kind)`` for HOT items (the caller reads zero-copy), else ``("value", value)``."""
-        r = self.store.get_ref(item_id)
+        r = self.store.get_ref(item_id, caller)
         if r is not None:
             return ("ref", [r["ref"]], r["kind"])
-        return ("value", self.store.get(item_id, columns=columns))
+        return ("value", self.store.get(item_id, columns=columns, caller=caller))
 
     def get_many(self, item_ids: list[str]) -> list[Any]:
         return self.store.get_many(item_ids)
@@ -109,14 +113,14 @@ class _StoreActor:
         r = self.store.get_ref(item_id)
         return None if r is None else {"refs": [r["ref"]], "kind": r["kind"]}
 
-    def info(self, item_id: str) -> dict[str, Any]:
-        return self.store.info(item_id)
+    def info(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.store.info(item_id, caller)
 
-    def explain(self, item_id: str) -> dict[str, Any]:
-        return self.store.explain(item_id)
+    def explain(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.store.explain(item_id, caller)
 
-    def delete(self, item_id: str) -> dict[str, Any]:
-        return self.store.delete(item_id)
+    def delete(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.store.delete(item_id, caller)
 
     def list_items(self, service: str | None = None, tier: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         return self.store.list_items(service, tier, limit)
@@ -127,8 +131,8 @@ class _StoreActor:
     def optimize_tiering(self, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
         return self.store.optimize_tiering(dry_run=dry_run, now=now)
 
-    def optimize_service(self, service: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        return self.store.optimize_service(service, parameters)
+    def optimize_service(self, service: str, parameters: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        return self.store.optimize_service(service, parameters, caller)
 
     def train_dictionary(self, service: str) -> dict[str, Any]:
         return self.store.train_dictionary(service)
@@ -178,14 +182,26 @@ class _StoreActor:
     def repair(self, item_id: str) -> dict[str, Any]:
         return self.store.repair(item_id)
 
+    def path_roots(self) -> dict[str, list[str]]:
+        """Where backups may read (``backup_source_roots``) and restores may write (``restore_roots``)."""
+        return roots_for(self.settings)
+
     def backup(self, source: str | None = None, tag: str | None = None) -> dict[str, Any]:
-        return self.store.backups.backup(source if source else self.store, tag=tag)
+        """Back up the store, or a folder or URI inside ``storage.backup_source_roots`` (else 403)."""
+        if not source:
+            return self.store.backups.backup(self.store, tag=tag)
+        roots = roots_for(self.settings)["backup_source_roots"]
+        return self.store.backups.backup(confine(source, roots, "storage.backup_source_roots", "backup source"), tag=tag)
 
     def snapshots(self) -> list[dict[str, Any]]:
         return self.store.backups.snapshots()
 
     def restore(self, snapshot_id: str, item_ids: list[str] | None = None, target: str | None = None) -> dict[str, Any]:
-        return self.store.backups.restore(snapshot_id, item_ids=item_ids, target=target,
+        """Restore into the store, or into a folder or URI inside ``storage.restore_roots`` (else 403)."""
+        where = None
+        if target:
+            where = confine(target, roots_for(self.settings)["restore_roots"], "storage.restore_roots", "restore target")
+        return self.store.backups.restore(snapshot_id, item_ids=item_ids, target=where,
                                           store=None if target else self.store)
 
     def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
@@ -390,6 +406,10 @@ class StorageClient(EngineClient):
 
     def health(self) -> dict[str, Any]:
         return self._call("health")
+
+    def path_roots(self) -> dict[str, list[str]]:
+        """The roots backups may read and restores may write (``storage.backup_source_roots`` / ``restore_roots``)."""
+        return self._call("path_roots")
 
 
 def client(settings: Settings | None = None, *, name: str = ACTOR_NAME) -> StorageClient:

@@ -38,6 +38,7 @@ from typing import Any
 
 import zstandard
 
+from cognopt_ray._private import bounded
 from cognopt_ray.errors import InvalidInput
 
 try:  # optional
@@ -174,25 +175,36 @@ def compress(data: bytes | memoryview, choice: CodecChoice, zdict: Dictionary | 
 
 def decompress(data: bytes | memoryview, choice: CodecChoice, zdict: Dictionary | None = None,
                raw_size: int | None = None) -> bytes:
-    """Invert :func:`compress`."""
+    """Invert :func:`compress`. With ``raw_size`` (the catalog's), no codec produces more than
+    ``raw_size`` bytes: a stored blob that would is refused (``OutputTooLarge``) before it is expanded."""
     c = choice.codec
     if c == "none":
         return bytes(data)
     if c == "zstd":
+        if raw_size is not None and zstandard.frame_content_size(data) > raw_size:
+            raise bounded.OutputTooLarge(raw_size)  # the frame declares more than the item holds
         return _zstd_d(zdict if choice.dict_id is not None else None).decompress(data, max_output_size=raw_size or 0)
-    if c == "zlib":
-        return zlib.decompress(data)
-    if c == "gzip":
-        return gzip.decompress(data)
+    if c in ("zlib", "gzip"):
+        return bounded.decompress(data, c, raw_size)
     if c == "bz2":
-        return bz2.decompress(data)
+        return _capped(bz2.BZ2Decompressor(), data, raw_size)
     if c == "lzma":
         if choice.raw_stream:
-            return lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-        return lzma.decompress(data)
+            return _capped(lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS), data, raw_size)
+        return _capped(lzma.LZMADecompressor(), data, raw_size)
     if c == "lz4" and _lz4 is not None:
-        return _lz4.decompress(data)
+        return _capped(_lz4.LZ4FrameDecompressor(), data, raw_size)
     raise InvalidInput(f"unknown codec {c!r}")
+
+
+def _capped(d: Any, data: bytes | memoryview, raw_size: int | None) -> bytes:
+    """One stream through a ``bz2``/``lzma``/``lz4.frame`` decompressor object, at most ``raw_size`` bytes out."""
+    if raw_size is None:
+        return d.decompress(bytes(data))
+    out = d.decompress(bytes(data), max_length=raw_size + 1)
+    if len(out) > raw_size:
+        raise bounded.OutputTooLarge(raw_size)
+    return out
 
 
 def _probe_compressor() -> zstandard.ZstdCompressor:

@@ -45,10 +45,12 @@ import pyarrow.parquet as pq
 import zstandard
 
 from cognopt_ray.config import Settings, check_service_name
-from cognopt_ray.errors import InsufficientStorage, IntegrityError, InvalidInput, NotFound
+from cognopt_ray.errors import Forbidden, InsufficientStorage, IntegrityError, InvalidInput, NotFound
 from cognopt_ray.storage import codecs
+from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_read_id, check_write_id, missing
 from cognopt_ray.storage.catalog import Catalog, ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
+from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer, open_dictionary, seal_dictionary
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
 
@@ -161,11 +163,18 @@ class TieredStore:
             self.roots[tier] = TierRoot(uri, min_free_bytes=self.cfg.min_free_bytes)
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         self.sealer = Sealer(key, b"cognopt blobs") if key else None
+        self.hashes = ContentHash(key)  # keyed item checksums and chunk hashes with a key (see sealing.py)
+        self._dict_sealer = dictionary_sealer(settings)
         self._lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cognopt-store")
         self._dicts: dict[int, tuple[str, codecs.Dictionary]] = {}
         self._service_dict: dict[str, int] = {}
-        for dict_id, (service, data) in sorted(self.catalog.dictionaries().items()):
+        self.refused_dictionaries: list[int] = []
+        for dict_id, (service, blob) in sorted(self.catalog.dictionaries().items()):
+            data = open_dictionary(self._dict_sealer, service, blob)
+            if data is None:
+                self.refused_dictionaries.append(dict_id)
+                continue
             self._dicts[dict_id] = (service, codecs.load_dictionary(data))
             self._service_dict[service] = dict_id
         self._hot: dict[str, Any] = {}  # item_id -> ObjectRef (owned by this process)
@@ -206,7 +215,12 @@ class TieredStore:
         return self.sealer.open(stored, self._aad(key))
 
     def _zdict(self, dict_id: int | None) -> codecs.Dictionary | None:
-        return self._dicts[dict_id][1] if dict_id is not None else None
+        if dict_id is None:
+            return None
+        if dict_id not in self._dicts:
+            raise IntegrityError(f"zstd dictionary {dict_id} is missing or was refused (not sealed with this key)",
+                                 hint="restore the item from a backup with repair(item_id)")
+        return self._dicts[dict_id][1]
 
     def _rel(self, tier: str, item_id: str, ext: str = "blob") -> str:
         h = blake3.blake3(item_id.encode()).hexdigest()[:2]
@@ -242,12 +256,12 @@ class TieredStore:
 
     # ---------------------------------------------------------------------------------- writes
     def put(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
-            codec: str | None = None, level: int | None = None) -> dict[str, Any]:
+            codec: str | None = None, level: int | None = None, caller: Caller | None = None) -> dict[str, Any]:
         """Store one item; returns its catalog record. See :meth:`put_many` for the arguments."""
         return self.put_many([{"item_id": item_id, "data": data, "service": service, "tier": tier,
-                                "codec": codec, "level": level}])[0]
+                                "codec": codec, "level": level}], caller=caller)[0]
 
-    def put_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def put_many(self, items: list[dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
         """Store several items with one catalog commit (group commit).
 
         Each entry: ``item_id``, ``data`` (bytes, a JSON value, or a table: ``pa.Table``,
@@ -255,7 +269,13 @@ class TieredStore:
         service's ``default_tier``), ``codec`` (``auto`` or a codec name; default the service's
         codec) and ``level``. All entries are validated before anything is written: one bad entry
         fails the call and changes nothing.
+
+        Ownership (:mod:`cognopt_ray.storage.access`): an id owned by another service than the
+        entry's ``service`` is refused (403) unless ``caller`` is admin (the record then carries
+        ``previous_service``); reserved ids are refused for REST callers; a service's stored bytes
+        stay within its ``quota_bytes`` (507 otherwise). ``caller`` defaults to in-cluster code.
         """
+        caller = caller or INTERNAL
         if not isinstance(items, list) or not items:
             raise InvalidInput("put_many needs a non-empty list of items")
         norm = []
@@ -275,8 +295,14 @@ class TieredStore:
             codec = codecs.check_codec(it.get("codec") or svc["codec"])
             if codec != "auto":
                 codecs.requested(codec, it.get("level"))
+            check_write_id(item_id, service, caller)
             norm.append((item_id, it.get("data"), service, tier, codec, it.get("level")))
         with self._lock:
+            # Under the store lock (the actor runs one call at a time): nothing can take an id
+            # between this check and the commit below.
+            owners = self._owners([n[0] for n in norm])
+            taken_over = {n[0]: owners[n[0]][0] for n in norm if n[0] in owners
+                          and check_owner(n[0], owners[n[0]][0], n[2], caller)}
             self._maybe_train_dictionaries(norm)
             # Large items are encoded and written in parallel (zstd, BLAKE3 and fsync release the
             # GIL); small ones inline, where a thread hop would cost more than the work.
@@ -293,6 +319,7 @@ class TieredStore:
                 self._discard(prepared)
                 raise error
             try:
+                self._check_quota(prepared, owners)
                 self._check_capacity(prepared)
                 self._maybe_fail("store.before_commit")
                 self._commit(prepared)
@@ -300,7 +327,51 @@ class TieredStore:
                 self._discard(prepared)
                 raise
             self.counters["puts"] += len(prepared)
-            return [p.rec.public() for p in prepared]
+            out = [p.rec.public() for p in prepared]
+            for rec in out:
+                if rec["item_id"] in taken_over:
+                    logger.warning("admin key %s overwrote item %s of service %s as %s", caller.key_id,
+                                   rec["item_id"], taken_over[rec["item_id"]], rec["service"])
+                    rec["previous_service"] = taken_over[rec["item_id"]]
+            return out
+
+    def _owners(self, ids: list[str]) -> dict[str, tuple[str, int]]:
+        """``item id -> (owning service, stored size)`` of those ids that exist."""
+        out: dict[str, tuple[str, int]] = {}
+        for s in range(0, len(ids), 500):
+            part = ids[s:s + 500]
+            out.update((i, (svc, size)) for i, svc, size in self.catalog.query(
+                f"SELECT item_id, service, stored_size FROM items WHERE item_id IN ({','.join('?' * len(part))})",
+                tuple(part)))
+        return out
+
+    def quota(self, service: str) -> int | None:
+        """The service's storage quota in stored bytes (``quota_bytes``, else ``storage.default_quota_bytes``)."""
+        q = self.service_settings(service).get("quota_bytes")
+        return q if q is not None else self.cfg.default_quota_bytes
+
+    def service_usage(self, service: str) -> int:
+        """Stored bytes of the service's items (spilled ``memory-evicted:<service>:`` items included)."""
+        return int(self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE service=?", (service,))[0][0])
+
+    def _check_quota(self, prepared: list[_Prepared], owners: dict[str, tuple[str, int]]) -> None:
+        add: dict[str, int] = {}
+        for p in prepared:
+            svc = p.rec.service
+            old = owners.get(p.rec.item_id)
+            add[svc] = add.get(svc, 0) + p.rec.stored_size - (old[1] if old and old[0] == svc else 0)
+        for svc, extra in add.items():
+            quota = self.quota(svc)
+            if quota is None or extra <= 0:
+                continue
+            used = self.service_usage(svc)
+            if used + extra > quota:
+                raise InsufficientStorage(
+                    f"service {svc!r} is over its storage quota: {used} of {quota} bytes used, {extra} more "
+                    "needed; nothing was written",
+                    hint=f"an admin can raise services.{svc}.storage.quota_bytes (or storage.default_quota_bytes, "
+                    "or POST storage/optimize-service with quota_bytes); or delete items of the service",
+                    service=svc, quota_bytes=quota, used_bytes=used)
 
     def _maybe_train_dictionaries(self, norm: list[tuple]) -> None:
         by_service: dict[str, list[bytes]] = {}
@@ -336,7 +407,7 @@ class TieredStore:
         except Exception as e:  # noqa: BLE001 - zstd refuses too little or too uniform data
             raise InvalidInput(f"cannot train a dictionary for {service!r}: {e}",
                                hint=f"store at least {self.cfg.dictionary_min_samples} small items first") from None
-        dict_id = self.catalog.add_dictionary(service, data, time.time())
+        dict_id = self.catalog.add_dictionary(service, seal_dictionary(self._dict_sealer, service, data), time.time())
         self._dicts[dict_id] = (service, codecs.load_dictionary(data))
         self._service_dict[service] = dict_id
         logger.info("trained a %d-byte zstd dictionary for service %s from %d samples", len(data), service, len(samples))
@@ -348,7 +419,7 @@ class TieredStore:
         table = _to_table(data)
         if table is not None:
             return self._prepare_table(item_id, table, service, tier, codec, now, keep_created)
-        if isinstance(data, Encoded) and tier in ("warm", "cold") and chosen is None:
+        if isinstance(data, Encoded) and tier in ("warm", "cold") and chosen is None and not self.hashes.keyed:
             return self._prepare_encoded(item_id, data, service, tier, now, keep_created)
         if isinstance(data, Encoded):  # e.g. migrated: decode and go the ordinary way
             data = codecs.decompress(data.payload, CodecChoice.from_dict(data.choice), None, data.raw_size)
@@ -359,7 +430,7 @@ class TieredStore:
                 raw, kind = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(), "json"
             except (TypeError, ValueError) as e:
                 raise InvalidInput(f"data of item {item_id!r} is neither bytes, a table nor JSON: {e}") from None
-        checksum = b3(raw)
+        checksum = self.hashes.item(item_id, raw)
         dict_id = self._service_dict.get(service)
         if chosen is not None:
             choice = chosen
@@ -367,7 +438,8 @@ class TieredStore:
             choice = codecs.choose_codec(raw, tier, self._zdict(dict_id), dict_id)
         else:
             choice = codecs.requested(codec, level)
-        cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob"}
+        cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob",
+                 **({"keyed_hash": True} if self.hashes.keyed else {})}
         rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind=kind, codec=cdict, raw_size=len(raw),
                          stored_size=0, checksum=checksum, stored_checksum="", location="", encrypted=bool(self.sealer),
                          created=keep_created or now, last_access=now, access_count=0, score=0.0)
@@ -440,7 +512,7 @@ class TieredStore:
         chunks: list[tuple[str, dict[str, Any] | None]] = []
         stored = 0
         for piece in pieces:
-            h = b3(piece)
+            h = self.hashes.chunk(piece)
             row = self.catalog.query("SELECT stored_size, codec, raw_size, location FROM chunks WHERE hash=?", (h,))
             replace = False
             if row:
@@ -454,7 +526,8 @@ class TieredStore:
             else:
                 comp = codecs.compress(piece, choice, self._zdict(choice.dict_id))
             payload = self._encode(f"chunk:{h}", comp)
-            new = {"hash": h, "codec": json.dumps(choice.to_dict()), "raw_size": len(piece),
+            new = {"hash": h, "codec": json.dumps({**choice.to_dict(), **({"keyed_hash": True} if self.hashes.keyed else {})}),
+                   "raw_size": len(piece),
                    "stored_size": len(payload), "stored_checksum": b3(payload), "replace": replace}
             if len(payload) <= self.cfg.inline_max_bytes:
                 new["location"], new["data"] = "inline", payload
@@ -622,13 +695,13 @@ class TieredStore:
                 if new is not None and new["location"].startswith("file:"):
                     self.roots["archive"].delete(new["location"][5:])
 
-    def delete(self, item_id: str) -> dict[str, Any]:
-        """Delete an item (catalog row first, then its data)."""
-        check_item_id(item_id)
+    def delete(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        """Delete an item (catalog row first, then its data). ``caller`` must own it (or be admin)."""
         with self._lock:
-            rec = self.catalog.get(item_id)
-            if rec is None:
-                raise NotFound(f"item {item_id!r} does not exist", hint="list items with GET storage/items")
+            rec = self.record(item_id, caller)
+            if caller is not None and not caller.may_write(rec.service):
+                raise Forbidden(f"this key may not change service {rec.service!r}",
+                                hint=f"use a key with scope 'service:{rec.service}' or 'admin'")
             freed: list[str] = []
             with self.catalog.tx() as db:
                 files = self._release(db, rec, freed)
@@ -637,22 +710,26 @@ class TieredStore:
                 self.roots[tier].delete(rel)
             self._hot.pop(item_id, None)
             self._access.pop(item_id, None)
-            return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size}
+            return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size, "service": rec.service}
 
     # ---------------------------------------------------------------------------------- reads
-    def record(self, item_id: str) -> ItemRecord:
+    def record(self, item_id: str, caller: Caller | None = None) -> ItemRecord:
+        """The catalog record; for a ``caller`` that may not read the owning service, exactly the
+        :class:`NotFound` a missing id gets."""
         check_item_id(item_id)
+        if caller is not None:
+            check_read_id(item_id, caller)
         rec = self.catalog.get(item_id)
-        if rec is None:
-            raise NotFound(f"item {item_id!r} does not exist", hint="check the id, or list items with GET storage/items")
+        if rec is None or (caller is not None and not caller.may_read(rec.service)):
+            raise missing(item_id)
         return rec
 
-    def info(self, item_id: str) -> dict[str, Any]:
-        return self.record(item_id).public()
+    def info(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
+        return self.record(item_id, caller).public()
 
-    def explain(self, item_id: str) -> dict[str, Any]:
+    def explain(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
         """Why the item is stored as it is: tier, codec choice with its reason and probe figures."""
-        rec = self.record(item_id)
+        rec = self.record(item_id, caller)
         c = rec.codec
         ratio = rec.raw_size / rec.stored_size if rec.stored_size else None
         return {"item_id": item_id, "tier": rec.tier, "kind": rec.kind, "codec": c["codec"], "level": c.get("level"),
@@ -676,10 +753,10 @@ class TieredStore:
             self.catalog.touch_many([(t, c, s, i) for i, (t, c, s) in pending.items()])
             return len(pending)
 
-    def get(self, item_id: str, *, columns: list[str] | None = None) -> Any:
+    def get(self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None) -> Any:
         """The item's value: bytes, the JSON value, or a ``pa.Table`` (``columns`` projects)."""
         with self._lock:
-            rec = self.record(item_id)
+            rec = self.record(item_id, caller)
             self._touch(rec)
             self.counters["gets"] += 1
             ref = self._hot.get(item_id)
@@ -699,10 +776,10 @@ class TieredStore:
             return self._finish(rec, value, columns)
         return self._finish(rec, self._read_value(rec, columns), columns)
 
-    def get_ref(self, item_id: str) -> Any:
+    def get_ref(self, item_id: str, caller: Caller | None = None) -> Any:
         """For HOT items: the object ref in Ray's object store (zero-copy reads); ``None`` otherwise."""
         with self._lock:
-            rec = self.record(item_id)
+            rec = self.record(item_id, caller)
             if rec.tier != "hot" or not self.use_object_store:
                 return None
             self._touch(rec)
@@ -738,9 +815,9 @@ class TieredStore:
                 marks = ",".join("?" * len(part))
                 recs.update((r.item_id, r) for r in self.catalog.items(f"item_id IN ({marks})", tuple(part)))
                 blobs.update(self.catalog.query(f"SELECT key, data FROM blobs WHERE key IN ({marks})", tuple(part)))
-            missing = [i for i in item_ids if i not in recs]
-            if missing:
-                raise NotFound(f"items {missing[:5]} do not exist", hint="check the ids")
+            absent = [i for i in item_ids if i not in recs]
+            if absent:
+                raise NotFound(f"items {absent[:5]} do not exist", hint="check the ids")
             out = []
             for i in item_ids:
                 rec = recs[i]
@@ -793,7 +870,7 @@ class TieredStore:
             raise
         except Exception as e:  # noqa: BLE001 - a codec error on checksummed bytes is damage too
             raise self._integrity(rec, f"cannot decode ({type(e).__name__})") from None
-        if b3(raw) != rec.checksum:
+        if not self.hashes.item_ok(rec.item_id, raw, rec.checksum, rec.codec.get("keyed_hash", False)):
             raise self._integrity(rec, "checksum mismatch after decoding")
         return raw
 
@@ -803,10 +880,11 @@ class TieredStore:
             stored = self.catalog.blob(f"chunk:{h}") if loc == "inline" else self.roots["archive"].read(loc[5:])
             if stored is None:
                 return False
-            choice = CodecChoice.from_dict(json.loads(cjson))
+            cd = json.loads(cjson)
+            choice = CodecChoice.from_dict(cd)
             piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
                                       self._zdict(choice.dict_id), raw_size)
-            return b3(piece) == h
+            return self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False))
         except Exception:  # noqa: BLE001 - unreadable is damaged
             return False
 
@@ -823,18 +901,19 @@ class TieredStore:
                         raise FileNotFoundError(h)
                 else:
                     stored = self.roots["archive"].read(loc[5:])
-                choice = CodecChoice.from_dict(json.loads(cjson))
+                cd = json.loads(cjson)
+                choice = CodecChoice.from_dict(cd)
                 piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
                                           self._zdict(choice.dict_id), raw_size)
             except IntegrityError:
                 raise self._integrity(rec, f"chunk {h[:12]} failed authentication") from None
             except Exception as e:  # noqa: BLE001
                 raise self._integrity(rec, f"chunk {h[:12]} unreadable ({type(e).__name__})") from None
-            if b3(piece) != h:
+            if not self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False)):
                 raise self._integrity(rec, f"chunk {h[:12]} checksum mismatch")
             parts.append(piece)
         raw = b"".join(parts)
-        if b3(raw) != rec.checksum:
+        if not self.hashes.item_ok(rec.item_id, raw, rec.checksum, rec.codec.get("keyed_hash", False)):
             raise self._integrity(rec, "checksum mismatch after reassembly")
         return raw
 
@@ -1011,12 +1090,17 @@ class TieredStore:
             need -= r.stored_size
 
     # ---------------------------------------------------------------------------------- services
-    def optimize_service(self, service: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        """Set a service's default tier, codec and lifecycle thresholds (persisted in the catalog)."""
+    def optimize_service(self, service: str, parameters: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+        """Set a service's default tier, codec and lifecycle thresholds (persisted in the catalog).
+
+        ``quota_bytes`` is a cap: only admin (or in-cluster code) may change it."""
         try:
             check_service_name(service)
         except ValueError as e:
             raise InvalidInput(str(e)) from None
+        if isinstance(parameters, dict) and "quota_bytes" in parameters and caller is not None and not caller.admin:
+            raise Forbidden(f"quota_bytes of service {service!r} is a cap that only an admin may change",
+                            hint=f"ask an admin to set services.{service}.storage.quota_bytes")
         from cognopt_ray.config import StorageServiceSettings
 
         allowed = set(StorageServiceSettings.model_fields)
@@ -1136,14 +1220,16 @@ class TieredStore:
         return sink.getvalue()
 
     def restore_entry(self, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
-        """Put an item back from a backup entry."""
+        """Put an item back from a backup entry (an admin action: it may take an id back from another service)."""
         value: Any = data
         if meta.get("kind") == "table":
-            value = ipc.open_stream(data).read_all()
+            from cognopt_ray.storage.ipc_guard import read_table
+
+            value = read_table(data, len(data))  # written uncompressed: never decodes to more than its bytes
         elif meta.get("kind") == "json":
             value = json.loads(data)
         return self.put(meta["item_id"], value, service=meta.get("service") or DEFAULT_SERVICE, tier=meta.get("tier"),
-                        codec=meta.get("codec") or "auto", level=meta.get("level"))
+                        codec=meta.get("codec") or "auto", level=meta.get("level"), caller=Caller(admin=True))
 
     def repair(self, item_id: str) -> dict[str, Any]:
         """Restore a damaged (or lost) item from the latest snapshot that has it."""

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(900)
 def _client(tmp_path, **storage):
     settings = Settings.load(storage_root=str(tmp_path / "root"),
                              storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                      "inline_max_bytes": 0, **storage})
+                                      "inline_max_bytes": 0, "restore_roots": [str(tmp_path)], **storage})
     return client(settings, name=f"cognopt.storage.damage-{uuid.uuid4().hex[:6]}"), Path(settings.storage_root)
 
 
@@ -90,7 +90,7 @@ def test_flipped_bytes_are_detected_and_repaired_from_a_snapshot(ray_session, tm
         ray.kill(c.actor, no_restart=True)
         settings = Settings.load(storage_root=str(tmp_path / "root"), encryption_key=settings_key,
                                  storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                          "inline_max_bytes": 0})
+                                          "inline_max_bytes": 0, "restore_roots": [str(tmp_path)]})
         c = client(settings, name=f"cognopt.storage.damage-{uuid.uuid4().hex[:6]}")
     try:
         wait_up(c.health)

@@ -30,7 +30,8 @@ def store(ray_session, tmp_path):
     def make(**storage):
         settings = Settings.load(storage_root=str(tmp_path / f"root{len(made)}"),
                                  storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                          "inline_max_bytes": 0, **storage})
+                                          "inline_max_bytes": 0, "backup_source_roots": [str(tmp_path)],
+                                          "restore_roots": [str(tmp_path)], **storage})
         c = client(settings, name=f"cognopt.storage.test-{uuid.uuid4().hex[:8]}")
         made.append(c)
         return c, Path(settings.storage_root)

@@ -36,6 +36,7 @@ API = "/api/v0/optimization"
 @pytest.fixture(scope="module")
 def encrypted_app(tmp_path_factory, redis_server):
     root = tmp_path_factory.mktemp("enc-root")
+    sources = tmp_path_factory.mktemp("enc-sources")  # backups may read folders here only
     key, rec = generate_key(["admin"])
     port = free_port()
     doc = {
@@ -45,7 +46,8 @@ def encrypted_app(tmp_path_factory, redis_server):
         "encryption_key": base64.b64encode(os.urandom(32)).decode(),
         "api_keys": [rec.model_dump(mode="json")],
         "network": {"allowlist": ["127.0.0.1"]},
-        "storage": {"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0},
+        "storage": {"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
+                    "backup_source_roots": [str(sources)]},
     }
     cfg = root.parent / f"{root.name}-settings.json"
     cfg.write_text(json.dumps(doc))
@@ -62,7 +64,7 @@ def encrypted_app(tmp_path_factory, redis_server):
         proc.kill()
         pytest.fail(f"the encrypted app did not start: {seen[-5:]!r}\n{log.read_text()[-3000:]}")
     yield {"base": f"http://127.0.0.1:{port}{API}", "headers": {"Authorization": f"Bearer {key}"}, "root": root,
-           "redis": redis_server}
+           "redis": redis_server, "sources": sources}
     proc.stdin.close()
     try:
         proc.wait(60)
@@ -113,7 +115,7 @@ def test_no_plaintext_at_rest(encrypted_app, tmp_path):
     finally:
         origin.close()
     # backups: of the store, and of a folder holding a plaintext file
-    folder = tmp_path / "src"
+    folder = encrypted_app["sources"] / "src"
     folder.mkdir()
     (folder / "notes.txt").write_text(text)
     ok(requests.post(f"{base}/storage/backup", headers=h, json={"tag": "enc"}, timeout=300))
