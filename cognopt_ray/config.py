@@ -116,6 +116,36 @@ class NetworkServiceSettings(_Model):
     compress_request_bodies: bool = False
 
 
+class ServiceCaps(_Model):
+    """How far a service's own key may change its settings through ``<engine>/optimize-service``.
+
+    Each cap left unset is the service's configured value, so a ``service:<name>`` key can lower
+    what it has but never raise it; an admin raises a cap here (``services.<name>.caps.<cap>``)
+    or at run time with ``PUT services/{name}/caps``. Admin keys are not capped.
+
+    Attributes:
+        max_workers: the highest ``cpu.max_workers`` (0: no cap, any value may be set).
+        cpu_affinity: the cores ``cpu.cpu_affinity`` may name (unset: the configured affinity,
+            else the engine's ``cpu.cpu_affinity``; both empty: any core).
+        default_tier: the hottest ``storage.default_tier`` (hot > warm > cold > archive).
+        hot_to_warm_idle_s: the longest ``storage.hot_to_warm_idle_s`` (time items stay hot).
+        cache_strategy: the longest-lived ``network.cache_strategy``.
+    """
+
+    max_workers: int | None = Field(default=None, ge=0, le=1_000_000)
+    cpu_affinity: list[int] | None = Field(default=None, max_length=4096)
+    default_tier: Tier | None = None
+    hot_to_warm_idle_s: float | None = Field(default=None, gt=0)
+    cache_strategy: CacheStrategy | None = None
+
+    @field_validator("cpu_affinity")
+    @classmethod
+    def _cores(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and any(c < 0 for c in v):
+            raise ValueError("cpu_affinity holds core numbers >= 0")
+        return None if v is None else sorted(set(v))
+
+
 class ServiceSettings(_Model):
     """Everything the engines know about one service."""
 
@@ -123,6 +153,7 @@ class ServiceSettings(_Model):
     memory: MemoryServiceSettings = Field(default_factory=MemoryServiceSettings)
     storage: StorageServiceSettings = Field(default_factory=StorageServiceSettings)
     network: NetworkServiceSettings = Field(default_factory=NetworkServiceSettings)
+    caps: ServiceCaps = Field(default_factory=ServiceCaps)
 
 
 def _svc(pool_size: int = 16, block_size: int = 256 * KiB, **cpu: Any) -> dict[str, Any]:
@@ -144,13 +175,19 @@ DEFAULT_SERVICES: dict[str, dict[str, Any]] = {
 
 
 class ApiKeyRecord(_Model):
-    """An API key as stored: its public id, the SHA-256 of its secret part, its scopes."""
+    """An API key as stored: its public id, the SHA-256 of its secret part, its scopes.
+
+    ``expires_at`` (ISO-8601, UTC) ends the key at that time; ``revoked_at`` is set by
+    ``DELETE auth/keys/{id}`` and ends it at once.
+    """
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(min_length=1)
     created: str | None = None
     note: str | None = None
+    expires_at: str | None = None
+    revoked_at: str | None = None
 
     @field_validator("scopes")
     @classmethod
@@ -509,6 +546,13 @@ class Settings(_Model):
         encryption_key: base64 of 32 bytes; enables AES-GCM at rest.
         services: per-service settings; the spec's services ship as defaults, any other name
             uses ``default_service``.
+        health_cache_s: ``GET health`` answers from a document at most this old; the engines
+            are asked at most once per this many seconds per replica, whatever the call rate.
+        audit_unauthenticated_per_minute: 401 answers (no key, or an unknown one) written to
+            the audit log per replica and minute; the rest are counted into the next entry.
+        audit_data_plane: also audit the successes of the data-plane routes (storage/store,
+            memory/allocate and deallocate, cpu/optimize-tasks, network/optimize-request); their
+            failures and every other mutating route are always audited.
     """
 
     storage_root: str = Field(default="./.cognopt", validate_default=True)
@@ -521,6 +565,9 @@ class Settings(_Model):
     http_port: int = Field(default=8000, ge=1, le=65535)
     detached_engines: bool = False
     health_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    health_cache_s: float = Field(default=5.0, ge=0.5, le=3600)
+    audit_unauthenticated_per_minute: int = Field(default=60, ge=0, le=100_000)
+    audit_data_plane: bool = False
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     default_service: ServiceSettings = Field(default_factory=ServiceSettings)
     cpu: CpuEngineSettings = Field(default_factory=CpuEngineSettings)
@@ -730,6 +777,7 @@ def _allowed_fields(err: ValidationError, loc: tuple) -> list[str]:
 __all__ = [
     "Settings",
     "ServiceSettings",
+    "ServiceCaps",
     "CpuServiceSettings",
     "MemoryServiceSettings",
     "StorageServiceSettings",

@@ -17,7 +17,7 @@ from cognopt_ray.cpu.errors import UnknownTask
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.priority import Priority
 from cognopt_ray.security import Principal
-from serve_apps.http import audit, authorize_service, current_principal, require_read
+from serve_apps.http import audit, authorize_service, current_principal, enforce_caps, require_read
 
 router = APIRouter()
 
@@ -197,13 +197,15 @@ class OptimizeServiceResponse(BaseModel):
 
 
 @router.post("/cpu/optimize-service", response_model=OptimizeServiceResponse, tags=["cpu"],
-             summary="Set a service's max_workers, priority threshold, pool kind")
+             summary="Set a service's max_workers, priority threshold, pool kind (service keys: within its caps)")
 async def optimize_service(body: OptimizeServiceRequest, request: Request,
                            principal: Principal = Depends(current_principal)) -> OptimizeServiceResponse:
     authorize_service(principal, body.service_name, write=True)
     changes = body.parameters.model_dump(exclude_none=True)
     if not changes:
         raise InvalidInput("parameters is empty", hint="give max_workers, priority_threshold, pool_kind or cpu_affinity")
+    audit(request, "cpu.optimize_service", body.service_name, "denied", **changes)
+    enforce_caps(request, principal, body.service_name, "cpu", changes)
     try:
         out = await _client().aconfigure_service(body.service_name, **changes)
     except Exception as e:

@@ -1,15 +1,24 @@
-"""HTTP plumbing shared by every router: context, API-key auth, body limit, problem+json errors.
+"""HTTP plumbing shared by every router: context, API-key auth, audit, body limit, problem+json errors.
 
 Auth runs as ASGI middleware *before* routing, so a caller without a valid key gets 401 for any
 path under the API prefix, existing or not, and learns nothing about the routes. Scopes are then
 checked per route with the dependencies below (403 when the key lacks the scope).
+
+The audit log is written in one place, :class:`AuditMiddleware` (outside auth): one entry for
+every mutating request (success or failure) and every 401 or 403 answer, with the action
+``<group>.<route>`` and the result ``ok``, ``denied`` (401/403) or ``error``. Routes only add the
+target and details of their entry with :func:`audit`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from dataclasses import dataclass
+import re
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request
@@ -20,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import CognoptError, Forbidden, PayloadTooLarge, Unauthorized
 from cognopt_ray.security import AuditLog, KeyStore, Principal
+from cognopt_ray.security.caps import CapsStore
 from cognopt_ray.security.keys import key_from_headers
 
 logger = logging.getLogger(__name__)
@@ -32,11 +42,20 @@ PROBLEM_JSON = "application/problem+json"
 
 @dataclass
 class ApiContext:
-    """What the routers need from the replica: settings, the key store and the audit log."""
+    """What the routers need from the replica: settings, the key store, the audit log, the caps."""
 
     settings: Settings
     keys: KeyStore
     audit: AuditLog
+    caps: CapsStore | None = None
+    health: Any = None  # the replica's HealthCache, made on the first GET health
+    _unauth: "_UnauthLimiter" = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.caps is None:
+            self.caps = CapsStore(self.settings.root)
+        if self._unauth is None:
+            self._unauth = _UnauthLimiter(self.settings.audit_unauthenticated_per_minute)
 
 
 _context: ApiContext | None = None
@@ -102,13 +121,161 @@ class AuthMiddleware:
             ctx = get_context()
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             key = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-            principal = ctx.keys.authenticate(key)
+            principal, why = ctx.keys.check(key)
             if principal is None:
-                msg = "no API key given" if not key else "the API key is not valid"
-                err = Unauthorized(msg, hint="send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-                return await _asgi_send_problem(send, error_response(err, path))
+                hint = ("send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'" if why.endswith(("given", "valid"))
+                        else "ask an admin for a new key (POST auth/keys or `cognopt keys create`)")
+                return await _asgi_send_problem(send, error_response(Unauthorized(why, hint=hint), path))
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
+#: Actions whose names predate the ``<group>.<endpoint>`` rule; kept so the log reads the same.
+ACTION_NAMES = {
+    "auth.create_key": "auth.key_create", "auth.revoke_key": "auth.key_revoke", "storage.delete_item": "storage.delete",
+    "network.optimize_pooling": "network.optimize-pooling", "network.optimize_service": "network.optimize-service",
+    "network.purge": "network.cache.purge", "system.post_optimize_all": "system.optimize_all",
+    "system.post_cleanup": "system.cleanup", "system.post_restore": "system.cleanup_restore",
+    "system.post_automation": "system.automation", "services.put_caps": "services.caps_set",
+    "services.delete_caps": "services.caps_delete",
+}
+#: Mutating routes of the data plane (a service's own traffic): their successes are audited only
+#: with ``audit_data_plane`` (one fsynced line per store or fetch is too much); failures always are.
+DATA_PLANE = {"storage.store", "memory.allocate", "memory.deallocate", "cpu.optimize_tasks", "network.optimize_request"}
+
+
+class _UnauthLimiter:
+    """At most ``per_minute`` audit entries a minute for 401s; the rest are counted, not written."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._window = 0.0
+        self._count = 0
+        self.suppressed = 0
+        self._lock = threading.Lock()
+
+    def allow(self) -> tuple[bool, int]:
+        """(write this one?, how many were left out before it)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._window >= 60:
+                self._window, self._count = now, 0
+            if self._count >= self.per_minute:
+                self.suppressed += 1
+                return False, 0
+            self._count += 1
+            left_out, self.suppressed = self.suppressed, 0
+            return True, left_out
+
+
+class _RouteNames:
+    """(method, path) -> endpoint name, from the app's routes (built once, on first use)."""
+
+    def __init__(self, router: Any) -> None:
+        self._router = router
+        self._table: list[tuple[re.Pattern, set[str], str]] | None = None
+
+    def _build(self) -> list[tuple[re.Pattern, set[str], str]]:
+        table = []
+        stack = list(self._router.routes)
+        while stack:
+            r = stack.pop(0)
+            if hasattr(r, "effective_route_contexts"):
+                stack[:0] = list(r.effective_route_contexts())
+            elif getattr(r, "path_regex", None) is not None and getattr(r, "methods", None):
+                table.append((r.path_regex, set(r.methods), r.name))
+        return table
+
+    def name(self, method: str, path: str) -> str | None:
+        if self._table is None:
+            self._table = self._build()
+        for regex, methods, name in self._table:
+            if method in methods and regex.match(path):
+                return name
+        return None
+
+
+def action_name(names: _RouteNames | None, method: str, path: str) -> str:
+    """``<group>.<route>``: the first path segment under the prefix and the route's endpoint name."""
+    rest = path[len(API_PREFIX):].strip("/")
+    group = rest.split("/", 1)[0] or "api"
+    name = names.name(method, path) if names is not None else None
+    action = f"{group}.{name or 'unknown_route'}"
+    return ACTION_NAMES.get(action, action)
+
+
+class AuditMiddleware:
+    """Writes one audit entry for every mutating request and every 401/403 under the API prefix.
+
+    The entry is written before the last byte of the answer is sent, so a client that has its
+    answer can read its entry. A route adds the target and details with :func:`audit`.
+    """
+
+    def __init__(self, app: Any, router: Any = None) -> None:
+        self.app = app
+        self._names = _RouteNames(router) if router is not None else None
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = _relative_path(scope)
+        if not path.startswith(API_PREFIX):
+            return await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        method = scope.get("method", "GET")
+        status = 500
+        written = False
+
+        async def write(code: int, error: str | None = None) -> None:
+            nonlocal written
+            if written or not (method in MUTATING or code in (401, 403) or "audit" in state):
+                return
+            written = True
+            try:
+                params = dict(scope.get("path_params") or {})
+                await asyncio.get_running_loop().run_in_executor(None, self._record, state, method, path, code, error, params)
+            except Exception:  # noqa: BLE001 - an audit failure is logged, never turned into the answer
+                logger.exception("audit entry for %s %s not written", method, path)
+
+        async def audited_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                await write(status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, audited_send)
+        except Exception as e:
+            await write(500, type(e).__name__)
+            raise
+
+    def _record(self, state: dict, method: str, path: str, code: int, error: str | None, params: dict) -> None:
+        ctx = get_context()
+        principal: Principal | None = state.get("principal")
+        note = state.get("audit") or {}
+        details: dict[str, Any] = dict(note.get("details") or {})
+        if code == 401 and principal is None:
+            allowed, left_out = ctx._unauth.allow()
+            if not allowed:
+                return
+            if left_out:
+                details["suppressed_before"] = left_out
+        result = "ok" if code < 400 else "denied" if code in (401, 403) else "error"
+        given = note.get("result")
+        if given and given != result:
+            details["outcome"] = given  # e.g. dry_run, or the route's error text
+        if error:
+            details["error"] = error
+        details["status"] = code
+        details["method"] = method
+        action = note.get("action") or action_name(self._names, method, path)
+        if result == "ok" and action in DATA_PLANE and not ctx.settings.audit_data_plane:
+            return
+        target = note.get("target") if note else next((str(v) for v in params.values()), None)
+        ctx.audit.record(principal.key_id if principal else None, action, target, result, **details)
 
 
 class _BodyTooLarge(Exception):
@@ -293,9 +460,20 @@ def authorize_service(principal: Principal, service: str, *, write: bool) -> Non
 
 
 def audit(request: Request, action: str, target: str | None, result: str, **details: Any) -> None:
-    """Write one audit entry for the calling key."""
-    principal: Principal | None = getattr(request.state, "principal", None)
-    context(request).audit.record(principal.key_id if principal else None, action, target, result, **details)
+    """Name the target and details of this request's audit entry (written by :class:`AuditMiddleware`).
+
+    ``result`` is the route's own word (``ok``, ``dry_run``, ``error: …``); the entry's result is
+    ``ok``/``denied``/``error`` from the answer's status, the route's word kept as ``outcome``
+    when it differs. A later call in the same request replaces an earlier one.
+    """
+    request.state.audit = {"action": action, "target": target, "result": result, "details": details}
+
+
+def enforce_caps(request: Request, principal: Principal, service: str, engine: str, changes: dict[str, Any]) -> None:
+    """403 when a service key asks ``<engine>/optimize-service`` for more than the service's caps."""
+    ctx = context(request)
+    assert ctx.caps is not None
+    ctx.caps.enforce(ctx.settings, principal, service, engine, changes)
 
 
 AsyncHandler = Callable[..., Awaitable[Any]]

@@ -138,6 +138,9 @@ async def metrics(_: Principal = Depends(require_read)) -> dict[str, Any]:
 async def optimize_service(req: ServiceRequest, request: Request,
                            principal: Principal = Depends(current_principal)) -> dict[str, Any]:
     authorize_service(principal, req.service_name, write=True)
+    from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets
+
+    enforce_caps(request, principal, req.service_name, "network", req.parameters)
     result = await _engine().aoptimize_service(req.service_name, **req.parameters)
     audit(request, "network.optimize-service", req.service_name, "ok", **req.parameters)
     return result

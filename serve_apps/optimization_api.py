@@ -21,7 +21,8 @@ from cognopt_ray.config import ApiKeyRecord, Settings
 from cognopt_ray.security import AuditLog, KeyStore
 from serve_apps import admin_routes, cpu_routes, dashboard_routes, health_routes, memory_routes, network_routes, storage_routes, system_routes
 from serve_apps.compression import CompressionMiddleware
-from serve_apps.http import API_PREFIX, ApiContext, AuthMiddleware, BodyLimitMiddleware, install_error_handlers, set_context
+from serve_apps.http import (API_PREFIX, ApiContext, AuditMiddleware, AuthMiddleware, BodyLimitMiddleware, install_error_handlers,
+                             set_context)
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,11 @@ def create_api() -> FastAPI:
         description="CPU, memory, storage and network optimisation engines on Ray. "
         "Every route but /health needs an API key (Authorization: Bearer <key> or X-API-Key).",
     )
-    # Starlette runs the last added middleware first: auth, then the body limit, then the routes.
+    # Starlette runs the last added middleware first: audit, auth, then the body limit, then the routes.
     api.add_middleware(CompressionMiddleware)
     api.add_middleware(BodyLimitMiddleware)
     api.add_middleware(AuthMiddleware)
+    api.add_middleware(AuditMiddleware, router=api.router)
     install_error_handlers(api)
     for module in ROUTERS:
         api.include_router(module.router, prefix=API_PREFIX)

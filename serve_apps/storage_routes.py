@@ -313,6 +313,9 @@ async def optimize_service(body: OptimizeServiceRequest, request: Request,
                            principal: Principal = Depends(current_principal)) -> dict[str, Any]:
     _check_service(body.service_name)
     authorize_service(principal, body.service_name, write=True)
+    from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets
+
+    enforce_caps(request, principal, body.service_name, "storage", body.parameters)
     out = await _call("optimize_service", body.service_name, body.parameters, caller=_caller(principal))
     audit(request, "storage.optimize_service", body.service_name, "ok", parameters=body.parameters)
     return out

@@ -1,4 +1,6 @@
-"""``python -m cognopt_ray.jobs.health``: the health document of the cluster the job runs on.
+"""``python -m cognopt_ray.jobs.health``: the whole health document (as ``GET health/details``) of the cluster the job runs on.
+
+A job runs inside the cluster, so it gets the details that the open ``GET health`` leaves out.
 
 Exits 1 when Ray or an engine is down (a degraded Redis is reported, not a failure).
 """

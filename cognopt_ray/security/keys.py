@@ -26,11 +26,11 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from cognopt_ray._private.files import atomic_write
 from cognopt_ray.config import ApiKeyRecord, Settings
-from cognopt_ray.errors import InvalidInput
+from cognopt_ray.errors import InvalidInput, NotFound
 
 KEY_RE = re.compile(r"^cok_([0-9a-f]{12})\.([A-Za-z0-9_-]{20,128})$")
 ENV_ADMIN_ID = "env-admin"
@@ -42,23 +42,61 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def generate_key(scopes: Iterable[str], *, note: str | None = None) -> tuple[str, ApiKeyRecord]:
-    """A new key and the record to store for it. The key itself is shown once and never stored."""
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _iso(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def parse_time(value: str) -> _dt.datetime:
+    """An ISO-8601 time; one without a zone is taken as UTC. Raises ``InvalidInput``."""
+    try:
+        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{value!r} is not an ISO-8601 time", hint="use e.g. 2030-01-31T12:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+
+
+def generate_key(
+    scopes: Iterable[str], *, note: str | None = None, expires_at: str | None = None, ttl_s: float | None = None,
+) -> tuple[str, ApiKeyRecord]:
+    """A new key and the record to store for it. The key itself is shown once and never stored.
+
+    ``expires_at`` (ISO-8601) or ``ttl_s`` (seconds from now) make the key stop working then.
+    """
+    if expires_at is not None and ttl_s is not None:
+        raise InvalidInput("give expires_at or ttl_s, not both")
+    expiry = None
+    if ttl_s is not None:
+        if ttl_s <= 0:
+            raise InvalidInput("ttl_s must be > 0")
+        expiry = _iso(_now() + _dt.timedelta(seconds=ttl_s))
+    elif expires_at is not None:
+        t = parse_time(expires_at)
+        if t <= _now():
+            raise InvalidInput(f"expires_at {expires_at!r} is in the past", hint="give a future time or ttl_s")
+        expiry = _iso(t)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    record = ApiKeyRecord(
-        id=key_id,
-        hash=hash_secret(secret),
-        scopes=list(scopes),
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        note=note,
-    )
+    record = ApiKeyRecord(id=key_id, hash=hash_secret(secret), scopes=list(scopes), created=_iso(_now()),
+                          note=note, expires_at=expiry)
     return f"cok_{key_id}.{secret}", record
 
 
 def record_for_plain_key(key: str, *, key_id: str = ENV_ADMIN_ID, scopes: Iterable[str] = ("admin",)) -> ApiKeyRecord:
     """The stored form of a key given whole (``COGNOPT_ADMIN_KEY``)."""
     return ApiKeyRecord(id=key_id, hash=hash_secret(key), scopes=list(scopes))
+
+
+def usable(record: ApiKeyRecord, now: _dt.datetime | None = None) -> str | None:
+    """Why ``record`` no longer works (revoked, expired), or ``None`` when it does."""
+    if record.revoked_at:
+        return f"the API key {record.id} was revoked at {record.revoked_at}"
+    if record.expires_at and parse_time(record.expires_at) <= (now or _now()):
+        return f"the API key {record.id} expired at {record.expires_at}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,8 +123,10 @@ class Principal:
 class KeyStore:
     """The keys a server accepts: from settings, from ``<storage_root>/keys.json`` and ``COGNOPT_ADMIN_KEY``.
 
-    The file is re-read when it changes, so ``cognopt keys create`` takes effect on a running
-    server without a restart.
+    The file is re-read whenever it changes (its inode, size or mtime), checked on every call,
+    so ``cognopt keys create`` and ``DELETE auth/keys/{id}`` take effect at once on every
+    replica that shares the storage root. A revocation of a key that comes from settings is
+    kept in the file too (a copy of its record with ``revoked_at``), and wins over settings.
     """
 
     FILE_NAME = "keys.json"
@@ -100,7 +140,7 @@ class KeyStore:
             rec = record_for_plain_key(settings.admin_key.get_secret_value())
             self._static[rec.id] = rec
         self._file_records: dict[str, ApiKeyRecord] = {}
-        self._mtime: float | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -109,40 +149,55 @@ class KeyStore:
 
     def _reload(self) -> None:
         try:
-            mtime = self._path.stat().st_mtime_ns
+            st = self._path.stat()
         except FileNotFoundError:
-            self._file_records, self._mtime = {}, None
+            self._file_records, self._stamp = {}, None
             return
-        if mtime == self._mtime:
+        stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if stamp == self._stamp:
             return
         records = [ApiKeyRecord.model_validate(r) for r in json.loads(self._path.read_text() or "[]")]
         self._file_records = {r.id: r for r in records}
-        self._mtime = mtime
+        self._stamp = stamp
+
+    def _merged(self) -> dict[str, ApiKeyRecord]:
+        with self._lock:
+            self._reload()
+            merged = {**self._file_records, **self._static}
+            for key_id, rec in self._file_records.items():
+                if rec.revoked_at and key_id in merged:
+                    merged[key_id] = merged[key_id].model_copy(update={"revoked_at": rec.revoked_at})
+            return merged
 
     def records(self) -> list[ApiKeyRecord]:
-        with self._lock:
-            self._reload()
-            return list({**self._file_records, **self._static}.values())
+        return list(self._merged().values())
 
-    def authenticate(self, key: str | None) -> Principal | None:
-        """The principal for ``key``, or ``None`` when it is missing or unknown (constant-time compare)."""
+    def check(self, key: str | None) -> tuple[Principal | None, str]:
+        """The principal for ``key`` (constant-time compare), or ``None`` and why it was refused."""
         if not key:
-            return None
-        with self._lock:
-            self._reload()
-            records = {**self._file_records, **self._static}
+            return None, "no API key given"
+        records = self._merged()
         m = KEY_RE.match(key)
         if m:
             rec = records.get(m.group(1))
             candidate = hash_secret(m.group(2))
-            ok = hmac.compare_digest(candidate, rec.hash if rec else _DUMMY_HASH)
-            return Principal(rec.id, tuple(rec.scopes)) if ok and rec else None
-        rec = records.get(ENV_ADMIN_ID)
-        ok = hmac.compare_digest(hash_secret(key), rec.hash if rec else _DUMMY_HASH)
-        return Principal(rec.id, tuple(rec.scopes)) if ok and rec else None
+        else:
+            rec = records.get(ENV_ADMIN_ID)
+            candidate = hash_secret(key)
+        ok = hmac.compare_digest(candidate, rec.hash if rec else _DUMMY_HASH)
+        if not (ok and rec):
+            return None, "the API key is not valid"
+        why = usable(rec)
+        if why:
+            return None, why
+        return Principal(rec.id, tuple(rec.scopes)), "ok"
 
-    def add(self, record: ApiKeyRecord) -> None:
-        """Append a record to the keys file (atomic, safe against concurrent writers)."""
+    def authenticate(self, key: str | None) -> Principal | None:
+        """The principal for ``key``, or ``None`` when it is missing, unknown, revoked or expired."""
+        return self.check(key)[0]
+
+    def _update(self, change: Callable[[list[dict]], Any]) -> Any:
+        """Run ``change`` on the file's records under an exclusive lock and write them back atomically."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self._path.with_suffix(".lock")
         with open(lock_path, "a") as lock:
@@ -151,8 +206,50 @@ class KeyStore:
                 existing = json.loads(self._path.read_text() or "[]") if self._path.exists() else []
             except json.JSONDecodeError as e:
                 raise InvalidInput(f"keys file {self._path} is corrupt: {e}") from None
-            existing.append(record.model_dump(mode="json"))
+            out = change(existing)
             atomic_write(self._path, json.dumps(existing, indent=2).encode())
+            return out
+
+    def add(self, record: ApiKeyRecord) -> None:
+        """Append a record to the keys file (atomic, safe against concurrent writers)."""
+        self._update(lambda existing: existing.append(record.model_dump(mode="json")))
+
+    def revoke(self, key_id: str) -> ApiKeyRecord:
+        """Mark ``key_id`` revoked; it stops working on the next call. ``NotFound`` for an unknown id."""
+        static = self._static.get(key_id)
+        when = _iso(_now())
+
+        def change(existing: list[dict]) -> ApiKeyRecord:
+            for i, raw in enumerate(existing):
+                if raw.get("id") == key_id:
+                    rec = ApiKeyRecord.model_validate(raw)
+                    if not rec.revoked_at:
+                        rec = rec.model_copy(update={"revoked_at": when})
+                        existing[i] = rec.model_dump(mode="json")
+                    return rec
+            if static is None:
+                raise NotFound(f"no API key has the id {key_id!r}", hint="GET auth/keys lists the key ids")
+            rec = static.model_copy(update={"revoked_at": when})
+            existing.append(rec.model_dump(mode="json"))
+            return rec
+
+        return self._update(change)
+
+    def ensure_first_admin(self, note: str = "first-run admin key") -> str | None:
+        """On a root without a usable admin key, create one and return it (once); else ``None``.
+
+        Only the hash is stored, so a later start cannot show the key again.
+        """
+        def change(existing: list[dict]) -> str | None:
+            for raw in existing:
+                rec = ApiKeyRecord.model_validate(raw)
+                if "admin" in rec.scopes and usable(rec) is None:
+                    return None
+            key, rec = generate_key(["admin"], note=note)
+            existing.append(rec.model_dump(mode="json"))
+            return key
+
+        return self._update(change)
 
 
 def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:

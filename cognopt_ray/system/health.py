@@ -4,18 +4,32 @@ Every component is reported as ``up``, ``degraded``, ``down`` or ``not_configure
 when it is not plainly up. The overall status is ``ok`` when nothing is down or degraded,
 ``degraded`` when something is degraded (the product still answers, e.g. a cache fell back to the
 in-cluster backend) and ``down`` when Ray or an engine does not answer.
+
+:func:`check_health` asks every engine (and Redis) and is what ``GET health/details`` shows to a
+key with ``read``; :func:`summary` is its open form (statuses only: no versions, counts, hosts or
+reasons). :class:`HealthCache` is what the API serves from: at most one check per
+``health_cache_s`` per replica, however many calls come, so open health cannot stall an engine.
+
+Example:
+    >>> summary({"status": "ok", "time": "t", "ray": {"status": "up", "version": "2"},
+    ...          "engines": {"storage": {"status": "up", "items": 3}}, "redis": {"status": "up", "url": "redis://h"}})
+    {'status': 'ok', 'time': 't', 'ray': {'status': 'up'}, 'engines': {'storage': {'status': 'up'}}, 'redis': {'status': 'up'}}
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-from typing import Any
+import logging
+import time
+from typing import Any, Awaitable, Callable
 
 import ray
 
 from cognopt_ray import runtime
 from cognopt_ray.config import Settings
+
+logger = logging.getLogger(__name__)
 
 UP, DEGRADED, DOWN, NOT_CONFIGURED = "up", "degraded", "down", "not_configured"
 
@@ -100,3 +114,62 @@ async def check_health(settings: Settings) -> dict[str, Any]:
         "engines": engines,
         "redis": redis_status,
     }
+
+
+def summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """The open form of a health document: the overall status and each component's status only."""
+    return {
+        "status": doc["status"],
+        "time": doc["time"],
+        "ray": {"status": doc["ray"]["status"]},
+        "engines": {name: {"status": e.get("status", DOWN)} for name, e in doc.get("engines", {}).items()},
+        "redis": {"status": doc["redis"]["status"]},
+    }
+
+
+class HealthCache:
+    """The last health document of one process, refreshed at most once per ``max_age_s``.
+
+    Callers within ``max_age_s`` of the last check get it as is; the first caller after that
+    runs one check and every caller that arrives meanwhile waits for that same check (single
+    flight), so the engines see at most one ``health`` call per ``max_age_s`` from this process.
+
+    Args:
+        settings: the settings passed to ``check``.
+        check: the coroutine function making a document (default :func:`check_health`).
+    """
+
+    def __init__(self, settings: Settings,
+                 check: Callable[[Settings], Awaitable[dict[str, Any]]] | None = None) -> None:
+        self._settings = settings
+        self._check = check or check_health
+        self.max_age_s = settings.health_cache_s
+        self._doc: dict[str, Any] | None = None
+        self._at = 0.0
+        self._lock: asyncio.Lock | None = None
+        self.checks = 0  # how many checks ran (each asks every engine once)
+
+    def _fresh(self) -> bool:
+        return self._doc is not None and time.monotonic() - self._at < self.max_age_s
+
+    async def get(self) -> dict[str, Any]:
+        """The health document, at most ``max_age_s`` old."""
+        if self._fresh():
+            return self._doc  # type: ignore[return-value]
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._fresh():  # another caller may have refreshed it while this one waited
+                self.checks += 1
+                try:
+                    self._doc = await self._check(self._settings)
+                except Exception as e:  # noqa: BLE001 - a failed check is a "down" document, cached too
+                    logger.warning("health check failed: %s", e)
+                    self._doc = _down_doc(f"{type(e).__name__}: {e}")
+                self._at = time.monotonic()
+            return self._doc  # type: ignore[return-value]
+
+
+def _down_doc(reason: str) -> dict[str, Any]:
+    return {"status": "down", "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "ray": {"status": DOWN, "reason": reason}, "engines": {}, "redis": {"status": DOWN, "reason": reason}}

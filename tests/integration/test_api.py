@@ -18,18 +18,27 @@ def assert_problem(r, status):
     return doc
 
 
+def _details(api_server, prefix: str = "") -> requests.Response:
+    return requests.get(api_server.url("health/details", prefix), headers=api_server.headers("read"), timeout=60)
+
+
 def test_health_is_open_and_reports_ray_engines_redis(api_server):
     r = requests.get(api_server.url("health"))
     assert r.status_code == 200
     doc = r.json()
     assert doc["status"] == "ok"
+    assert doc["ray"] == {"status": "up"} and doc["redis"] == {"status": "up"}  # open: statuses only
+    assert isinstance(doc["engines"], dict)
+    d = _details(api_server)
+    assert d.status_code == 200
+    doc = d.json()
     assert doc["ray"]["status"] == "up" and doc["ray"]["nodes_alive"] >= 1 and doc["ray"]["cpus"] == 4
     assert doc["redis"]["status"] == "up"
-    assert isinstance(doc["engines"], dict)
 
 
 def test_health_without_redis_configured(api_server):
-    doc = requests.get(api_server.url("health", "/noredis")).json()
+    assert requests.get(api_server.url("health", "/noredis")).json()["redis"] == {"status": "not_configured"}
+    doc = _details(api_server, "/noredis").json()
     assert doc["redis"]["status"] == "not_configured"
     assert "COGNOPT_REDIS_URL" in doc["redis"]["reason"]
     assert doc["status"] == "ok"
@@ -38,13 +47,17 @@ def test_health_without_redis_configured(api_server):
 def test_health_with_redis_down(api_server):
     r = requests.get(api_server.url("health", "/redisdown"))
     assert r.status_code == 200
-    doc = r.json()
+    assert r.json()["redis"] == {"status": "down"} and r.json()["status"] == "degraded"
+    doc = _details(api_server, "/redisdown").json()
     assert doc["redis"]["status"] == "down"
     assert "Connection" in doc["redis"]["reason"]
     assert doc["status"] == "degraded"
 
 
 def test_health_reports_engine_actors(api_server):
+    """A new engine shows up once the replica's cached document is refreshed (health_cache_s)."""
+    import time
+
     import ray
 
     from cognopt_ray import runtime
@@ -56,9 +69,14 @@ def test_health_reports_engine_actors(api_server):
 
     h = runtime.get_or_create_actor(Probe, "cognopt.probe")
     try:
-        doc = requests.get(api_server.url("health")).json()
+        deadline = time.time() + 120
+        while "probe" not in (doc := _details(api_server).json())["engines"]:
+            assert time.time() < deadline, doc
+            time.sleep(1)
         assert doc["engines"]["probe"] == {"status": "degraded", "reason": "probe says so"}
         assert doc["status"] == "degraded"
+        opened = requests.get(api_server.url("health")).json()
+        assert opened["engines"]["probe"] == {"status": "degraded"} and opened["status"] == "degraded"
     finally:
         ray.kill(h, no_restart=True)
 

@@ -118,7 +118,7 @@ def test_pooling_metrics_service_and_purge(api_server, origin):
     problem(post(api_server, "network/optimize-pooling", {}), 422)
 
     s = post(api_server, "network/optimize-service", {"service_name": "ai_models", "optimization_type": "network",
-                                                      "parameters": {"cache_strategy": "long_term", "compression_level": "max"}}, "svc_ai")
+                                                      "parameters": {"cache_strategy": "long_term", "compression_level": "max"}})
     assert s.status_code == 200 and s.json()["after"]["cache_strategy"] == "long_term"
     problem(post(api_server, "network/optimize-service", {"service_name": "payment_processing", "parameters": {}}, "svc_ai"), 403)
     problem(post(api_server, "network/optimize-service", {"service_name": "ai_models", "parameters": {"cache_strategy": "x"}}), 422)

@@ -85,6 +85,9 @@ def bodies(res: dict, tag: str) -> dict[tuple[str, str], dict | None]:
     svc = "sec_audit_svc"
     return {
         ("post", "/auth/keys"): (None, {"scopes": ["read"], "note": f"sec {tag}"}),
+        ("delete", "/auth/keys/{key_id}"): (res.get("key_id", "000000000000"), None),
+        ("put", "/services/{service_name}/caps"): (svc, {"max_workers": 4}),
+        ("delete", "/services/{service_name}/caps"): (svc, None),
         ("post", "/cpu/optimize-service"): (None, {"service_name": svc, "parameters": {"max_workers": 4}}),
         ("post", "/cpu/optimize-tasks"): (None, {"tasks": [{"name": "sec_echo", "args": [1]}], "service_name": PAY}),
         ("post", "/memory/allocate"): (None, {"service_name": PAY, "data": {"v": tag}}),
@@ -216,7 +219,7 @@ def test_keys_are_compared_in_constant_time(tmp_path, monkeypatch):
     """Every authentication goes through ``hmac.compare_digest``, also for unknown ids and malformed keys."""
     from cognopt_ray.config import Settings
 
-    src = inspect.getsource(keys_mod.KeyStore.authenticate)
+    src = inspect.getsource(keys_mod.KeyStore.check)  # authenticate() is check()[0]
     assert "compare_digest" in src and ".hash ==" not in src and "== rec" not in src
     calls = []
     real = keys_mod.hmac.compare_digest
@@ -249,6 +252,10 @@ def test_every_admin_action_leaves_an_audit_entry(api_server, pay_resources, rou
         requests.post(api_server.url("storage/store"), headers=api_server.headers("admin"), timeout=60,
                       json={"item_id": victim, "data": 1, "service_name": PAY}).raise_for_status()
         res["victim"] = victim
+    if route.key == ("delete", "/auth/keys/{key_id}"):
+        made = requests.post(api_server.url("auth/keys"), headers=api_server.headers("admin"), timeout=60,
+                             json={"scopes": ["read"], "note": "sec audit revoke"})
+        res["key_id"] = made.json()["id"]
     if route.key in (("post", "/storage/restore"), ("post", "/storage/repair/{item_id}")):
         requests.post(api_server.url("storage/backup"), headers=api_server.headers("admin"), timeout=300,
                       json={"tag": "sec-audit"}).raise_for_status()

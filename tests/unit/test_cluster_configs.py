@@ -30,6 +30,38 @@ def test_launcher_configs_match_rays_schema(name):
         assert len(cfg["available_node_types"]) >= 2
 
 
+def test_aws_redis_has_a_password_and_protected_mode():
+    cfg = yaml.safe_load((CONFIGS / "aws.yaml").read_text())
+    setup = " ".join(cfg["head_setup_commands"])
+    assert "requirepass" in setup and "protected-mode yes" in setup and "protected-mode no" not in setup
+    # the password comes from a file copied to every node, never written in the config itself
+    secret_file = "/home/ubuntu/.cognopt/redis_password"
+    assert secret_file in cfg["file_mounts"]
+    for cmd in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"]:
+        if "COGNOPT_REDIS_URL=" in cmd:
+            assert f"redis://:$(cat {secret_file})@" in cmd, cmd
+        if "ray start" in cmd:
+            assert "RAY_AUTH_MODE=token" in cmd, cmd
+
+
+def _env(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _check_token_auth(spec: dict) -> None:
+    """Every Ray container runs with token auth, the token and the Redis password from Secrets."""
+    groups = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for group in groups:
+        for c in group["template"]["spec"]["containers"]:
+            env = _env(c)
+            assert env["RAY_AUTH_MODE"]["value"] == "token", c["name"]
+            assert "value" not in env["RAY_AUTH_TOKEN"] and env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+            assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"]
+            assert env["COGNOPT_REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+            names = list(env)
+            assert names.index("REDIS_PASSWORD") < names.index("COGNOPT_REDIS_URL")  # $(VAR) needs it defined first
+
+
 def _serve_schema(doc: dict):
     from ray.serve.schema import ServeDeploySchema
 
@@ -68,12 +100,14 @@ def test_kuberay_raycluster():
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayCluster" and doc["metadata"]["name"]
     assert doc["spec"]["rayVersion"] == ray.__version__
     _check_cluster_spec(doc["spec"])
+    _check_token_auth(doc["spec"])
 
 
 def test_kuberay_rayservice_is_generated_from_the_serve_config():
     doc = yaml.safe_load((CONFIGS / "kuberay" / "rayservice.yaml").read_text())
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayService" and doc["metadata"]["name"]
     _check_cluster_spec(doc["spec"]["rayClusterConfig"])
+    _check_token_auth(doc["spec"]["rayClusterConfig"])
     serve_cfg = yaml.safe_load(doc["spec"]["serveConfigV2"])
     _serve_schema(serve_cfg)
     source = yaml.safe_load((REPO / "serve_apps" / "serve_config.yaml").read_text())

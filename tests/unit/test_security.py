@@ -90,3 +90,54 @@ def test_audit_log_filters_and_torn_line(tmp_path):
     assert log.read(since=a["time"], limit=1)[0]["action"] == "storage.prune"
     assert log.read(action="storage.prune")[0]["key_id"] == "-"
     assert {"time", "key_id", "action", "target", "result"} <= set(a)
+
+
+def test_revoke_and_expiry(settings):
+    from cognopt_ray.errors import InvalidInput, NotFound
+
+    store = KeyStore(settings)
+    key, rec = generate_key(["read"], ttl_s=3600)
+    store.add(rec)
+    assert store.authenticate(key).scopes == ("read",) and rec.expires_at
+    store.revoke(rec.id)
+    principal, why = KeyStore(settings).check(key)  # another replica on the same root
+    assert principal is None and f"{rec.id} was revoked" in why
+    assert store.authenticate(key) is None
+    with pytest.raises(NotFound):
+        store.revoke("nosuchkey000")
+    with pytest.raises(InvalidInput):
+        generate_key(["read"], expires_at="2001-01-01T00:00:00Z")
+    with pytest.raises(InvalidInput):
+        generate_key(["read"], ttl_s=10, expires_at="2100-01-01T00:00:00Z")
+
+
+def test_first_admin_key_is_made_once_and_stored_as_hash_only(settings):
+    store = KeyStore(settings)
+    key = store.ensure_first_admin()
+    assert key and store.authenticate(key).is_admin
+    assert key.split(".", 1)[1] not in store.path.read_text()
+    assert KeyStore(settings).ensure_first_admin() is None  # a later start shows nothing
+    store.revoke(key[4:16])
+    again = store.ensure_first_admin()  # no usable admin key left: a new one
+    assert again and again != key
+
+
+def test_caps_default_to_the_configured_values(tmp_path):
+    from cognopt_ray.config import ServiceCaps, Settings
+    from cognopt_ray.security.caps import CapsStore, effective_caps, over_caps
+
+    s = Settings.load(environ={}, storage_root=str(tmp_path),
+                      services={"ai_models": {"cpu": {"max_workers": 4, "cpu_affinity": [0, 1]}}})
+    caps = effective_caps(s, "ai_models", {})
+    assert caps.max_workers == 4 and caps.cpu_affinity == [0, 1] and caps.cache_strategy == "medium_term"
+    assert over_caps(s, "ai_models", "cpu", {"max_workers": 3, "cpu_affinity": [1]}, {}) == []
+    over = over_caps(s, "ai_models", "cpu", {"max_workers": 0, "cpu_affinity": [2]}, {})
+    assert [o["cap"] for o in over] == ["max_workers", "cpu_affinity"]
+    assert over_caps(s, "ai_models", "storage", {"default_tier": "hot"}, {})[0]["cap"] == "default_tier"
+    assert over_caps(s, "ai_models", "storage", {"default_tier": "cold"}, {}) == []
+    assert over_caps(s, "ai_models", "network", {"cache_strategy": "persistent"}, {})[0]["limit"] == "medium_term"
+    store = CapsStore(tmp_path)
+    store.set("ai_models", ServiceCaps(max_workers=16))
+    assert over_caps(s, "ai_models", "cpu", {"max_workers": 16}, CapsStore(tmp_path).overrides()) == []
+    store.set("ai_models", None)
+    assert CapsStore(tmp_path).overrides() == {}
