@@ -37,7 +37,9 @@ class _RuntimeState:
     settings: Settings | None = None
     detached: bool = False
     started_ray: bool = False
-    actors: dict[str, Any] = field(default_factory=dict)
+    #: name -> {actor id: handle}: every handle this process got for a named engine, so the one
+    #: that created a (non-detached) actor is never dropped (see ``get_or_create_actor``).
+    actors: dict[str, dict[Any, Any]] = field(default_factory=dict)
 
 
 _state = _RuntimeState()
@@ -180,7 +182,11 @@ def get_or_create_actor(actor_cls: Any, name: str, *args: Any, **options: Any) -
             opts["lifetime"] = "detached"
         opts.update(options)
         handle = actor_cls.options(**opts).remote(*args)
-        _state.actors[name] = handle
+        # Keep the first handle of each actor: when this call created the actor, that handle is
+        # its owner's reference, and Ray frees a non-detached actor once it is gone (handles from
+        # a later ``get_if_exists`` lookup do not count). Replacing it with the handle of a second
+        # lookup killed shared engines between two calls ("permanently dead", REF_DELETED).
+        _state.actors.setdefault(name, {}).setdefault(handle._actor_id, handle)
         return handle
 
 

@@ -43,14 +43,27 @@ def run_job(ray_session, module: str, *args: str, cwd: Path = REPO, root: Path |
     return r.returncode, summary, r.stderr
 
 
-def test_backup_job_is_incremental(ray_session, job_root, tmp_path):
+def _source_root() -> Path:
+    """A fresh folder inside the cluster's storage engine's ``backup_source_roots`` (backups read
+    nowhere else), for a job that uses that engine."""
+    import uuid
+
+    from cognopt_ray import storage
+
+    root = Path(storage.client().path_roots()["backup_source_roots"][0])
+    folder = root / f"job-{uuid.uuid4().hex[:8]}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_backup_job_is_incremental(ray_session, job_root):
     """A folder backed up twice: the second run finds every chunk in the repository already.
 
     The job uses the cluster's storage engine (``cognopt.storage``) when it exists, and creates
     it under ``COGNOPT_STORAGE_ROOT`` otherwise; either way the repository is on disk, so it
     outlives the job.
     """
-    data = tmp_path / "data"
+    data = _source_root()
     data.mkdir()
     (data / "model.bin").write_bytes(os.urandom(1_000_000))  # incompressible: its chunks are all new
     (data / "notes.txt").write_text("hello\n" * 1000)
@@ -75,10 +88,13 @@ def test_backup_job_of_the_store(ray_session, job_root):
 
 
 def test_backup_job_fails_with_the_reason(ray_session, job_root, tmp_path):
-    code, summary, err = run_job(ray_session, "backup", "--source", str(tmp_path / "no-such-folder"), root=job_root)
+    code, summary, err = run_job(ray_session, "backup", "--source", str(_source_root()), root=job_root)
     assert code == 1
     assert summary["ok"] is False and "not a folder" in summary["error"]
     assert "backup failed" in err
+    # a folder outside the configured roots is refused, naming the setting
+    code, summary, err = run_job(ray_session, "backup", "--source", str(tmp_path), root=job_root)
+    assert code == 1 and summary["ok"] is False and "backup_source_roots" in summary["error"]
 
 
 def _bench_dir(tmp_path: Path, body: str) -> Path:

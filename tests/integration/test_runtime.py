@@ -1,6 +1,7 @@
 """init/shutdown and the get-or-create helper, on the session's real Ray."""
 
 import time
+import uuid
 
 import pytest
 import ray
@@ -95,3 +96,25 @@ def test_detached_option(ray_session):
         runtime._state.detached = False
         if h is not None:
             ray.kill(h, no_restart=True)
+
+
+def test_a_shared_engine_lives_while_its_creator_runs(ray_session):
+    """The driver that created a (non-detached) engine asks for it again and drops every handle it
+    was given: the engine lives on. Before, the second lookup's handle replaced the creating one
+    in the runtime, Ray freed the actor (REF_DELETED) and every later call said "permanently dead"
+    (how the shared ``cognopt.cpu`` and ``cognopt.storage`` were lost in the full suite)."""
+    import gc
+
+    name = f"cognopt.test_keep_{uuid.uuid4().hex[:6]}"
+    first = runtime.get_or_create_actor(_Counter, name, 0)
+    actor_id = first._actor_id.hex()
+    assert ray.get(first.incr.remote()) == 1
+    second = runtime.get_or_create_actor(_Counter, name, 0)
+    assert ray.get(second.incr.remote()) == 2
+    del first, second
+    gc.collect()
+    time.sleep(2)  # Ray frees an unreferenced actor within moments
+    assert ray._private.state.actors(actor_id)["State"] == "ALIVE"
+    again = runtime.get_or_create_actor(_Counter, name, 0)
+    assert again._actor_id.hex() == actor_id and ray.get(again.incr.remote()) == 3
+    ray.kill(again, no_restart=True)

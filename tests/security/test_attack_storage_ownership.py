@@ -117,7 +117,7 @@ def test_spill_id_of_another_service_is_refused_to_python(api_server):
 # -- quotas ---------------------------------------------------------------------------------------
 def test_quota_refuses_and_changes_nothing(api_server):
     warm_up(api_server)
-    svc = "voice_processing"
+    svc = f"sec_quota_{uuid.uuid4().hex[:8]}"  # a service of its own: other tests store (and spill) in the named ones
     r = requests.post(api_server.url("storage/optimize-service"), headers=api_server.headers("admin"), timeout=60,
                       json={"service_name": svc, "parameters": {"quota_bytes": 40_000, "codec": "none"}})
     assert r.status_code == 200, r.text
