@@ -32,13 +32,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import ray
 
 from cognopt_ray import runtime
 from cognopt_ray._private.client import translate_error
+from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.memory import _values
@@ -74,47 +74,19 @@ class _InClusterCacheActor:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
         self.settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
         self.max_bytes = self.settings.memory.cache_max_bytes
-        self.entries: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
-        self.bytes = 0
-        self.hits = self.misses = self.sets = self.evictions = self.expired = 0
+        self.lru: ByteLRU[bytes] = ByteLRU(self.max_bytes)
         self.redis: dict[str, dict[str, Any]] = {}  # url -> {"status", "reason", "since"}
         self.client_counts: dict[str, int] = {}
 
-    def _drop(self, key: str) -> None:
-        data, _ = self.entries.pop(key)
-        self.bytes -= len(data)
-
     def get(self, key: str) -> bytes | None:
-        item = self.entries.get(key)
-        if item is not None and item[1] is not None and item[1] <= time.time():
-            self._drop(key)
-            self.expired += 1
-            item = None
-        if item is None:
-            self.misses += 1
-            return None
-        self.entries.move_to_end(key)
-        self.hits += 1
-        return item[0]
+        return self.lru.get(key)
 
     def set(self, key: str, data: bytes, ttl_s: float | None) -> bool:
-        if len(data) > self.max_bytes:
-            return False
-        if key in self.entries:
-            self._drop(key)
-        while self.bytes + len(data) > self.max_bytes and self.entries:
-            self._drop(next(iter(self.entries)))
-            self.evictions += 1
-        self.entries[key] = (data, (time.time() + ttl_s) if ttl_s else None)
-        self.bytes += len(data)
-        self.sets += 1
-        return True
+        """Keep ``data`` for ``ttl_s`` seconds (``None`` or 0: until evicted); False when too large."""
+        return self.lru.set(key, data, ttl_s or None)
 
     def delete(self, key: str) -> bool:
-        if key in self.entries:
-            self._drop(key)
-            return True
-        return False
+        return bool(self.lru.delete(key))
 
     def note_redis(self, url: str, status: str, reason: str | None) -> None:
         """A client tells what it saw of Redis at ``url`` (on every change of state)."""
@@ -131,13 +103,11 @@ class _InClusterCacheActor:
 
         ``hit_rate`` = hits / (hits + misses) of each backend (``None`` before any get).
         """
-        gets = self.hits + self.misses
+        lru = self.lru.stats()
+        gets = lru["hits"] + lru["misses"]
         rh, rm = self.client_counts.get("redis_hits", 0), self.client_counts.get("redis_misses", 0)
         return {
-            "in_cluster": {"entries": len(self.entries), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                           "hits": self.hits, "misses": self.misses, "sets": self.sets,
-                           "evictions": self.evictions, "expired": self.expired,
-                           "hit_rate": (self.hits / gets) if gets else None},
+            "in_cluster": {**lru, "hit_rate": (lru["hits"] / gets) if gets else None},
             "redis": {"hits": rh, "misses": rm, "sets": self.client_counts.get("redis_sets", 0),
                       "errors": self.client_counts.get("redis_errors", 0),
                       "fallbacks": self.client_counts.get("fallbacks", 0),
@@ -156,7 +126,7 @@ class _InClusterCacheActor:
                 self.redis[url] = {"status": "up", "reason": None, "since": time.time()}
             else:
                 down.append(f"Redis at {_redact(url)} is unreachable ({reason})")
-        doc: dict[str, Any] = {"status": "up", "entries": len(self.entries), "bytes": self.bytes}
+        doc: dict[str, Any] = {"status": "up", "entries": len(self.lru), "bytes": self.lru.bytes}
         if down:
             doc.update(status="degraded",
                        reason="; ".join(down) + "; the shared cache is serving from the in-cluster backend")

@@ -12,9 +12,10 @@ cache switches to the in-cluster backend, reports itself ``degraded``, and tries
 ``redis_retry_s``; no request fails because of the cache.
 
 Example:
-    >>> lru = LocalLRU(max_bytes=1024)
-    >>> lru.set("k", b"v" * 10, ttl=None)
-    >>> lru.get("k")
+    >>> import asyncio
+    >>> local = LocalBackend(max_bytes=1024)
+    >>> asyncio.run(local.set("k", b"v" * 10, ttl=None))
+    >>> asyncio.run(local.get("k"))
     b'vvvvvvvvvv'
 """
 
@@ -25,13 +26,13 @@ import json
 import logging
 import struct
 import time
-from collections import OrderedDict
 from typing import Any, Protocol
 
 import ray
 import zstandard
 
 from cognopt_ray._private import bounded
+from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray._private.sealer import Sealer, is_sealed
 from cognopt_ray.errors import IntegrityError
 from cognopt_ray.network.rules import StoredResponse
@@ -137,94 +138,13 @@ class CacheBackend(Protocol):
     async def stats(self) -> dict[str, Any]: ...
 
 
-class LocalLRU:
-    """An LRU of byte strings bounded by their total size, with per-entry expiry.
-
-    Args:
-        max_bytes: total size of the values kept; the least recently used go first.
-    """
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
-        self.bytes = 0
-        self.evictions = 0
-        self.expired = 0
-
-    def get(self, key: str) -> bytes | None:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        data, expires = item
-        if expires is not None and expires <= time.time():
-            self._drop(key)
-            self.expired += 1
-            return None
-        self._data.move_to_end(key)
-        return data
-
-    def set(self, key: str, data: bytes, ttl: float | None) -> None:
-        if len(data) > self.max_bytes:
-            return
-        if key in self._data:
-            self._drop(key)
-        self._data[key] = (data, None if ttl is None else time.time() + ttl)
-        self.bytes += len(data)
-        while self.bytes > self.max_bytes and self._data:
-            old, _ = next(iter(self._data.items()))
-            self._drop(old)
-            self.evictions += 1
-
-    def _drop(self, key: str) -> None:
-        data, _ = self._data.pop(key)
-        self.bytes -= len(data)
-
-    def delete(self, key: str) -> int:
-        if key in self._data:
-            self._drop(key)
-            return 1
-        return 0
-
-    def delete_prefix(self, prefix: str) -> int:
-        keys = [k for k in self._data if k.startswith(prefix)]
-        for k in keys:
-            self._drop(k)
-        return len(keys)
-
-    def names(self, prefix: str = "") -> list[str]:
-        return [k for k in self._data if k.startswith(prefix)]
-
-    def sweep(self) -> int:
-        """Drop expired entries; returns how many."""
-        now = time.time()
-        keys = [k for k, (_, exp) in self._data.items() if exp is not None and exp <= now]
-        for k in keys:
-            self._drop(k)
-        self.expired += len(keys)
-        return len(keys)
-
-    def stats(self) -> dict[str, Any]:
-        return {"entries": len(self._data), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                "evictions": self.evictions, "expired": self.expired}
-
-    def take_expired(self, dry_run: bool = False) -> list[tuple[str, bytes, float]]:
-        """Expired entries as ``(key, data, expired_at)``; dropped (counted as expired) unless ``dry_run``."""
-        now = time.time()
-        out = [(k, d, exp) for k, (d, exp) in self._data.items() if exp is not None and exp <= now]
-        if not dry_run:
-            for k, _d, _e in out:
-                self._drop(k)
-            self.expired += len(out)
-        return out
-
-
 class LocalBackend:
-    """:class:`LocalLRU` in this process (the local client's backend)."""
+    """A :class:`~cognopt_ray._private.lru.ByteLRU` in this process (the local client's backend)."""
 
     name = "local"
 
     def __init__(self, max_bytes: int) -> None:
-        self.lru = LocalLRU(max_bytes)
+        self.lru: ByteLRU[bytes] = ByteLRU(max_bytes)
 
     async def get(self, key: str) -> bytes | None:
         return self.lru.get(key)
@@ -250,10 +170,11 @@ class LocalBackend:
 
 @ray.remote
 class _CacheActor:
-    """The in-cluster cache: one named actor (``cognopt.network_cache``) holding a :class:`LocalLRU`."""
+    """The in-cluster cache: one named actor (``cognopt.network_cache``) holding a
+    :class:`~cognopt_ray._private.lru.ByteLRU`."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.lru = LocalLRU(max_bytes)
+        self.lru: ByteLRU[bytes] = ByteLRU(max_bytes)
 
     def get(self, key: str) -> bytes | None:
         return self.lru.get(key)
@@ -491,5 +412,5 @@ class FallbackBackend:
         return out
 
 
-__all__ = ["pack", "unpack", "entry_key_of", "BadEntry", "LocalLRU", "LocalBackend", "InClusterBackend", "RedisBackend",
+__all__ = ["pack", "unpack", "entry_key_of", "BadEntry", "LocalBackend", "InClusterBackend", "RedisBackend",
            "FallbackBackend", "CacheBackend"]

@@ -28,11 +28,11 @@ import dataclasses
 import logging
 import math
 import time
-from collections import OrderedDict
 from typing import Callable
 
 from yarl import URL
 
+from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import BadEntry, CacheBackend, entry_key_of, pack, unpack
@@ -81,8 +81,8 @@ class CacheStore:
         self.sealer = Sealer.from_settings(settings, PURPOSE)
         #: an entry decodes to at most this many bytes (one response at its limit + its header)
         self.max_raw = self.net.max_response_bytes + _HEADER_ROOM
-        self._hot: OrderedDict[str, tuple[list[StoredResponse], float, int]] = OrderedDict()
-        self._hot_bytes = 0
+        #: decoded entries, kept for ``hot_cache_ttl_s`` (seconds of this process's monotonic clock)
+        self._hot: ByteLRU[list[StoredResponse]] = ByteLRU(max(0, self.net.hot_cache_max_bytes), clock=time.monotonic)
 
     # -- names ----------------------------------------------------------------------------------
     def name(self, key: EntryKey) -> str:
@@ -99,34 +99,15 @@ class CacheStore:
     def _hot_put(self, logical: str, variants: list[StoredResponse]) -> None:
         if self.net.hot_cache_max_bytes <= 0 or self.net.hot_cache_ttl_s <= 0:
             return
-        self._hot_drop(logical)
-        size = sum(len(v.body) + 512 for v in variants)
-        if size > self.net.hot_cache_max_bytes:
-            return
-        self._hot[logical] = (variants, time.monotonic(), size)
-        self._hot_bytes += size
-        while self._hot_bytes > self.net.hot_cache_max_bytes and self._hot:
-            self._hot_drop(next(iter(self._hot)))
-
-    def _hot_drop(self, logical: str) -> None:
-        item = self._hot.pop(logical, None)
-        if item is not None:
-            self._hot_bytes -= item[2]
-
-    def _hot_drop_prefix(self, prefix: str) -> None:
-        for k in [k for k in self._hot if k.startswith(prefix)]:
-            self._hot_drop(k)
+        self._hot.set(logical, variants, self.net.hot_cache_ttl_s, size=sum(len(v.body) + 512 for v in variants))
 
     # -- reading and writing --------------------------------------------------------------------------
     async def load(self, key: EntryKey) -> list[StoredResponse]:
         """The stored variants of ``key`` ([] on a miss, a refused entry or a backend failure)."""
         logical = key.logical
-        item = self._hot.get(logical)
-        if item is not None:
-            if time.monotonic() - item[1] < self.net.hot_cache_ttl_s:
-                self._hot.move_to_end(logical)
-                return item[0]
-            self._hot_drop(logical)
+        hot = self._hot.get(logical)
+        if hot is not None:
+            return hot
         name = self.name(key)
         try:
             raw = await self.backend.get(name)
@@ -170,7 +151,7 @@ class CacheStore:
             ttls = [v.ttl(self.net.keep_stale_s) for v in variants]
             ttl = min(math.inf if any(t is None for t in ttls) else max(ttls), self.net.max_cache_ttl_s)  # type: ignore[type-var]
             if ttl <= 0:
-                self._hot_drop(key.logical)
+                self._hot.delete(key.logical)
                 await self.backend.delete(name)
                 return False
             self._hot_put(key.logical, variants)
@@ -184,7 +165,7 @@ class CacheStore:
 
     async def drop_url(self, url: str) -> int:
         """Drop every service's entry of ``url``; returns how many."""
-        self._hot_drop_prefix(f"{url}#")
+        self._hot.delete_prefix(f"{url}#")
         return await self.backend.delete_prefix(self.url_prefix(url))
 
     async def drop_prefix(self, prefix: str) -> int:
@@ -193,7 +174,7 @@ class CacheStore:
         With hashed names the backend's names say nothing of the URL: each entry is opened to read
         the key it names (an admin operation, linear in the cache's size).
         """
-        self._hot_drop_prefix(prefix)
+        self._hot.delete_prefix(prefix)
         if self.sealer is None:
             return await self.backend.delete_prefix(prefix)
         n = 0

@@ -86,7 +86,7 @@ def test_coalescing_across_callers_of_the_actor(origin, engine):
         return NetworkEngine(handle).request(url).status
 
     async def go():
-        return await asyncio.gather(*(eng.arequest(slow.url) for _ in range(30)))
+        return await asyncio.gather(*(eng.request_async(slow.url) for _ in range(30)))
 
     task_refs = [from_a_task.remote(eng.actor, slow.url) for _ in range(2)]
     rs = asyncio.run(go())
