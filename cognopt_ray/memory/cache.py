@@ -10,7 +10,7 @@ One interface, two backends:
 When Redis is unreachable, every call goes to the in-cluster backend instead (no call fails
 because Redis is gone), ``health`` says ``degraded`` with the reason, and after
 ``cache_redis_retry_s`` the next call tries Redis again; when it answers, the cache is back on
-Redis. Entries written during the outage stay readable: a Redis miss also looks in the in-cluster
+Redis (the package's one fallback policy, :class:`~cognopt_ray._private.kv.RedisState`). Entries written during the outage stay readable: a Redis miss also looks in the in-cluster
 backend once this process has used it.
 
 Values are ``bytes``, ``str``, JSON values, numpy arrays or Arrow tables/arrays, stored in the
@@ -38,6 +38,7 @@ import ray
 
 from cognopt_ray import runtime
 from cognopt_ray._private.client import translate_error
+from cognopt_ray._private.kv import RedisState, redact_url
 from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
@@ -112,7 +113,7 @@ class _InClusterCacheActor:
                       "errors": self.client_counts.get("redis_errors", 0),
                       "fallbacks": self.client_counts.get("fallbacks", 0),
                       "hit_rate": (rh / (rh + rm)) if (rh + rm) else None,
-                      "urls": {_redact(u): s for u, s in self.redis.items()}},
+                      "urls": {redact_url(u): s for u, s in self.redis.items()}},
         }
 
     def health(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ class _InClusterCacheActor:
             if ok:
                 self.redis[url] = {"status": "up", "reason": None, "since": time.time()}
             else:
-                down.append(f"Redis at {_redact(url)} is unreachable ({reason})")
+                down.append(f"Redis at {redact_url(url)} is unreachable ({reason})")
         doc: dict[str, Any] = {"status": "up", "entries": len(self.lru), "bytes": self.lru.bytes}
         if down:
             doc.update(status="degraded",
@@ -134,13 +135,6 @@ class _InClusterCacheActor:
 
 
 _CacheRemote = ray.remote(_InClusterCacheActor)
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
 
 
 def _ping(url: str, timeout_s: float) -> tuple[bool, str | None]:
@@ -199,10 +193,7 @@ class SharedCache:
         self.actor_name = actor_name
         self._actor: Any = None
         self._lock = threading.Lock()
-        self._redis_up = self.url is not None
-        self._retry_at = 0.0
-        self._reason: str | None = None
-        self._used_fallback = False
+        self._redis = RedisState(self.url, self.ms.cache_redis_retry_s, what="shared cache") if self.url else None
         self._counts: dict[str, int] = {}
         self._pushed_at = time.monotonic()
         self.counts: dict[str, int] = {}
@@ -218,9 +209,7 @@ class SharedCache:
     @property
     def backend(self) -> str:
         """``redis`` or ``in_cluster``: where the next call goes."""
-        if self.url is None:
-            return "in_cluster"
-        return "redis" if self._redis_up or time.monotonic() >= self._retry_at else "in_cluster"
+        return "redis" if self._redis is not None and self._redis.should_try() else "in_cluster"
 
     def _cluster(self) -> Any:
         if self._actor is None:
@@ -251,33 +240,27 @@ class SharedCache:
 
     def _redis_call(self, fn: Any) -> Any:
         """Run ``fn(redis_client)``; ``_MISSING`` when Redis is (or just went) down."""
-        if self.url is None or (not self._redis_up and time.monotonic() < self._retry_at):
+        state = self._redis
+        if state is None or not state.should_try():
             return _MISSING
         import redis
 
         try:
-            result = fn(_redis_client(self.url, self.ms.cache_redis_timeout_s))
+            result = fn(_redis_client(state.url, self.ms.cache_redis_timeout_s))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            self._redis_down(e)
+            self._count("redis_errors")
+            if state.failed(e):
+                self._count("fallbacks")
+                self._note("down", state.reason)
             return _MISSING
-        if not self._redis_up:
-            self._redis_up, self._reason = True, None
-            logger.info("shared cache is back on Redis at %s", _redact(self.url))
+        if state.recovered():
             self._note("up", None)
         return result
 
-    def _redis_down(self, e: BaseException) -> None:
-        reason = f"{type(e).__name__}: {e}"
-        first = self._redis_up or self._reason is None
-        self._redis_up, self._reason = False, reason
-        self._retry_at = time.monotonic() + self.ms.cache_redis_retry_s
-        self._used_fallback = True
-        self._count("redis_errors")
-        if first:
-            self._count("fallbacks")
-            logger.warning("Redis at %s unreachable (%s); shared cache falls back to the in-cluster backend",
-                           _redact(self.url or ""), reason)
-            self._note("down", reason)
+    @property
+    def _used_fallback(self) -> bool:
+        """Whether this process has used the in-cluster backend while Redis was down."""
+        return self._redis is not None and self._redis.used_fallback
 
     def _note(self, status: str, reason: str | None) -> None:
         try:
@@ -332,13 +315,9 @@ class SharedCache:
 
     def health(self) -> dict[str, Any]:
         """``up`` on the configured backend; ``degraded`` with the reason while Redis is unreachable."""
-        if self.url is None:
+        if self._redis is None:
             return {"status": "up", "backend": "in_cluster", "reason": "COGNOPT_REDIS_URL is not set"}
-        if not self._redis_up:
-            return {"status": "degraded", "backend": "in_cluster",
-                    "reason": f"Redis at {_redact(self.url)} is unreachable ({self._reason}); "
-                              "serving from the in-cluster backend"}
-        return {"status": "up", "backend": "redis"}
+        return self._redis.health()
 
     def stats(self) -> dict[str, Any]:
         """This process's counters (hits/misses/sets per backend) and the hit rate of each backend."""

@@ -21,7 +21,8 @@ import ray
 
 from cognopt_ray._private.files import atomic_write
 from cognopt_ray.config import Settings
-from cognopt_ray.network.backends import FallbackBackend, InClusterBackend, RedisBackend
+from cognopt_ray._private.kv import FallbackBackend, RedisBackend
+from cognopt_ray.network.backends import InClusterBackend
 from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME,
             logger.warning("cache_backend=redis but redis_url is not set; using the in-cluster backend")
             return in_cluster, in_cluster
         return FallbackBackend(RedisBackend(settings.redis_url, net.redis_namespace, max_ttl_s=net.max_cache_ttl_s),
-                               in_cluster, net.redis_retry_s), in_cluster
+                               in_cluster, net.redis_retry_s, what="network cache"), in_cluster
     return in_cluster, in_cluster
 
 

@@ -7,9 +7,10 @@ zstd-compressed, sealed by the one :class:`~cognopt_ray._private.sealer.Sealer` 
 is configured) so every backend stores opaque bytes with a TTL. :func:`unpack` decompresses at
 most a bounded number of bytes and refuses anything it cannot vouch for (:class:`BadEntry`).
 
-:class:`FallbackBackend` puts Redis in front of the in-cluster backend: when Redis fails, the
-cache switches to the in-cluster backend, reports itself ``degraded``, and tries Redis again every
-``redis_retry_s``; no request fails because of the cache.
+:class:`~cognopt_ray._private.kv.FallbackBackend` (the package's one Redis-with-fallback) puts
+Redis in front of the in-cluster backend: when Redis fails, the cache switches to the in-cluster
+backend, reports itself ``degraded``, and tries Redis again every ``redis_retry_s``; no request
+fails because of the cache.
 
 Example:
     >>> import asyncio
@@ -25,13 +26,13 @@ import asyncio
 import json
 import logging
 import struct
-import time
-from typing import Any, Protocol
+from typing import Any
 
 import ray
 import zstandard
 
 from cognopt_ray._private import bounded
+from cognopt_ray._private.kv import FallbackBackend, KVBackend, RedisBackend
 from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray._private.sealer import Sealer, is_sealed
 from cognopt_ray.errors import IntegrityError
@@ -126,16 +127,8 @@ def entry_key_of(data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"",
 
 
 # -- backends -----------------------------------------------------------------------------------------
-class CacheBackend(Protocol):
-    name: str
-
-    async def get(self, key: str) -> bytes | None: ...
-    async def set(self, key: str, data: bytes, ttl: float | None) -> None: ...
-    async def delete(self, key: str) -> int: ...
-    async def delete_prefix(self, prefix: str) -> int: ...
-    async def names(self, prefix: str = "") -> list[str]: ...
-    async def health(self) -> dict[str, Any]: ...
-    async def stats(self) -> dict[str, Any]: ...
+#: The interface every backend offers (Redis and the fallback policy are :mod:`cognopt_ray._private.kv`).
+CacheBackend = KVBackend
 
 
 class LocalBackend:
@@ -244,172 +237,6 @@ class InClusterBackend:
 
     async def stats(self) -> dict[str, Any]:
         return {"backend": self.name, **(await self.actor.stats.remote())}
-
-
-class RedisBackend:
-    """Redis, keys under ``namespace``; every key gets a TTL: what the entry says, at most ``max_ttl_s``.
-
-    Args:
-        url: ``redis://host:port/db``.
-        namespace: key prefix.
-        timeout_s: socket connect and read timeout (short: a slow Redis falls back quickly).
-        max_ttl_s: the longest TTL written (``settings.network.max_cache_ttl_s``); entries without
-            an expiry of their own get this one.
-    """
-
-    name = "redis"
-
-    def __init__(self, url: str, namespace: str, timeout_s: float = 0.5, max_ttl_s: float = 30 * 86400.0) -> None:
-        import redis.asyncio as aioredis
-
-        self.url = url
-        self.namespace = namespace
-        self.max_ttl_s = max_ttl_s
-        self.client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-
-    async def get(self, key: str) -> bytes | None:
-        return await self.client.get(self.namespace + key)
-
-    async def set(self, key: str, data: bytes, ttl: float | None) -> None:
-        ttl = self.max_ttl_s if ttl is None else min(ttl, self.max_ttl_s)
-        await self.client.set(self.namespace + key, data, px=max(1, int(ttl * 1000)))
-
-    async def delete(self, key: str) -> int:
-        return int(await self.client.delete(self.namespace + key))
-
-    async def delete_prefix(self, prefix: str) -> int:
-        pattern = _glob_escape(self.namespace + prefix) + "*"
-        n = 0
-        batch: list[bytes] = []
-        async for k in self.client.scan_iter(match=pattern, count=500):
-            batch.append(k)
-            if len(batch) >= 500:
-                n += int(await self.client.delete(*batch))
-                batch = []
-        if batch:
-            n += int(await self.client.delete(*batch))
-        return n
-
-    async def names(self, prefix: str = "") -> list[str]:
-        n = len(self.namespace)
-        pattern = _glob_escape(self.namespace + prefix) + "*"
-        return [k.decode(errors="replace")[n:] async for k in self.client.scan_iter(match=pattern, count=500)]
-
-    async def ping(self) -> None:
-        await self.client.ping()
-
-    async def health(self) -> dict[str, Any]:
-        try:
-            await self.ping()
-            return {"status": "up", "backend": self.name}
-        except Exception as e:  # noqa: BLE001
-            return {"status": "down", "backend": self.name, "reason": f"{type(e).__name__}: {e}"}
-
-    async def stats(self) -> dict[str, Any]:
-        return {"backend": self.name}
-
-
-def _glob_escape(s: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in s)
-
-
-class FallbackBackend:
-    """Redis first; the in-cluster backend while Redis fails; Redis again once it answers.
-
-    Args:
-        primary: the Redis backend.
-        secondary: the backend used while the primary is down.
-        retry_s: while down, how often the primary is tried again.
-    """
-
-    name = "redis+fallback"
-
-    def __init__(self, primary: RedisBackend, secondary: CacheBackend, retry_s: float = 2.0) -> None:
-        self.primary = primary
-        self.secondary = secondary
-        self.retry_s = retry_s
-        self.down_since: float | None = None
-        self.last_error: str | None = None
-        self._next_try = 0.0
-        self.fallbacks = 0
-
-    @property
-    def using_fallback(self) -> bool:
-        return self.down_since is not None
-
-    async def _primary_ok(self) -> bool:
-        if self.down_since is None:
-            return True
-        if time.time() < self._next_try:
-            return False
-        self._next_try = time.time() + self.retry_s
-        try:
-            await self.primary.ping()
-        except Exception as e:  # noqa: BLE001
-            self.last_error = f"{type(e).__name__}: {e}"
-            return False
-        logger.warning("Redis is back after %.1f s; network cache uses it again", time.time() - self.down_since)
-        self.down_since = None
-        self.last_error = None
-        return True
-
-    def _failed(self, e: BaseException) -> None:
-        if self.down_since is None:
-            logger.warning("Redis failed (%s: %s); network cache falls back to the in-cluster backend", type(e).__name__, e)
-            self.down_since = time.time()
-        self.fallbacks += 1
-        self.last_error = f"{type(e).__name__}: {e}"
-        self._next_try = time.time() + self.retry_s
-
-    async def _run(self, op: str, *args: Any) -> Any:
-        if await self._primary_ok():
-            try:
-                return await getattr(self.primary, op)(*args)
-            except Exception as e:  # noqa: BLE001 - any Redis failure means: fall back
-                self._failed(e)
-        return await getattr(self.secondary, op)(*args)
-
-    async def get(self, key: str) -> bytes | None:
-        return await self._run("get", key)
-
-    async def set(self, key: str, data: bytes, ttl: float | None) -> None:
-        await self._run("set", key, data, ttl)
-
-    async def delete(self, key: str) -> int:
-        n = await self._run("delete", key)
-        # the fallback may hold entries written while Redis was down
-        return n + (await self.secondary.delete(key) if not self.using_fallback else 0)
-
-    async def delete_prefix(self, prefix: str) -> int:
-        n = await self._run("delete_prefix", prefix)
-        return n + (await self.secondary.delete_prefix(prefix) if not self.using_fallback else 0)
-
-    async def names(self, prefix: str = "") -> list[str]:
-        names = await self._run("names", prefix)
-        return sorted(set(names) | set(await self.secondary.names(prefix))) if not self.using_fallback else names
-
-    async def health(self) -> dict[str, Any]:
-        if self.down_since is None:
-            try:
-                await self.primary.ping()
-            except Exception as e:  # noqa: BLE001
-                self._failed(e)
-        else:
-            await self._primary_ok()
-        if self.down_since is not None:
-            return {"status": "degraded", "backend": "in_cluster",
-                    "reason": f"Redis is down ({self.last_error}); using the in-cluster cache since "
-                              f"{time.strftime('%H:%M:%S', time.gmtime(self.down_since))} UTC"}
-        return {"status": "up", "backend": "redis"}
-
-    async def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": "in_cluster (Redis down)" if self.using_fallback else "redis",
-                               "fallbacks": self.fallbacks}
-        try:
-            out["secondary"] = await self.secondary.stats()
-        except Exception as e:  # noqa: BLE001
-            out["secondary"] = {"error": f"{type(e).__name__}: {e}"}
-        return out
 
 
 __all__ = ["pack", "unpack", "entry_key_of", "BadEntry", "LocalBackend", "InClusterBackend", "RedisBackend",
