@@ -37,6 +37,20 @@ def redact_url(url: str) -> str:
     return url
 
 
+def ping_redis(url: str, timeout_s: float) -> str | None:
+    """Ping the Redis at ``url`` once (sync); None when it answered, else why not."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+        return None
+    except Exception as e:  # noqa: BLE001 - any failure is "down" with its reason
+        return f"{type(e).__name__}: {e}"
+    finally:
+        client.close()
+
+
 class RedisState:
     """Whether the Redis at ``url`` is up for this process, and when to try it again.
 
@@ -266,4 +280,4 @@ class FallbackBackend:
         return out
 
 
-__all__ = ["RedisState", "RedisBackend", "FallbackBackend", "KVBackend", "redact_url"]
+__all__ = ["RedisState", "RedisBackend", "FallbackBackend", "KVBackend", "redact_url", "ping_redis"]

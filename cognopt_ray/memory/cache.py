@@ -38,7 +38,7 @@ import ray
 
 from cognopt_ray import runtime
 from cognopt_ray._private.client import translate_error
-from cognopt_ray._private.kv import RedisState, redact_url
+from cognopt_ray._private.kv import RedisState, ping_redis, redact_url
 from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
@@ -122,8 +122,8 @@ class _InClusterCacheActor:
         for url, state in list(self.redis.items()):
             if state.get("status") != "down":
                 continue
-            ok, reason = _ping(url, timeout_s=0.5)
-            if ok:
+            reason = ping_redis(url, timeout_s=0.5)
+            if reason is None:
                 self.redis[url] = {"status": "up", "reason": None, "since": time.time()}
             else:
                 down.append(f"Redis at {redact_url(url)} is unreachable ({reason})")
@@ -135,19 +135,6 @@ class _InClusterCacheActor:
 
 
 _CacheRemote = ray.remote(_InClusterCacheActor)
-
-
-def _ping(url: str, timeout_s: float) -> tuple[bool, str | None]:
-    import redis
-
-    c = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        c.ping()
-        return True, None
-    except Exception as e:  # noqa: BLE001
-        return False, f"{type(e).__name__}: {e}"
-    finally:
-        c.close()
 
 
 # -- Redis connection pools: one per process and URL ---------------------------------------------
