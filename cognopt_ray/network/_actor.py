@@ -31,12 +31,14 @@ ACTOR_NAME = "cognopt.network"
 CACHE_ACTOR_NAME = "cognopt.network_cache"
 
 
-def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME,
-                  detached: bool = False) -> tuple[Any, InClusterBackend]:
-    """The backend the settings ask for (see module docstring), and its in-cluster part."""
+def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME) -> tuple[Any, InClusterBackend]:
+    """The backend the settings ask for (see module docstring), and its in-cluster part.
+
+    Called in the actor: the in-cluster cache actor it creates is detached (as every engine
+    actor created from a Ray worker is), so it outlives a restart of the network actor.
+    """
     net = settings.network
-    opts = {"lifetime": "detached"} if detached else {}
-    in_cluster = InClusterBackend(cache_actor_name, net.cache_max_bytes, **opts)
+    in_cluster = InClusterBackend(cache_actor_name, net.cache_max_bytes)
     use_redis = net.cache_backend == "redis" or (net.cache_backend == "auto" and settings.redis_url)
     if use_redis:
         if not settings.redis_url:
@@ -51,10 +53,10 @@ def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME,
 class _NetworkActor:
     """Holds the cluster's OptimizedClient. Methods are coroutines on one event loop."""
 
-    def __init__(self, settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME, detached: bool = False) -> None:
+    def __init__(self, settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
-        self.backend, self.in_cluster = build_backend(settings, cache_actor_name, detached)
+        self.backend, self.in_cluster = build_backend(settings, cache_actor_name)
         self.client = OptimizedClient(settings, backend=self.backend)
         self.state_path = Path(settings.root) / "network" / f"state-{cache_actor_name.removeprefix('cognopt.')}.json"
         self._load_state()

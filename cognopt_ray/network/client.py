@@ -69,8 +69,7 @@ class NetworkEngine(EngineClient):
             cache_actor_name: the name of its in-cluster cache actor.
         """
         settings = settings or runtime.get_settings()
-        detached = runtime._state.detached
-        handle = runtime.get_or_create_actor(_NetworkActor, name, settings, cache_actor_name, detached)
+        handle = runtime.get_or_create_actor(_NetworkActor, name, settings, cache_actor_name)
         return cls(handle, near_cache_ttl_s=settings.network.near_cache_ttl_s,
                    near_cache_max_bytes=settings.network.near_cache_max_bytes)
 
