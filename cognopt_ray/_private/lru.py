@@ -1,7 +1,7 @@
 """The one byte-bounded LRU with per-entry expiry, used by every cache of the package.
 
 The memory engine's in-cluster shared cache, the network engine's in-cluster and local backends,
-the network client's near cache and the network store's hot layer are all a :class:`ByteLRU`:
+the network client's near cache and the hot layer of the network cache's entries are all a :class:`ByteLRU`:
 entries are kept in least-recently-used order, bounded by their total size (``max_bytes``) and
 optionally by their number (``max_entries``); each may carry a TTL, after which it is gone.
 

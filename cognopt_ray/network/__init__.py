@@ -3,7 +3,7 @@ aiohttp client, SSRF guard, compression and the static-asset (CDN) pipeline.
 
 Layout: :mod:`~cognopt_ray.network.client` (the public client, :func:`client`), ``_actor`` (the
 private actor), :mod:`~cognopt_ray.network.http_client` (the HTTP core, :class:`OptimizedClient`),
-:mod:`~cognopt_ray.network.rules` (RFC 9111 rules), :mod:`~cognopt_ray.network.store` (cache
+:mod:`~cognopt_ray.network.rules` (RFC 9111 rules), :mod:`~cognopt_ray.network.entries` (cache
 entries), :mod:`~cognopt_ray.network.backends` (where entries live), ``near_cache``, ``guard``
 (SSRF), ``encoding``, ``assets`` (CDN), ``metrics``, ``errors``.
 

@@ -39,7 +39,7 @@ from cognopt_ray.network.backends import CacheBackend, LocalBackend
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard
 from cognopt_ray.network.metrics import NetworkMetrics
-from cognopt_ray.network.store import CacheStore, EntryKey, entry_key
+from cognopt_ray.network.entries import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.rules import (
     CREDENTIAL_HEADERS,
     NEVER_STORED_HEADERS,
