@@ -104,8 +104,10 @@ class NetworkEngine(EngineClient):
                 logger.debug("could not report near-cache hits", exc_info=True)
 
     # -- requests ---------------------------------------------------------------------------------
-    def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
-                **kw: Any) -> NetworkResponse:
+    def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None, *,
+                service: str | None = None, cache_strategy: str | None = None,
+                compression_level: str | None = None, follow_redirects: bool = True,
+                request_id: str | None = None, timeout_s: float | None = None) -> NetworkResponse:
         """Perform a request through the engine's guard, cache, coalescing and pool.
 
         Args:
@@ -113,16 +115,23 @@ class NetworkEngine(EngineClient):
             method: ``GET``, ``HEAD``, ``POST``, ``PUT``, ``PATCH``, ``DELETE`` or ``OPTIONS``.
             headers: a dict or a list of ``(name, value)`` pairs.
             body: the request body.
-            **kw: ``service``, ``cache_strategy``, ``compression_level``, ``follow_redirects``,
-                ``request_id``, ``timeout_s`` (see
-                :meth:`~cognopt_ray.network.http_client.OptimizedClient.request`).
+            service: the service the request is made for (its cache partition and settings).
+            cache_strategy: less caching than the service's strategy, never more (clamped to it).
+            compression_level: ``none``, ``fast``, ``balanced`` or ``max`` (default: the service's).
+            follow_redirects: follow 3xx answers (each hop checked by the guard).
+            request_id: echoed in the response.
+            timeout_s: shortens the total origin timeout for this request (never lengthens it).
 
         Returns:
             The :class:`~cognopt_ray.network.http_client.NetworkResponse`, with its ``cache_status``.
 
         Raises:
-            InvalidRequest, UrlRefused, OriginTimeout, BadGateway: see ``OptimizedClient.request``.
+            InvalidRequest: invalid method, URL, header, strategy or level (422).
+            UrlRefused: the SSRF guard refused the URL or a redirect hop (403).
+            OriginTimeout: the origin timed out (504).
+            BadGateway: the origin failed, sent too much or redirected too often (502).
         """
+        kw = _options(service, cache_strategy, compression_level, follow_redirects, request_id, timeout_s)
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
@@ -131,8 +140,12 @@ class NetworkEngine(EngineClient):
         return resp
 
     async def request_async(self, url: str, method: str = "GET", headers: Any = None,
-                            body: bytes | str | None = None, **kw: Any) -> NetworkResponse:
+                            body: bytes | str | None = None, *, service: str | None = None,
+                            cache_strategy: str | None = None, compression_level: str | None = None,
+                            follow_redirects: bool = True, request_id: str | None = None,
+                            timeout_s: float | None = None) -> NetworkResponse:
         """Async twin of :meth:`request`."""
+        kw = _options(service, cache_strategy, compression_level, follow_redirects, request_id, timeout_s)
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
@@ -250,6 +263,12 @@ class NetworkEngine(EngineClient):
     async def health_async(self) -> dict[str, Any]:
         """Async twin of :meth:`health`."""
         return await self._acall("health")
+
+
+def _options(service: str | None, cache_strategy: str | None, compression_level: str | None,
+             follow_redirects: bool, request_id: str | None, timeout_s: float | None) -> dict[str, Any]:
+    return {"service": service, "cache_strategy": cache_strategy, "compression_level": compression_level,
+            "follow_redirects": follow_redirects, "request_id": request_id, "timeout_s": timeout_s}
 
 
 def client() -> NetworkEngine:
