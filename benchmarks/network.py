@@ -219,7 +219,7 @@ def main() -> None:
             async with aiohttp.ClientSession() as s:
                 await _origin_stats(s, base, reset=True)
                 cold = f"{base}/obj/5"  # max-age=300
-                await asyncio.gather(*(engine.arequest(cold) for _ in range(100)))
+                await asyncio.gather(*(engine.request_async(cold) for _ in range(100)))
                 engine_n = (await _origin_stats(s, base))["by_path"].get("/obj/5", 0)
                 await _origin_stats(s, base, reset=True)
                 conn = aiohttp.TCPConnector(limit=0)
@@ -248,7 +248,7 @@ def main() -> None:
                 t = time.perf_counter()
 
                 async def via_engine(u: str) -> None:
-                    await engine.arequest(u)
+                    await engine.request_async(u)
 
                 await _run_trace(via_engine, ids, trace_base, 8)
                 engine_s = time.perf_counter() - t
@@ -287,7 +287,7 @@ def main() -> None:
                 async def worker() -> None:
                     nonlocal n
                     while time.perf_counter() < stop:
-                        await eng.arequest(url0)
+                        await eng.request_async(url0)
                         n += 1
 
                 t = time.perf_counter()

@@ -102,10 +102,10 @@ async def optimize_request(req: OptimizeRequest, principal: Principal = Depends(
         else:
             body = req.body.encode()
     t0 = time.perf_counter()
-    r = await _engine().arequest(req.url, req.method, list(req.headers.items()), body, service=req.service_name,
-                                 cache_strategy=req.cache_strategy, compression_level=req.compression_level,
-                                 follow_redirects=req.follow_redirects, request_id=req.request_id,
-                                 timeout_s=req.timeout_s)
+    r = await _engine().request_async(req.url, req.method, list(req.headers.items()), body, service=req.service_name,
+                                      cache_strategy=req.cache_strategy, compression_level=req.compression_level,
+                                      follow_redirects=req.follow_redirects, request_id=req.request_id,
+                                      timeout_s=req.timeout_s)
     headers: dict[str, str] = {}
     for k, v in r.headers:
         headers[k] = f"{headers[k]}, {v}" if k in headers else v
@@ -124,14 +124,14 @@ async def optimize_pooling(req: PoolingRequest, request: Request, _: Principal =
     params = req.model_dump(exclude_none=True)
     if not params:
         raise InvalidInput("give at least one of limit, limit_per_host, keepalive_timeout_s")
-    result = await _engine().aconfigure_pooling(**params)
+    result = await _engine().configure_pooling_async(**params)
     audit(request, "network.optimize-pooling", "pool", "ok", **params)
     return result
 
 
 @router.get("/network/metrics", tags=TAGS, summary="Hit rate, origin requests saved, bytes saved, coalesced requests")
 async def metrics(_: Principal = Depends(require_read)) -> dict[str, Any]:
-    return await _engine().ametrics()
+    return await _engine().metrics_async()
 
 
 @router.post("/network/optimize-service", tags=TAGS, summary="A service's cache strategy and compression level")
@@ -141,14 +141,14 @@ async def optimize_service(req: ServiceRequest, request: Request,
     from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets
 
     enforce_caps(request, principal, req.service_name, "network", req.parameters)
-    result = await _engine().aoptimize_service(req.service_name, **req.parameters)
+    result = await _engine().optimize_service_async(req.service_name, **req.parameters)
     audit(request, "network.optimize-service", req.service_name, "ok", **req.parameters)
     return result
 
 
 @router.post("/network/cache/purge", tags=TAGS, summary="Drop cached responses by URL or URL prefix")
 async def purge(req: PurgeRequest, request: Request, _: Principal = Depends(require_admin)) -> dict[str, Any]:
-    n = await _engine().apurge(req.url, req.prefix)
+    n = await _engine().purge_async(req.url, req.prefix)
     audit(request, "network.cache.purge", req.url or req.prefix, "ok", purged=n)
     return {"purged": n, "url": req.url, "prefix": req.prefix}
 

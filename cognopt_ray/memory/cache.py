@@ -10,7 +10,7 @@ One interface, two backends:
 When Redis is unreachable, every call goes to the in-cluster backend instead (no call fails
 because Redis is gone), ``health`` says ``degraded`` with the reason, and after
 ``cache_redis_retry_s`` the next call tries Redis again; when it answers, the cache is back on
-Redis. Entries written during the outage stay readable: a Redis miss also looks in the in-cluster
+Redis (the package's one fallback policy, :class:`~cognopt_ray._private.kv.RedisState`). Entries written during the outage stay readable: a Redis miss also looks in the in-cluster
 backend once this process has used it.
 
 Values are ``bytes``, ``str``, JSON values, numpy arrays or Arrow tables/arrays, stored in the
@@ -32,13 +32,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import ray
 
 from cognopt_ray import runtime
 from cognopt_ray._private.client import translate_error
+from cognopt_ray._private.kv import RedisState, ping_redis, redact_url
+from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.memory import _values
@@ -74,47 +75,19 @@ class _InClusterCacheActor:
     def __init__(self, settings: Settings | dict[str, Any]) -> None:
         self.settings = settings if isinstance(settings, Settings) else Settings.model_validate(settings)
         self.max_bytes = self.settings.memory.cache_max_bytes
-        self.entries: OrderedDict[str, tuple[bytes, float | None]] = OrderedDict()
-        self.bytes = 0
-        self.hits = self.misses = self.sets = self.evictions = self.expired = 0
+        self.lru: ByteLRU[bytes] = ByteLRU(self.max_bytes)
         self.redis: dict[str, dict[str, Any]] = {}  # url -> {"status", "reason", "since"}
         self.client_counts: dict[str, int] = {}
 
-    def _drop(self, key: str) -> None:
-        data, _ = self.entries.pop(key)
-        self.bytes -= len(data)
-
     def get(self, key: str) -> bytes | None:
-        item = self.entries.get(key)
-        if item is not None and item[1] is not None and item[1] <= time.time():
-            self._drop(key)
-            self.expired += 1
-            item = None
-        if item is None:
-            self.misses += 1
-            return None
-        self.entries.move_to_end(key)
-        self.hits += 1
-        return item[0]
+        return self.lru.get(key)
 
     def set(self, key: str, data: bytes, ttl_s: float | None) -> bool:
-        if len(data) > self.max_bytes:
-            return False
-        if key in self.entries:
-            self._drop(key)
-        while self.bytes + len(data) > self.max_bytes and self.entries:
-            self._drop(next(iter(self.entries)))
-            self.evictions += 1
-        self.entries[key] = (data, (time.time() + ttl_s) if ttl_s else None)
-        self.bytes += len(data)
-        self.sets += 1
-        return True
+        """Keep ``data`` for ``ttl_s`` seconds (``None`` or 0: until evicted); False when too large."""
+        return self.lru.set(key, data, ttl_s or None)
 
     def delete(self, key: str) -> bool:
-        if key in self.entries:
-            self._drop(key)
-            return True
-        return False
+        return bool(self.lru.delete(key))
 
     def note_redis(self, url: str, status: str, reason: str | None) -> None:
         """A client tells what it saw of Redis at ``url`` (on every change of state)."""
@@ -131,18 +104,16 @@ class _InClusterCacheActor:
 
         ``hit_rate`` = hits / (hits + misses) of each backend (``None`` before any get).
         """
-        gets = self.hits + self.misses
+        lru = self.lru.stats()
+        gets = lru["hits"] + lru["misses"]
         rh, rm = self.client_counts.get("redis_hits", 0), self.client_counts.get("redis_misses", 0)
         return {
-            "in_cluster": {"entries": len(self.entries), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                           "hits": self.hits, "misses": self.misses, "sets": self.sets,
-                           "evictions": self.evictions, "expired": self.expired,
-                           "hit_rate": (self.hits / gets) if gets else None},
+            "in_cluster": {**lru, "hit_rate": (lru["hits"] / gets) if gets else None},
             "redis": {"hits": rh, "misses": rm, "sets": self.client_counts.get("redis_sets", 0),
                       "errors": self.client_counts.get("redis_errors", 0),
                       "fallbacks": self.client_counts.get("fallbacks", 0),
                       "hit_rate": (rh / (rh + rm)) if (rh + rm) else None,
-                      "urls": {_redact(u): s for u, s in self.redis.items()}},
+                      "urls": {redact_url(u): s for u, s in self.redis.items()}},
         }
 
     def health(self) -> dict[str, Any]:
@@ -151,12 +122,12 @@ class _InClusterCacheActor:
         for url, state in list(self.redis.items()):
             if state.get("status") != "down":
                 continue
-            ok, reason = _ping(url, timeout_s=0.5)
-            if ok:
+            reason = ping_redis(url, timeout_s=0.5)
+            if reason is None:
                 self.redis[url] = {"status": "up", "reason": None, "since": time.time()}
             else:
-                down.append(f"Redis at {_redact(url)} is unreachable ({reason})")
-        doc: dict[str, Any] = {"status": "up", "entries": len(self.entries), "bytes": self.bytes}
+                down.append(f"Redis at {redact_url(url)} is unreachable ({reason})")
+        doc: dict[str, Any] = {"status": "up", "entries": len(self.lru), "bytes": self.lru.bytes}
         if down:
             doc.update(status="degraded",
                        reason="; ".join(down) + "; the shared cache is serving from the in-cluster backend")
@@ -164,26 +135,6 @@ class _InClusterCacheActor:
 
 
 _CacheRemote = ray.remote(_InClusterCacheActor)
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
-def _ping(url: str, timeout_s: float) -> tuple[bool, str | None]:
-    import redis
-
-    c = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        c.ping()
-        return True, None
-    except Exception as e:  # noqa: BLE001
-        return False, f"{type(e).__name__}: {e}"
-    finally:
-        c.close()
 
 
 # -- Redis connection pools: one per process and URL ---------------------------------------------
@@ -229,10 +180,7 @@ class SharedCache:
         self.actor_name = actor_name
         self._actor: Any = None
         self._lock = threading.Lock()
-        self._redis_up = self.url is not None
-        self._retry_at = 0.0
-        self._reason: str | None = None
-        self._used_fallback = False
+        self._redis = RedisState(self.url, self.ms.cache_redis_retry_s, what="shared cache") if self.url else None
         self._counts: dict[str, int] = {}
         self._pushed_at = time.monotonic()
         self.counts: dict[str, int] = {}
@@ -248,9 +196,7 @@ class SharedCache:
     @property
     def backend(self) -> str:
         """``redis`` or ``in_cluster``: where the next call goes."""
-        if self.url is None:
-            return "in_cluster"
-        return "redis" if self._redis_up or time.monotonic() >= self._retry_at else "in_cluster"
+        return "redis" if self._redis is not None and self._redis.should_try() else "in_cluster"
 
     def _cluster(self) -> Any:
         if self._actor is None:
@@ -281,33 +227,27 @@ class SharedCache:
 
     def _redis_call(self, fn: Any) -> Any:
         """Run ``fn(redis_client)``; ``_MISSING`` when Redis is (or just went) down."""
-        if self.url is None or (not self._redis_up and time.monotonic() < self._retry_at):
+        state = self._redis
+        if state is None or not state.should_try():
             return _MISSING
         import redis
 
         try:
-            result = fn(_redis_client(self.url, self.ms.cache_redis_timeout_s))
+            result = fn(_redis_client(state.url, self.ms.cache_redis_timeout_s))
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-            self._redis_down(e)
+            self._count("redis_errors")
+            if state.failed(e):
+                self._count("fallbacks")
+                self._note("down", state.reason)
             return _MISSING
-        if not self._redis_up:
-            self._redis_up, self._reason = True, None
-            logger.info("shared cache is back on Redis at %s", _redact(self.url))
+        if state.recovered():
             self._note("up", None)
         return result
 
-    def _redis_down(self, e: BaseException) -> None:
-        reason = f"{type(e).__name__}: {e}"
-        first = self._redis_up or self._reason is None
-        self._redis_up, self._reason = False, reason
-        self._retry_at = time.monotonic() + self.ms.cache_redis_retry_s
-        self._used_fallback = True
-        self._count("redis_errors")
-        if first:
-            self._count("fallbacks")
-            logger.warning("Redis at %s unreachable (%s); shared cache falls back to the in-cluster backend",
-                           _redact(self.url or ""), reason)
-            self._note("down", reason)
+    @property
+    def _used_fallback(self) -> bool:
+        """Whether this process has used the in-cluster backend while Redis was down."""
+        return self._redis is not None and self._redis.used_fallback
 
     def _note(self, status: str, reason: str | None) -> None:
         try:
@@ -362,13 +302,9 @@ class SharedCache:
 
     def health(self) -> dict[str, Any]:
         """``up`` on the configured backend; ``degraded`` with the reason while Redis is unreachable."""
-        if self.url is None:
+        if self._redis is None:
             return {"status": "up", "backend": "in_cluster", "reason": "COGNOPT_REDIS_URL is not set"}
-        if not self._redis_up:
-            return {"status": "degraded", "backend": "in_cluster",
-                    "reason": f"Redis at {_redact(self.url)} is unreachable ({self._reason}); "
-                              "serving from the in-cluster backend"}
-        return {"status": "up", "backend": "redis"}
+        return self._redis.health()
 
     def stats(self) -> dict[str, Any]:
         """This process's counters (hits/misses/sets per backend) and the hit rate of each backend."""

@@ -1,6 +1,12 @@
 """The network engine: HTTP response cache (RFC 9111 / RFC 5861), request coalescing, pooled
 aiohttp client, SSRF guard, compression and the static-asset (CDN) pipeline.
 
+Layout: :mod:`~cognopt_ray.network.client` (the public client, :func:`client`), ``_actor`` (the
+private actor), :mod:`~cognopt_ray.network.http_client` (the HTTP core, :class:`OptimizedClient`),
+:mod:`~cognopt_ray.network.rules` (RFC 9111 rules), :mod:`~cognopt_ray.network.entries` (cache
+entries), :mod:`~cognopt_ray.network.backends` (where entries live), ``near_cache``, ``guard``
+(SSRF), ``encoding``, ``assets`` (CDN), ``metrics``, ``errors``.
+
 Example:
     >>> import cognopt_ray
     >>> from cognopt_ray import network
@@ -11,17 +17,10 @@ Example:
 
 from __future__ import annotations
 
-from cognopt_ray._private.client import process_client
-from cognopt_ray.network.client import NetworkResponse, OptimizedClient, PoolConfig
-from cognopt_ray.network.engine import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine
+from cognopt_ray.network.client import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine, client
 from cognopt_ray.network.errors import BadGateway, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import SsrfGuard
-
-
-def client() -> NetworkEngine:
-    """The cluster's network engine (``cognopt.network``), created on first use; cached per process."""
-    return process_client(ACTOR_NAME, NetworkEngine.get_or_create)
-
+from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
 
 __all__ = [
     "client",

@@ -41,11 +41,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from cognopt_ray import runtime
 from cognopt_ray._private.files import atomic_write, fsync_dir
 from cognopt_ray._private.sealer import Sealer, Signer, is_sealed
 from cognopt_ray.config import Settings
-from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from cognopt_ray.errors import IntegrityError, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +157,10 @@ def _check_categories(categories: list[str] | None) -> list[str]:
 
 # -- collecting ------------------------------------------------------------------------------------
 async def _network(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
-    from cognopt_ray.network import CACHE_ACTOR_NAME
+    from cognopt_ray import network
 
-    actor = runtime.get_actor(CACHE_ACTOR_NAME)
-    if actor is None or not hasattr(actor, "take_expired"):
-        return []
-    taken = await actor.take_expired.remote(dry_run)
+    net = await asyncio.get_running_loop().run_in_executor(None, network.client)
+    taken = await net.expired_entries_async(take=not dry_run)
     out = []
     for key, data, expired_at in taken:
         meta = {"key": key, "expired_at": expired_at}
@@ -249,15 +246,10 @@ def restore(settings: Settings, qid: str, *, dry_run: bool = False) -> dict[str,
     if dry_run:
         return {"restored": False, "dry_run": True, "entry": entry}
     if cat == "network_cache":
-        import ray
+        from cognopt_ray import network
 
-        from cognopt_ray.network import CACHE_ACTOR_NAME
-
-        actor = runtime.get_actor(CACHE_ACTOR_NAME)
-        if actor is None:
-            raise Conflict("the in-cluster network cache is not running", hint="make a network request first")
         # back for one more hour in the backend; its HTTP freshness is what it was (stale entries revalidate)
-        ray.get(actor.set.remote(entry["meta"]["key"], data, 3600.0), timeout=60)
+        network.client().restore_entry(entry["meta"]["key"], data, ttl_s=3600.0)
         result: dict[str, Any] = {"key": entry["meta"]["key"]}
     elif cat == "memory_allocations":
         from cognopt_ray import memory

@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 import ray
 
 from cognopt_ray import runtime
+from cognopt_ray._private.kv import ping_redis, redact_url
 from cognopt_ray.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -38,23 +39,10 @@ def check_redis(url: str | None, timeout_s: float = 1.0) -> dict[str, Any]:
     """Ping Redis at ``url``: ``not_configured`` without a URL, else ``up`` or ``down`` with the reason."""
     if not url:
         return {"status": NOT_CONFIGURED, "reason": "COGNOPT_REDIS_URL is not set; caches use the in-cluster backend"}
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        client.ping()
-        return {"status": UP, "url": _redact(url)}
-    except Exception as e:  # noqa: BLE001 - any failure is "down" with its reason
-        return {"status": DOWN, "url": _redact(url), "reason": f"{type(e).__name__}: {e}"}
-    finally:
-        client.close()
-
-
-def _redact(url: str) -> str:
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    reason = ping_redis(url, timeout_s)
+    if reason is None:
+        return {"status": UP, "url": redact_url(url)}
+    return {"status": DOWN, "url": redact_url(url), "reason": reason}
 
 
 def _check_ray() -> dict[str, Any]:

@@ -26,7 +26,6 @@ import logging
 import time
 from typing import Any, Callable
 
-from cognopt_ray import runtime
 from cognopt_ray.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -86,18 +85,15 @@ def _storage_tiering(dry_run: bool) -> dict[str, Any]:
 
 
 async def _network_sweep(dry_run: bool) -> dict[str, Any]:
-    from cognopt_ray.network import CACHE_ACTOR_NAME
+    from cognopt_ray import network
 
-    actor = runtime.get_actor(CACHE_ACTOR_NAME)
-    if actor is None:
-        return {"action": "no in-cluster cache to sweep (not used yet, or Redis expires its own keys)",
-                "before": None, "after": None}
-    before = await actor.stats.remote()
+    net = await asyncio.get_running_loop().run_in_executor(None, network.client)
+    before = await net.cache_stats_async()
     if dry_run:
-        expired = await actor.take_expired.remote(True)
+        expired = await net.expired_entries_async()
         return {"action": f"would drop {len(expired)} expired entries", "before": before, "after": before}
-    dropped = await actor.sweep.remote()
-    after = await actor.stats.remote()
+    dropped = await net.sweep_cache_async()
+    after = await net.cache_stats_async()
     return {"action": f"dropped {dropped} expired entries", "before": before, "after": after}
 
 

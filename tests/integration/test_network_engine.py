@@ -86,7 +86,7 @@ def test_coalescing_across_callers_of_the_actor(origin, engine):
         return NetworkEngine(handle).request(url).status
 
     async def go():
-        return await asyncio.gather(*(eng.arequest(slow.url) for _ in range(30)))
+        return await asyncio.gather(*(eng.request_async(slow.url) for _ in range(30)))
 
     task_refs = [from_a_task.remote(eng.actor, slow.url) for _ in range(2)]
     rs = asyncio.run(go())
@@ -158,8 +158,8 @@ def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory
     from yarl import URL
 
     from cognopt_ray._private.sealer import is_sealed
-    from cognopt_ray.network.backends import pack, unpack
-    from cognopt_ray.network.store import CacheStore, entry_key
+    from cognopt_ray.network.entries import pack, unpack
+    from cognopt_ray.network.entries import CacheStore, entry_key
 
     red = redis.Redis.from_url(server.url)
     assert not [k for k in red.scan_iter(count=1000) if b"/t/" in k or b"127.0.0.1" in k]  # names reveal no URL

@@ -8,9 +8,8 @@ import pytest
 import zstandard
 
 from cognopt_ray._private.sealer import Sealer, is_sealed
-from cognopt_ray.network.backends import BadEntry, entry_key_of, pack, unpack
+from cognopt_ray.network.entries import PURPOSE, BadEntry, entry_key_of, pack, unpack
 from cognopt_ray.network.rules import StoredResponse
-from cognopt_ray.network.store import PURPOSE
 
 
 def _variants():

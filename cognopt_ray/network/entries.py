@@ -1,4 +1,12 @@
-"""The cache's entries: keys partitioned by service, backend names, sealing, the hot cache, TTLs.
+"""The cache's entries: keys partitioned by service, backend names, serialisation, sealing, the
+hot layer, TTLs.
+
+All variants of one URL for one service are one entry (``Vary`` is the secondary key inside it),
+serialised by :func:`pack` (a JSON header naming the entry's cache key + the bodies,
+zstd-compressed, sealed by the one :class:`~cognopt_ray._private.sealer.Sealer` with the sub-key
+``b"cognopt network cache"`` and associated data bound to the entry's name when an encryption key
+is configured) so every backend stores opaque bytes with a TTL. :func:`unpack` decompresses at
+most a bounded number of bytes and refuses anything it cannot vouch for (:class:`BadEntry`).
 
 One entry holds every ``Vary`` variant of one URL *for one service*: the primary cache key is
 ``(URL without fragment, service)``, so a service never reads (nor learns of) what another
@@ -25,17 +33,22 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import struct
 import time
-from collections import OrderedDict
 from typing import Callable
 
+import zstandard
 from yarl import URL
 
-from cognopt_ray._private.sealer import Sealer
+from cognopt_ray._private import bounded
+from cognopt_ray._private.lru import ByteLRU
+from cognopt_ray._private.sealer import Sealer, is_sealed
 from cognopt_ray.config import Settings
-from cognopt_ray.network.backends import BadEntry, CacheBackend, entry_key_of, pack, unpack
+from cognopt_ray.errors import IntegrityError
+from cognopt_ray.network.backends import CacheBackend
 from cognopt_ray.network.metrics import NetworkMetrics
 from cognopt_ray.network.rules import NEVER_STORED_HEADERS, StoredResponse, without
 
@@ -49,6 +62,94 @@ NO_SERVICE = "-"
 _HEADER_ROOM = 1 << 20
 
 
+# -- serialisation ----------------------------------------------------------------------------------
+_MAGIC = b"CNC2"
+
+
+class BadEntry(ValueError):
+    """A stored entry that is refused: malformed, tampered with, too large once decoded, written
+    under another key, or unsealed where a sealed one is expected. It is treated as a miss."""
+
+
+def pack(variants: list[StoredResponse], cache_key: str, *, sealer: Sealer | None = None,
+         aad: bytes = b"", level: int = 3, max_raw: int | None = None) -> bytes:
+    """Serialise the variants of one cache entry: a JSON header naming ``cache_key`` + the bodies,
+    zstd-compressed, then sealed by ``sealer`` (AES-GCM, ``aad`` bound) when one is given.
+
+    Raises:
+        BadEntry: the serialised entry would be over ``max_raw`` bytes before compression.
+    """
+    meta = []
+    for v in variants:
+        meta.append({"url": v.url, "status": v.status, "headers": v.headers, "request_time": v.request_time,
+                     "response_time": v.response_time, "vary": v.vary, "strategy": v.strategy,
+                     "hf": v.heuristic_fraction, "len": len(v.body)})
+    head = json.dumps({"key": cache_key, "variants": meta}, separators=(",", ":")).encode()
+    size = 4 + len(head) + sum(len(v.body) for v in variants)
+    if max_raw is not None and size > max_raw:
+        raise BadEntry(f"entry of {size} bytes is over {max_raw}")
+    raw = struct.pack(">I", len(head)) + head + b"".join(v.body for v in variants)
+    data = _MAGIC + zstandard.ZstdCompressor(level=level).compress(raw)
+    return sealer.seal(data, aad) if sealer is not None else data
+
+
+def unpack(data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: bytes = b"",
+           max_raw: int | None = None) -> list[StoredResponse]:
+    """The inverse of :func:`pack`, decompressing at most ``max_raw`` bytes.
+
+    With a ``sealer`` only a sealed entry whose ``aad`` checks is read; without one a sealed entry
+    cannot be. The entry must name ``cache_key`` (an entry copied under another key is refused).
+
+    Raises:
+        BadEntry: anything malformed, tampered with, unsealed where sealed is expected, or too large.
+    """
+    if sealer is not None:
+        if not is_sealed(data):
+            raise BadEntry("entry is not sealed and an encryption key is configured; refused")
+        try:
+            data = sealer.open(data, aad)
+        except IntegrityError as e:
+            raise BadEntry(f"entry does not open: {e.message}") from None
+    elif is_sealed(data):
+        raise BadEntry("entry is sealed and no encryption key is configured")
+    if not data.startswith(_MAGIC):
+        raise BadEntry("not a cache entry")
+    try:
+        raw = bounded.zstd(memoryview(data)[4:], max_raw)
+        (n,) = struct.unpack(">I", raw[:4])
+        doc = json.loads(raw[4:4 + n])
+        if doc.get("key") != cache_key:
+            raise BadEntry("entry was written under another cache key")
+        pos = 4 + n
+        out = []
+        for m in doc["variants"]:
+            body = raw[pos:pos + m["len"]]
+            pos += m["len"]
+            out.append(StoredResponse(m["url"], m["status"], [tuple(h) for h in m["headers"]], body,
+                                      m["request_time"], m["response_time"], m["vary"], m["strategy"], m.get("hf", 0.1)))
+        return out
+    except BadEntry:
+        raise
+    except (ValueError, KeyError, TypeError, struct.error, AttributeError) as e:
+        raise BadEntry(f"malformed entry: {type(e).__name__}: {e}") from None
+
+
+def entry_key_of(data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"", max_raw: int | None = None) -> str | None:
+    """The cache key an entry names (None when it cannot be read)."""
+    try:
+        if sealer is not None:
+            data = sealer.open(data, aad)
+        if not data.startswith(_MAGIC):
+            return None
+        raw = bounded.zstd(memoryview(data)[4:], max_raw)
+        (n,) = struct.unpack(">I", raw[:4])
+        key = json.loads(raw[4:4 + n]).get("key")
+        return key if isinstance(key, str) else None
+    except (ValueError, IntegrityError, struct.error, AttributeError):
+        return None
+
+
+# -- keys and names ---------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class EntryKey:
     """The primary cache key: the URL (no fragment) and the service the entry belongs to."""
@@ -81,8 +182,8 @@ class CacheStore:
         self.sealer = Sealer.from_settings(settings, PURPOSE)
         #: an entry decodes to at most this many bytes (one response at its limit + its header)
         self.max_raw = self.net.max_response_bytes + _HEADER_ROOM
-        self._hot: OrderedDict[str, tuple[list[StoredResponse], float, int]] = OrderedDict()
-        self._hot_bytes = 0
+        #: decoded entries, kept for ``hot_cache_ttl_s`` (seconds of this process's monotonic clock)
+        self._hot: ByteLRU[list[StoredResponse]] = ByteLRU(max(0, self.net.hot_cache_max_bytes), clock=time.monotonic)
 
     # -- names ----------------------------------------------------------------------------------
     def name(self, key: EntryKey) -> str:
@@ -99,34 +200,15 @@ class CacheStore:
     def _hot_put(self, logical: str, variants: list[StoredResponse]) -> None:
         if self.net.hot_cache_max_bytes <= 0 or self.net.hot_cache_ttl_s <= 0:
             return
-        self._hot_drop(logical)
-        size = sum(len(v.body) + 512 for v in variants)
-        if size > self.net.hot_cache_max_bytes:
-            return
-        self._hot[logical] = (variants, time.monotonic(), size)
-        self._hot_bytes += size
-        while self._hot_bytes > self.net.hot_cache_max_bytes and self._hot:
-            self._hot_drop(next(iter(self._hot)))
-
-    def _hot_drop(self, logical: str) -> None:
-        item = self._hot.pop(logical, None)
-        if item is not None:
-            self._hot_bytes -= item[2]
-
-    def _hot_drop_prefix(self, prefix: str) -> None:
-        for k in [k for k in self._hot if k.startswith(prefix)]:
-            self._hot_drop(k)
+        self._hot.set(logical, variants, self.net.hot_cache_ttl_s, size=sum(len(v.body) + 512 for v in variants))
 
     # -- reading and writing --------------------------------------------------------------------------
     async def load(self, key: EntryKey) -> list[StoredResponse]:
         """The stored variants of ``key`` ([] on a miss, a refused entry or a backend failure)."""
         logical = key.logical
-        item = self._hot.get(logical)
-        if item is not None:
-            if time.monotonic() - item[1] < self.net.hot_cache_ttl_s:
-                self._hot.move_to_end(logical)
-                return item[0]
-            self._hot_drop(logical)
+        hot = self._hot.get(logical)
+        if hot is not None:
+            return hot
         name = self.name(key)
         try:
             raw = await self.backend.get(name)
@@ -170,7 +252,7 @@ class CacheStore:
             ttls = [v.ttl(self.net.keep_stale_s) for v in variants]
             ttl = min(math.inf if any(t is None for t in ttls) else max(ttls), self.net.max_cache_ttl_s)  # type: ignore[type-var]
             if ttl <= 0:
-                self._hot_drop(key.logical)
+                self._hot.delete(key.logical)
                 await self.backend.delete(name)
                 return False
             self._hot_put(key.logical, variants)
@@ -184,7 +266,7 @@ class CacheStore:
 
     async def drop_url(self, url: str) -> int:
         """Drop every service's entry of ``url``; returns how many."""
-        self._hot_drop_prefix(f"{url}#")
+        self._hot.delete_prefix(f"{url}#")
         return await self.backend.delete_prefix(self.url_prefix(url))
 
     async def drop_prefix(self, prefix: str) -> int:
@@ -193,7 +275,7 @@ class CacheStore:
         With hashed names the backend's names say nothing of the URL: each entry is opened to read
         the key it names (an admin operation, linear in the cache's size).
         """
-        self._hot_drop_prefix(prefix)
+        self._hot.delete_prefix(prefix)
         if self.sealer is None:
             return await self.backend.delete_prefix(prefix)
         n = 0
@@ -211,4 +293,4 @@ class CacheStore:
             logger.warning("could not delete refused cache entry %s: %s", name[:200], e)
 
 
-__all__ = ["CacheStore", "EntryKey", "entry_key", "PURPOSE", "NO_SERVICE"]
+__all__ = ["CacheStore", "EntryKey", "entry_key", "PURPOSE", "NO_SERVICE", "pack", "unpack", "entry_key_of", "BadEntry"]

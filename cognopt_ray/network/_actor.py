@@ -1,0 +1,183 @@
+"""The network engine's actor (``cognopt.network``): private; use :mod:`cognopt_ray.network.client`.
+
+The actor runs one :class:`~cognopt_ray.network.http_client.OptimizedClient`, so every request
+made through it, from any task, notebook or Serve replica of the cluster, shares one cache, one
+connection pool and one table of in-flight requests (coalescing across the cluster). Its cache
+backend is Redis when ``redis_url`` is set, with the in-cluster actor (``cognopt.network_cache``)
+as fallback; the in-cluster actor alone otherwise. Service overrides and the pool configuration
+are written to ``<root>/network/state.json`` before a change is acknowledged and reloaded after a
+restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from cognopt_ray._private.files import atomic_write
+from cognopt_ray.config import Settings
+from cognopt_ray._private.kv import FallbackBackend, RedisBackend
+from cognopt_ray.network.backends import InClusterBackend
+from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
+
+logger = logging.getLogger(__name__)
+
+ACTOR_NAME = "cognopt.network"
+CACHE_ACTOR_NAME = "cognopt.network_cache"
+
+
+def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME) -> tuple[Any, InClusterBackend]:
+    """The backend the settings ask for (see module docstring), and its in-cluster part.
+
+    Called in the actor: the in-cluster cache actor it creates is detached (as every engine
+    actor created from a Ray worker is), so it outlives a restart of the network actor.
+    """
+    net = settings.network
+    in_cluster = InClusterBackend(cache_actor_name, net.cache_max_bytes)
+    use_redis = net.cache_backend == "redis" or (net.cache_backend == "auto" and settings.redis_url)
+    if use_redis:
+        if not settings.redis_url:
+            logger.warning("cache_backend=redis but redis_url is not set; using the in-cluster backend")
+            return in_cluster, in_cluster
+        return FallbackBackend(RedisBackend(settings.redis_url, net.redis_namespace, max_ttl_s=net.max_cache_ttl_s),
+                               in_cluster, net.redis_retry_s, what="network cache"), in_cluster
+    return in_cluster, in_cluster
+
+
+@ray.remote
+class _NetworkActor:
+    """Holds the cluster's OptimizedClient. Methods are coroutines on one event loop."""
+
+    def __init__(self, settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.backend, self.in_cluster = build_backend(settings, cache_actor_name)
+        self.client = OptimizedClient(settings, backend=self.backend)
+        self.state_path = Path(settings.root) / "network" / f"state-{cache_actor_name.removeprefix('cognopt.')}.json"
+        self._load_state()
+        self._maintenance: asyncio.Task | None = None
+        self._gauges: dict[str, Any] | None = None
+
+    def _ensure_maintenance(self) -> None:
+        interval = self.settings.network.maintenance_interval_s
+        if interval > 0 and (self._maintenance is None or self._maintenance.done()):
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain(interval))
+
+    async def _maintain(self, interval: float) -> None:
+        """Background loop: drop expired in-cluster entries, export counters to Ray's metrics."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.in_cluster.actor.sweep.remote()
+                self._export_metrics()
+            except Exception as e:  # noqa: BLE001 - the loop must survive anything
+                logger.warning("network maintenance pass failed: %s: %s", type(e).__name__, e)
+
+    def _export_metrics(self) -> None:
+        from ray.util.metrics import Gauge
+
+        snap = self.client.metrics.snapshot()
+        names = ("requests", "hits", "misses", "coalesced", "origin_requests", "bytes_from_origin", "bytes_served",
+                 "cache_hit_rate", "bandwidth_saved_mb", "compression_ratio")
+        if self._gauges is None:
+            self._gauges = {n: Gauge(f"cognopt_network_{n}", description=f"network engine: {n}") for n in names}
+        for n in names:
+            self._gauges[n].set(float(snap[n]))
+
+    def _load_state(self) -> None:
+        try:
+            state = json.loads(self.state_path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            logger.error("network state %s unreadable (%s); starting from settings", self.state_path, e)
+            return
+        for name, params in (state.get("services") or {}).items():
+            self.client.set_service(name, **params)
+        if state.get("pool"):
+            self.client.pool = PoolConfig(**state["pool"])
+
+    def _save_state(self) -> None:
+        state = {"services": {k: v.model_dump() for k, v in self.client.services.items()},
+                 "pool": self.client.pool.model_dump()}
+        atomic_write(self.state_path, json.dumps(state, indent=1).encode())
+
+    async def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
+                      **kw: Any) -> NetworkResponse:
+        self._ensure_maintenance()
+        return await self.client.request(url, method, headers, body, **kw)
+
+    async def configure_pooling(self, **params: Any) -> dict[str, Any]:
+        before = self.client.pool.model_dump()
+        after = await self.client.configure_pooling(**params)
+        self._save_state()
+        return {"before": before, "after": after.model_dump()}
+
+    async def set_service(self, service: str, params: dict[str, Any]) -> dict[str, Any]:
+        before = self.client.service_settings(service).model_dump()
+        old = self.client.services.get(service)
+        after = self.client.set_service(service, **params)
+        try:
+            self._save_state()
+        except Exception:
+            if old is None:
+                self.client.services.pop(service, None)
+            else:
+                self.client.services[service] = old
+            raise
+        return {"service_name": service, "before": before, "after": after.model_dump()}
+
+    async def get_service(self, service: str) -> dict[str, Any]:
+        return self.client.service_settings(service).model_dump()
+
+    async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
+        return await self.client.purge(url, prefix)
+
+    async def metrics(self, near_hits: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+        if near_hits[0]:
+            await self.record_near_hits(*near_hits)
+        snap = self.client.metrics.snapshot()
+        try:
+            snap["backend"] = await asyncio.wait_for(self.backend.stats(), timeout=10)
+        except Exception as e:  # noqa: BLE001
+            snap["backend"] = {"error": f"{type(e).__name__}: {e}"}
+        snap["pool"] = self.client.pool_stats()
+        snap["services"] = {k: v.model_dump() for k, v in self.client.services.items()}
+        return snap
+
+    async def record_near_hits(self, hits: int, served: int) -> None:
+        """Count hits that engine clients answered from their near cache."""
+        m = self.client.metrics
+        m.requests += hits
+        m.hits += hits
+        m.near_hits += hits
+        m.bytes_served += served
+
+    # -- the in-cluster cache (for the system layer: cleanup, optimize-all, restore) ----------
+    async def cache_stats(self) -> dict[str, Any]:
+        return await self.in_cluster.actor.stats.remote()
+
+    async def take_expired(self, dry_run: bool = False) -> list[tuple[str, bytes, float]]:
+        return await self.in_cluster.actor.take_expired.remote(dry_run)
+
+    async def sweep_cache(self) -> int:
+        return await self.in_cluster.actor.sweep.remote()
+
+    async def restore_entry(self, name: str, data: bytes, ttl_s: float) -> None:
+        await self.in_cluster.actor.set.remote(name, data, ttl_s)
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            b = await asyncio.wait_for(self.backend.health(), timeout=2)
+        except Exception as e:  # noqa: BLE001
+            b = {"status": "degraded", "reason": f"cache backend: {type(e).__name__}: {e}"}
+        status = "up" if b.get("status") == "up" else "degraded"
+        return {"status": status, "reason": b.get("reason"), "cache_backend": b.get("backend")}
+
+
+__all__ = ["ACTOR_NAME", "CACHE_ACTOR_NAME", "build_backend"]
