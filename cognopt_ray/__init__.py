@@ -27,7 +27,7 @@ from cognopt_ray.network import NetworkEngine, OptimizedClient
 from cognopt_ray.priority import Priority
 from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.runtime import get_settings, init, shutdown
-from cognopt_ray.memory import MemoryPools, PoolFull, ServicePool, SharedCache
+from cognopt_ray.memory import MemoryPool, MemoryPools, PoolFull, SharedCache
 from cognopt_ray.storage import StorageClient, TieredStore
 
 connect = init  # joining a cluster is init(address="auto")
@@ -56,7 +56,7 @@ __all__ = [
     "PayloadTooLarge",
     "Unauthorized",
     "MemoryPools",
-    "ServicePool",
+    "MemoryPool",
     "SharedCache",
     "PoolFull",
     "StorageClient",

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import ray
 
@@ -44,6 +44,21 @@ class _RuntimeState:
 
 _state = _RuntimeState()
 _lock = threading.RLock()
+#: Functions ``(settings, runtime_env) -> runtime_env`` applied to the job's runtime_env by :func:`init`.
+_runtime_env_hooks: list[Callable[[Settings, Any], Any]] = []
+
+
+def add_runtime_env_hook(hook: Callable[[Settings, Any], Any]) -> None:
+    """Have :func:`init` pass the job's ``runtime_env`` through ``hook(settings, runtime_env)``.
+
+    This is how a package above the runtime reaches every worker of the job without the runtime
+    importing it: the memory package adds its GC tuner's ``worker_process_setup_hook`` when it is
+    imported (``import cognopt_ray`` imports it). Adding the same hook twice keeps one.
+    """
+    with _lock:
+        if hook not in _runtime_env_hooks:
+            _runtime_env_hooks.append(hook)
+
 
 
 def init(
@@ -78,10 +93,10 @@ def init(
         if not ray.is_initialized():
             target = address if address is not None else os.environ.get("RAY_ADDRESS") or "local"
             kwargs: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": True, **ray_kwargs}
-            if settings.memory.gc_tuning:  # the memory engine's GC tuner, in every worker of the job
-                from cognopt_ray.memory.gc_tuner import merge_setup_hook
-
-                kwargs["runtime_env"] = merge_setup_hook(kwargs.get("runtime_env"))
+            for hook in _runtime_env_hooks:  # e.g. the memory engine's GC tuner, in every worker of the job
+                env = hook(settings, kwargs.get("runtime_env"))
+                if env is not None:
+                    kwargs["runtime_env"] = env
             if target == "local":
                 if num_cpus is not None:
                     kwargs["num_cpus"] = num_cpus
@@ -239,6 +254,7 @@ __all__ = [
     "shutdown",
     "get_settings",
     "adopt_in_actor",
+    "add_runtime_env_hook",
     "ensure_ray",
     "get_or_create_actor",
     "get_actor",

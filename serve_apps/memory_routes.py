@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -12,9 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from cognopt_ray.errors import InvalidInput
-from cognopt_ray.memory import pools as _pools
-from cognopt_ray.memory.pools import split_allocation_id
-from cognopt_ray.memory._values import to_http_bytes
+from cognopt_ray import memory
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, current_principal, require_admin, require_read
 
@@ -23,8 +20,8 @@ SERVICE_RE = r"^[a-z][a-z0-9_]{0,62}$"
 MemoryTypeField = Literal["transient", "persistent"]
 
 
-def _client() -> _pools.MemoryPools:
-    return _pools.client()
+def _client() -> memory.MemoryPools:
+    return memory.client()
 
 
 class AllocateRequest(BaseModel):
@@ -51,7 +48,7 @@ class AllocateResponse(BaseModel):
 async def _allocate(request: Request, principal: Principal, service: str, value: Any, memory_type: str,
                     pin: bool, ttl_s: float | None) -> AllocateResponse:
     authorize_service(principal, service, write=True)
-    doc = await _client().aallocate_info(service, value, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
+    doc = await _client().allocate_info_async(service, value, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
     return AllocateResponse(**doc)
 
 
@@ -104,14 +101,13 @@ async def read_allocation(allocation_id: str = Path(..., max_length=100),
     """JSON values come back as JSON; bytes as ``application/octet-stream``; numpy arrays as their
     raw bytes with ``X-Cognopt-Dtype`` and ``X-Cognopt-Shape``; Arrow tables and arrays as an Arrow
     IPC stream. Python objects are 406: a REST reader is never sent a pickle."""
-    service = split_allocation_id(allocation_id)
+    service = memory.MemoryPools.service_of(allocation_id)
     authorize_service(principal, service, write=False)
-    value, kind = await _client().aget_with_kind(allocation_id)
-    headers = {"X-Cognopt-Kind": kind}
-    if kind == "json":
-        return JSONResponse(value, headers=headers)
-    data, extra = to_http_bytes(value, kind)
-    return Response(data, media_type="application/octet-stream", headers={**headers, **extra})
+    out = await _client().get_portable_async(allocation_id)
+    headers = {"X-Cognopt-Kind": out.kind}
+    if out.kind == "json":
+        return JSONResponse(out.value, headers=headers)
+    return Response(out.data, media_type="application/octet-stream", headers={**headers, **out.headers})
 
 
 class DeallocateRequest(BaseModel):
@@ -128,9 +124,9 @@ class DeallocateResponse(BaseModel):
 
 @router.post("/memory/deallocate", response_model=DeallocateResponse, summary="Free an allocation")
 async def deallocate(body: DeallocateRequest, principal: Principal = Depends(current_principal)) -> DeallocateResponse:
-    service = split_allocation_id(body.allocation_id)
+    service = memory.MemoryPools.service_of(body.allocation_id)
     authorize_service(principal, service, write=True)
-    return DeallocateResponse(**await _client().adeallocate(body.allocation_id))
+    return DeallocateResponse(**await _client().deallocate_async(body.allocation_id))
 
 
 class GcResponse(BaseModel):
@@ -150,7 +146,7 @@ class GcResponse(BaseModel):
 
 @router.post("/memory/optimize-gc", response_model=GcResponse, summary="Run a GC tuning pass now (admin)")
 async def optimize_gc(request: Request, principal: Principal = Depends(require_admin)) -> GcResponse:
-    doc = await _client().aoptimize_gc()
+    doc = await _client().optimize_gc_async()
     audit(request, "memory.optimize_gc", None, "ok", thresholds_before=doc["thresholds_before"],
           thresholds_after=doc["thresholds_after"])
     return GcResponse(**doc)
@@ -171,7 +167,7 @@ class MetricsResponse(BaseModel):
 
 @router.get("/memory/metrics", response_model=MetricsResponse, summary="Pools, cache, object store, GC")
 async def metrics(principal: Principal = Depends(require_read)) -> MetricsResponse:
-    return MetricsResponse(**await _client().ametrics())
+    return MetricsResponse(**await _client().metrics_async())
 
 
 class OptimizeServiceRequest(BaseModel):
@@ -198,7 +194,7 @@ class OptimizeServiceResponse(BaseModel):
 async def optimize_service(body: OptimizeServiceRequest, request: Request,
                            principal: Principal = Depends(require_admin)) -> OptimizeServiceResponse:
     try:
-        doc = await _client().aoptimize_service(body.service_name, body.optimization_type, body.parameters)
+        doc = await _client().optimize_service_async(body.service_name, body.optimization_type, body.parameters)
     except Exception as e:
         audit(request, "memory.optimize_service", body.service_name, "error",
               optimization_type=body.optimization_type, parameters=body.parameters, error=type(e).__name__)

@@ -1,5 +1,22 @@
 """The memory engine: per-service pools in Ray's object store, a shared cache, GC tuning.
 
+========================  ============================================================
+module                    holds
+========================  ============================================================
+``client.py``             :class:`MemoryPools` / :class:`MemoryPool`, the public client
+``_actor.py``             the pools actor ``cognopt.memory`` (private)
+``allocations.py``        allocation and pool records, typed requests, allocation ids
+``persist.py``            durable copies of persistent allocations, the pools' state
+``spill_ledger.py``       the spilled allocations and their bytes per service
+``spill.py``              the default spill hooks: the storage engine's WARM tier
+``gc_tuner.py``           the GC tuner of every worker (``worker_process_setup_hook``)
+``gc_reports.py``         the workers' GC reports and the engine's tuning passes
+``object_store.py``       object-store use per node, from the raylets
+``cache.py``              :class:`SharedCache` (Redis or in-cluster)
+``_values.py``            the tagged value codec (no pickle from data)
+``errors.py``             :class:`PoolFull`, :class:`NotAcceptable`
+========================  ============================================================
+
 Example:
     >>> import cognopt_ray
     >>> from cognopt_ray.memory import MemoryPools, SharedCache
@@ -10,8 +27,15 @@ Example:
     'in_cluster'
 """
 
+from cognopt_ray import runtime as _runtime
+from cognopt_ray.memory.allocations import AllocationRequest, PoolChange
 from cognopt_ray.memory.cache import CACHE_ACTOR_NAME, SharedCache
-from cognopt_ray.memory.gc_tuner import GcTuner
-from cognopt_ray.memory.pools import ACTOR_NAME, MemoryPools, PoolFull, ServicePool, client
+from cognopt_ray.memory.client import ACTOR_NAME, MemoryPool, MemoryPools, PortableValue, client
+from cognopt_ray.memory.errors import NotAcceptable, PoolFull
+from cognopt_ray.memory.gc_tuner import GcTuner, runtime_env_with_tuner
 
-__all__ = ["MemoryPools", "ServicePool", "PoolFull", "SharedCache", "GcTuner", "client", "ACTOR_NAME", "CACHE_ACTOR_NAME"]
+# The GC tuner reaches every worker of a job that cognopt_ray.init() starts or joins.
+_runtime.add_runtime_env_hook(runtime_env_with_tuner)
+
+__all__ = ["MemoryPools", "MemoryPool", "PortableValue", "AllocationRequest", "PoolChange", "PoolFull",
+           "NotAcceptable", "SharedCache", "GcTuner", "client", "ACTOR_NAME", "CACHE_ACTOR_NAME"]

@@ -46,19 +46,13 @@ import pickle
 from typing import Any
 
 from cognopt_ray._private.sealer import Signer
-from cognopt_ray.errors import CognoptError, IntegrityError, InvalidInput
+from cognopt_ray.errors import IntegrityError, InvalidInput
+from cognopt_ray.memory.errors import NotAcceptable
 
 #: Kinds of values the pools tell apart (the REST route answers each kind differently).
 KINDS = ("bytes", "numpy", "arrow", "json", "object")
 #: Purpose of the HMAC sub-key that signs the memory engine's values (spill, persisted allocations).
 VALUES_PURPOSE = b"cognopt values"
-
-
-class NotAcceptable(CognoptError):
-    """The value exists but has no representation the caller can be given (HTTP 406)."""
-
-    status = 406
-    title = "Not acceptable"
 
 
 def classify(value: Any) -> str:

@@ -2,7 +2,8 @@
 
 The tuner reaches every worker through ``runtime_env={"worker_process_setup_hook":
 "cognopt_ray.memory.gc_tuner.setup_worker"}``, which :func:`cognopt_ray.init` adds to the job's
-runtime_env (see :func:`merge_setup_hook`). In each worker it
+runtime_env through the hook the memory package registers with the runtime
+(:func:`runtime_env_with_tuner`, :func:`merge_setup_hook`). In each worker it
 
 - times every collection with ``gc.callbacks`` (``start``/``stop`` phases, ``perf_counter``);
 - every ``gc_interval_s`` runs a tuning pass: with memory plentiful (system use, psutil, at or
@@ -402,4 +403,11 @@ def merge_setup_hook(runtime_env: Any) -> Any:
     return merged
 
 
-__all__ = ["GcTuner", "probe_pauses", "setup_worker", "current_tuner", "merge_setup_hook", "SETUP_HOOK", "INCREMENTAL_GC"]
+def runtime_env_with_tuner(settings: Any, runtime_env: Any) -> Any:
+    """The runtime_env hook the memory package gives :mod:`cognopt_ray.runtime`: ``runtime_env``
+    with the tuner's setup hook (:func:`merge_setup_hook`) when ``memory.gc_tuning`` is on."""
+    return merge_setup_hook(runtime_env) if settings.memory.gc_tuning else runtime_env
+
+
+__all__ = ["GcTuner", "probe_pauses", "setup_worker", "current_tuner", "merge_setup_hook", "runtime_env_with_tuner",
+           "SETUP_HOOK", "INCREMENTAL_GC"]

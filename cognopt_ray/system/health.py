@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 
 import ray
 
-from cognopt_ray import runtime
+from cognopt_ray import memory, runtime
 from cognopt_ray._private.kv import ping_redis, redact_url
 from cognopt_ray.config import Settings
 
@@ -66,10 +66,11 @@ async def _check_engine(name: str, timeout_s: float) -> dict[str, Any]:
     actor = runtime.get_actor(name)
     if actor is None:
         return {"status": DOWN, "reason": "actor not found"}
-    if not hasattr(actor, "health"):
+    if name != memory.ACTOR_NAME and not hasattr(actor, "health"):
         return {"status": UP}
     try:
-        report = await asyncio.wait_for(actor.health.remote(), timeout=timeout_s)
+        check = memory.client().health_async() if name == memory.ACTOR_NAME else actor.health.remote()
+        report = await asyncio.wait_for(check, timeout=timeout_s)
         return report if isinstance(report, dict) and "status" in report else {"status": UP}
     except asyncio.TimeoutError:
         return {"status": DOWN, "reason": f"no answer within {timeout_s:g} s (restarting or overloaded)"}

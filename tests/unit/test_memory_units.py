@@ -9,7 +9,7 @@ from cognopt_ray.errors import InvalidInput, NotFound
 from cognopt_ray.memory import _values
 from cognopt_ray.memory.cache import decode, encode
 from cognopt_ray.memory.gc_tuner import SETUP_HOOK, GcTuner, merge_setup_hook, probe_pauses
-from cognopt_ray.memory.pools import split_allocation_id
+from cognopt_ray.memory.allocations import split_allocation_id
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def test_rest_readers_are_never_sent_a_pickle():
 
 
 def test_spill_ledger_bounds_bytes_per_service_and_deletes_copies(tmp_path):
-    from cognopt_ray.memory._spilled import Spilled, SpillLedger
+    from cognopt_ray.memory.spill_ledger import Spilled, SpillLedger
 
     deleted = []
     ledger = SpillLedger(tmp_path / "spilled.json", lambda s, i: deleted.append(i))

@@ -1,4 +1,4 @@
-"""The pools actor's ledger of spilled allocations: what each service holds in the ``evict_to`` store.
+"""The ledger of spilled allocations: what each service holds in the ``evict_to`` store.
 
 A transient allocation evicted through the ``evict_to`` hook (by default the storage engine's WARM
 tier, :mod:`cognopt_ray.memory.spill`) is *spilled*: it no longer takes blocks of its pool, but
