@@ -193,6 +193,8 @@ async def _read(engine: str, timeout_s: float) -> dict[str, Any]:
         c = clients[engine]
         if engine == "storage":  # the storage client is sync-only; its actor call is awaitable
             doc = await asyncio.wait_for(c.actor.metrics.remote(), timeout=timeout_s)
+        elif engine == "cpu":
+            doc = await asyncio.wait_for(c.metrics_async(), timeout=timeout_s)
         else:
             doc = await asyncio.wait_for(c.ametrics(), timeout=timeout_s)
         return doc if isinstance(doc, dict) else {"error": f"unexpected answer {type(doc).__name__}"}

@@ -8,8 +8,8 @@ import pytest
 
 from cognopt_ray.config import Settings
 from cognopt_ray.cpu import CPUTask
-from cognopt_ray.cpu.monitor import EngineStats, Histogram
-from cognopt_ray.cpu.pools import function_blob, run_items
+from cognopt_ray.cpu.stats import EngineStats, Histogram
+from cognopt_ray.cpu.executor import function_blob, run_items
 from cognopt_ray.errors import ConfigError, InvalidInput
 from cognopt_ray.priority import Priority
 
