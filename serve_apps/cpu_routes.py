@@ -15,7 +15,6 @@ from cognopt_ray.config import check_service_name
 from cognopt_ray.cpu import NamedTask, PriorityScheduler, UnknownTask
 from cognopt_ray.cpu import client as cpu_client
 from cognopt_ray.errors import InvalidInput
-from cognopt_ray.priority import Priority
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, current_principal, enforce_caps, require_read
 
@@ -24,13 +23,6 @@ router = APIRouter()
 
 def _client() -> PriorityScheduler:
     return cpu_client()
-
-
-def _priority(v: Any) -> int:
-    try:
-        return Priority.parse(v).value
-    except ValueError as e:
-        raise ValueError(str(e)) from None
 
 
 class TaskSpec(BaseModel):
@@ -161,11 +153,6 @@ class CpuServiceParameters(BaseModel):
     priority_threshold: int | str | None = None
     pool_kind: Literal["cpu", "io"] | None = None
     cpu_affinity: list[int] | None = Field(default=None, max_length=4096)
-
-    @field_validator("priority_threshold")
-    @classmethod
-    def _p(cls, v: Any) -> str | None:
-        return None if v is None else Priority(_priority(v)).name.lower()
 
 
 class OptimizeServiceRequest(BaseModel):
