@@ -386,48 +386,30 @@ class PriorityScheduler(EngineClient):
         return await self._acall("wait_tracked", list(ids), float(timeout_s), _timeout=timeout_s + 30)
 
     # -- configuration and figures ----------------------------------------------------------
-    def configure_service(
-        self,
-        name: str,
-        *,
-        max_workers: int | None = None,
-        priority_threshold: Priority | int | str | None = None,
-        pool_kind: str | None = None,
-        cpu_affinity: list[int] | None = None,
-    ) -> dict[str, Any]:
+    def configure_service(self, name: str, **settings: Any) -> dict[str, Any]:
         """Change service ``name``'s cpu settings; the settings not given stay as they are.
 
         The change is durable (written under the storage root) and applies to queued tasks at once.
 
         Args:
             name: the service.
-            max_workers: most tasks of the service running at once (0: no cap).
-            priority_threshold: while tasks of this level or higher are queued, the service's
-                lower-level tasks wait (``Priority``, 1..5 or a level name).
-            pool_kind: ``"cpu"`` or ``"io"``, the pool of the service's tasks without a task_type.
-            cpu_affinity: cores the service's cpu tasks are pinned to (``[]``: none).
+            **settings: any of ``max_workers`` (most tasks of the service running at once, 0: no
+                cap), ``priority_threshold`` (while tasks of this level or higher are queued, the
+                service's lower-level tasks wait; ``Priority``, 1..5 or a level name),
+                ``pool_kind`` (``"cpu"`` or ``"io"``, for its tasks without a task_type),
+                ``cpu_affinity`` (cores its cpu tasks are pinned to; ``[]``: none).
 
         Returns:
             ``{"service_name", "before", "after"}`` with the service's settings.
 
         Raises:
-            InvalidInput: a bad service name or setting, or no setting given (nothing changes).
+            InvalidInput: a bad service name, setting or value, or none given (nothing changes).
         """
-        return self._call("configure_service", *_service_change(name, max_workers, priority_threshold, pool_kind,
-                                                                 cpu_affinity))
+        return self._call("configure_service", *_service_change(name, settings))
 
-    async def configure_service_async(
-        self,
-        name: str,
-        *,
-        max_workers: int | None = None,
-        priority_threshold: Priority | int | str | None = None,
-        pool_kind: str | None = None,
-        cpu_affinity: list[int] | None = None,
-    ) -> dict[str, Any]:
+    async def configure_service_async(self, name: str, **settings: Any) -> dict[str, Any]:
         """The async twin of :meth:`configure_service`."""
-        return await self._acall("configure_service", *_service_change(name, max_workers, priority_threshold,
-                                                                        pool_kind, cpu_affinity))
+        return await self._acall("configure_service", *_service_change(name, settings))
 
     def service_settings(self, name: str) -> dict[str, Any]:
         """The cpu settings in force for service ``name`` (configured, else from Settings)."""
@@ -467,21 +449,20 @@ def client() -> PriorityScheduler:
     return process_client(ACTOR_NAME, PriorityScheduler)
 
 
-def _service_change(name: str, max_workers: Any, priority_threshold: Any, pool_kind: Any,
-                    cpu_affinity: Any) -> tuple[str, dict[str, Any]]:
+#: The settings ``configure_service`` changes.
+SERVICE_SETTINGS = ("max_workers", "priority_threshold", "pool_kind", "cpu_affinity")
+
+
+def _service_change(name: str, settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(service, changes)`` for the actor; the threshold parsed here into a level name."""
-    changes: dict[str, Any] = {}
-    if max_workers is not None:
-        changes["max_workers"] = max_workers
-    if priority_threshold is not None:
-        changes["priority_threshold"] = _priority(priority_threshold).name.lower()
-    if pool_kind is not None:
-        changes["pool_kind"] = pool_kind
-    if cpu_affinity is not None:
-        changes["cpu_affinity"] = cpu_affinity
+    unknown = sorted(set(settings) - set(SERVICE_SETTINGS))
+    if unknown:
+        raise InvalidInput(f"unknown cpu settings {unknown}", hint=f"use {', '.join(SERVICE_SETTINGS)}")
+    changes = {k: v for k, v in settings.items() if v is not None}
     if not changes:
-        raise InvalidInput("no cpu setting to change",
-                           hint="give max_workers, priority_threshold, pool_kind or cpu_affinity")
+        raise InvalidInput("no cpu setting to change", hint=f"give {', '.join(SERVICE_SETTINGS)}")
+    if "priority_threshold" in changes:
+        changes["priority_threshold"] = _priority(changes["priority_threshold"]).name.lower()
     return _checked_service(name), changes
 
 
