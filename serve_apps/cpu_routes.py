@@ -6,34 +6,23 @@ never sends code. An unknown name is 404.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cognopt_ray.config import check_service_name
-from cognopt_ray.cpu.errors import UnknownTask
+from cognopt_ray.cpu import NamedTask, PriorityScheduler, UnknownTask
+from cognopt_ray.cpu import client as cpu_client
 from cognopt_ray.errors import InvalidInput
-from cognopt_ray.priority import Priority
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, current_principal, enforce_caps, require_read
 
 router = APIRouter()
 
 
-@functools.lru_cache(maxsize=1)
-def _client() -> Any:
-    from cognopt_ray import cpu
-
-    return cpu.client()
-
-
-def _priority(v: Any) -> int:
-    try:
-        return Priority.parse(v).value
-    except ValueError as e:
-        raise ValueError(str(e)) from None
+def _client() -> PriorityScheduler:
+    return cpu_client()
 
 
 class TaskSpec(BaseModel):
@@ -48,11 +37,6 @@ class TaskSpec(BaseModel):
     task_type: Literal["cpu", "io"] | None = None
     service_name: str | None = Field(default=None, max_length=63)
     max_retries: int = Field(default=3, ge=0, le=100)
-
-    @field_validator("priority")
-    @classmethod
-    def _p(cls, v: Any) -> int:
-        return _priority(v)
 
     @field_validator("service_name")
     @classmethod
@@ -127,16 +111,15 @@ async def optimize_tasks(body: OptimizeTasksRequest, request: Request,
                                    hint="name the service the tasks belong to")
         else:
             authorize_service(principal, svc, write=True)
-    batch = []
-    for t in body.tasks:
-        opts = {"priority": t.priority, "num_cpus": t.num_cpus, "task_type": t.task_type,
-                "service": t.service_name or body.service_name, "max_retries": t.max_retries}
-        batch.append((t.name, tuple(t.args), dict(t.kwargs), opts))
+    # the client checks each field once (a priority is parsed there into a Priority)
+    batch = [NamedTask(t.name, tuple(t.args), dict(t.kwargs), priority=t.priority, num_cpus=t.num_cpus,
+                       task_type=t.task_type, service=t.service_name or body.service_name,
+                       max_retries=t.max_retries) for t in body.tasks]
     client = _client()
-    ids = await client.asubmit_tracked(batch)
+    ids = await client.submit_tracked_async(batch)
     docs: list[dict[str, Any]] = []
     if body.wait:
-        docs = await client.await_tracked(ids, body.timeout_s)
+        docs = await client.wait_tracked_async(ids, body.timeout_s)
     statuses = [_status(d) for d in docs]
     return OptimizeTasksResponse(
         task_ids=ids, tasks=statuses,
@@ -148,7 +131,7 @@ async def optimize_tasks(body: OptimizeTasksRequest, request: Request,
 @router.get("/cpu/tasks/{task_id}", response_model=TaskStatus, tags=["cpu"], summary="A task's status and result")
 async def get_task(task_id: str = Path(..., pattern=r"^[0-9a-f]{16}$"),
                    principal: Principal = Depends(current_principal)) -> TaskStatus:
-    doc = await _client().atask(task_id)
+    doc = await _client().task_async(task_id)
     svc = doc.get("service")
     visible = principal.can_read() or (svc is not None and principal.can_use_service(svc))
     if not visible:
@@ -160,7 +143,7 @@ async def get_task(task_id: str = Path(..., pattern=r"^[0-9a-f]{16}$"),
 
 @router.get("/cpu/metrics", tags=["cpu"], summary="Queue depth and wait times per priority, per-node utilisation")
 async def cpu_metrics(principal: Principal = Depends(require_read)) -> dict[str, Any]:
-    return await _client().ametrics()
+    return await _client().metrics_async()
 
 
 class CpuServiceParameters(BaseModel):
@@ -170,11 +153,6 @@ class CpuServiceParameters(BaseModel):
     priority_threshold: int | str | None = None
     pool_kind: Literal["cpu", "io"] | None = None
     cpu_affinity: list[int] | None = Field(default=None, max_length=4096)
-
-    @field_validator("priority_threshold")
-    @classmethod
-    def _p(cls, v: Any) -> str | None:
-        return None if v is None else Priority(_priority(v)).name.lower()
 
 
 class OptimizeServiceRequest(BaseModel):
@@ -207,7 +185,7 @@ async def optimize_service(body: OptimizeServiceRequest, request: Request,
     audit(request, "cpu.optimize_service", body.service_name, "denied", **changes)
     enforce_caps(request, principal, body.service_name, "cpu", changes)
     try:
-        out = await _client().aconfigure_service(body.service_name, **changes)
+        out = await _client().configure_service_async(body.service_name, **changes)
     except Exception as e:
         audit(request, "cpu.optimize_service", body.service_name, "error", error=type(e).__name__, **changes)
         raise

@@ -8,27 +8,19 @@ Example:
     >>> ray.get(sched.submit(sum, [1, 2, 3], priority="high"))  # doctest: +SKIP
     6
     >>> register_task("add", lambda a, b: a + b)               # doctest: +SKIP
+
+Layout: ``client.py`` (the public client), ``_actor.py`` (the ``cognopt.cpu`` actor),
+``admission.py`` (queues, admission, packing, withdrawal, preemption), ``nodes.py`` (node view,
+placement, node monitors), ``outcomes.py`` (a task's outcome), ``executor.py`` (where tasks run),
+``stats.py`` (figures and advice), ``errors.py``.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Sequence
 
-from cognopt_ray.cpu.client import ACTOR_NAME, CPUTask, PriorityScheduler
+from cognopt_ray.cpu.client import ACTOR_NAME, CPUTask, NamedTask, PriorityScheduler, client
 from cognopt_ray.cpu.errors import QueueFull, TaskLost, Unschedulable, UnknownTask
-
-_client: PriorityScheduler | None = None
-_client_lock = threading.Lock()
-
-
-def client() -> PriorityScheduler:
-    """This process's :class:`PriorityScheduler` (gets or creates the ``cognopt.cpu`` actor)."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = PriorityScheduler()
-        return _client
 
 
 def register_task(name: str, fn: Callable[..., Any]) -> None:
@@ -38,18 +30,13 @@ def register_task(name: str, fn: Callable[..., Any]) -> None:
 
 async def optimize_async_processing(tasks: Sequence[CPUTask]) -> list[Any]:
     """Run ``tasks`` by priority across the cluster and return their results in input order."""
-    return await client().optimize_async_processing(tasks)
-
-
-def _reset_client() -> None:
-    global _client
-    with _client_lock:
-        _client = None
+    return await client().run_all_async(tasks)
 
 
 __all__ = [
     "ACTOR_NAME",
     "CPUTask",
+    "NamedTask",
     "PriorityScheduler",
     "client",
     "register_task",

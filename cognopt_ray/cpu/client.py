@@ -1,8 +1,13 @@
-"""The public client of the CPU engine: :class:`PriorityScheduler` and :class:`CPUTask`."""
+"""The public client of the CPU engine: :class:`PriorityScheduler`, :class:`CPUTask`, :class:`NamedTask`.
+
+Every value a caller gives is checked here, once, and parsed into one form (a priority into a
+:class:`~cognopt_ray.priority.Priority`) before it reaches the ``cognopt.cpu`` actor.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,10 +16,10 @@ from typing import Any, Callable, Iterable, Sequence
 import ray
 
 from cognopt_ray import runtime
-from cognopt_ray._private.client import EngineClient
+from cognopt_ray._private.client import EngineClient, process_client
 from cognopt_ray.config import check_service_name
 from cognopt_ray.cpu.errors import Unschedulable
-from cognopt_ray.cpu.pools import function_blob
+from cognopt_ray.cpu.executor import function_blob
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.priority import Priority
 
@@ -28,6 +33,9 @@ RESTART_RETRIES = -1
 @dataclass
 class CPUTask:
     """One task for :meth:`PriorityScheduler.submit_batch` / ``optimize_async_processing``.
+
+    Every field but ``fn`` is checked when the object is made (a priority is parsed into a
+    :class:`~cognopt_ray.priority.Priority`); ``num_cpus`` is checked against the cluster at submit.
 
     Example:
         >>> CPUTask(pow, (2, 10), priority="high").priority
@@ -45,7 +53,55 @@ class CPUTask:
     max_retries: int = 3
 
     def __post_init__(self) -> None:
+        self.args = tuple(self.args)
+        self.kwargs = dict(self.kwargs)
         self.priority = _priority(self.priority)
+        self.service = _service(self.service)
+        self.num_cpus = _number(self.num_cpus)
+        _task_type(self.task_type)
+
+    def _options(self, submit_ts: float) -> dict[str, Any]:
+        """The scheduler options of this task, as the actor takes them."""
+        return {"priority": self.priority, "num_cpus": self.num_cpus, "task_type": self.task_type,
+                "service": self.service, "preemptible": bool(self.preemptible),
+                "max_retries": int(self.max_retries), "submit_ts": submit_ts}
+
+
+class NamedTask(CPUTask):
+    """One call of a *registered* task for :meth:`PriorityScheduler.submit_tracked`.
+
+    The fields of :class:`CPUTask`, with the name the task was registered under in place of
+    ``fn``; all are checked when the object is made, so a bad batch fails before anything is
+    queued.
+
+    Example:
+        >>> t = NamedTask("resize", (640,), priority="critical", service="ai_models")
+        >>> t.name, t.priority
+        ('resize', <Priority.CRITICAL: 1>)
+    """
+
+    def __post_init__(self) -> None:
+        _check_task_name(self.fn)
+        super().__post_init__()
+
+    @property
+    def name(self) -> str:
+        """The registered task's name."""
+        return self.fn
+
+    @classmethod
+    def of(cls, item: "NamedTask | tuple") -> "NamedTask":
+        """``item`` itself, or a ``NamedTask`` from a tuple ``(name, args, kwargs, options)``."""
+        if isinstance(item, NamedTask):
+            return item
+        try:
+            name, args, kwargs, options = item
+            return cls(name, tuple(args), dict(kwargs), **options)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"a tracked task is (name, args, kwargs, options) or a NamedTask: {e}") from None
+
+    def _wire(self, submit_ts: float) -> tuple[str, tuple, dict[str, Any]]:
+        return self.name, (self.args, self.kwargs), self._options(submit_ts)
 
 
 def _service(name: str | None) -> str | None:
@@ -62,6 +118,19 @@ def _priority(value: Any) -> Priority:
         return Priority.parse(value)
     except ValueError as e:
         raise InvalidInput(str(e), hint="use 1..5 or critical/high/medium/low/background") from None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"num_cpus must be a number, got {value!r}") from None
+
+
+def _task_type(value: Any) -> str | None:
+    if value not in (None, "cpu", "io"):
+        raise InvalidInput(f"task_type must be 'cpu' or 'io', got {value!r}")
+    return value
 
 
 class PriorityScheduler(EngineClient):
@@ -110,15 +179,11 @@ class PriorityScheduler(EngineClient):
                 self._blobs[fn] = found
         return found
 
-    def _check_cpus(self, num_cpus: float, task_type: str | None) -> float:
-        try:
-            cpus = float(num_cpus)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"num_cpus must be a number, got {num_cpus!r}") from None
-        if task_type not in (None, "cpu", "io"):
-            raise InvalidInput(f"task_type must be 'cpu' or 'io', got {task_type!r}")
-        if task_type == "io":
-            return cpus
+    def _check_cpus(self, task: CPUTask) -> None:
+        """The checks that need the cluster: a cpu task's ``num_cpus`` is > 0 and fits a node."""
+        cpus = task.num_cpus
+        if task.task_type == "io":
+            return
         if not cpus > 0:
             raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
         if cpus > self._max_cpus:  # ask the scheduler only then; it checks every task against the live cluster too
@@ -128,7 +193,12 @@ class PriorityScheduler(EngineClient):
                     f"a task asking for {cpus:g} CPUs can never run: the largest node offers {biggest:g}",
                     hint="lower num_cpus or add a node with more CPUs",
                 )
-        return cpus
+
+    def _wire(self, task: CPUTask, submit_ts: float) -> tuple[str, bytes, str, tuple, dict[str, Any]]:
+        """What ``run``/``run_batch`` of the actor take for ``task`` (after the cluster checks)."""
+        self._check_cpus(task)
+        key, blob = self._blob(task.fn)
+        return key, blob, _name(task.fn), (task.args, task.kwargs), task._options(submit_ts)
 
     def submit(
         self,
@@ -159,20 +229,10 @@ class PriorityScheduler(EngineClient):
             InvalidInput: a bad priority, num_cpus or task_type (nothing is queued).
             Unschedulable: ``num_cpus`` larger than any node offers.
         """
-        prio = _priority(priority)
-        _service(service)
-        cpus = self._check_cpus(num_cpus, task_type)
-        key, blob = self._blob(fn)
-        opts = {"priority": int(prio), "num_cpus": cpus, "task_type": task_type, "service": service,
-                "preemptible": bool(preemptible), "max_retries": int(max_retries), "submit_ts": time.time()}
+        task = CPUTask(fn, args, kwargs, priority=priority, num_cpus=num_cpus, task_type=task_type,
+                       service=service, preemptible=preemptible, max_retries=max_retries)
         method = self._run_retry if max_retries and self._retry else self._run_once
-        return method.remote(key, blob, _name(fn), (args, kwargs), opts)
-
-    def submit_task(self, task: CPUTask) -> ray.ObjectRef:
-        """``submit`` for a :class:`CPUTask`."""
-        return self.submit(task.fn, *task.args, priority=task.priority, num_cpus=task.num_cpus,
-                           task_type=task.task_type, service=task.service, preemptible=task.preemptible,
-                           max_retries=task.max_retries, **task.kwargs)
+        return method.remote(*self._wire(task, time.time()))
 
     def submit_batch(self, tasks: Iterable[CPUTask | tuple], *, chunk_size: int | None = None) -> list[ray.ObjectRef]:
         """Submit many tasks with one scheduler call per chunk; refs in input order.
@@ -187,12 +247,7 @@ class PriorityScheduler(EngineClient):
         now = time.time()
         specs = []
         for t in items:
-            cpus = self._check_cpus(t.num_cpus, t.task_type)
-            _service(t.service)
-            key, blob = self._blob(t.fn)
-            opts = {"priority": int(t.priority), "num_cpus": cpus, "task_type": t.task_type, "service": t.service,
-                    "preemptible": bool(t.preemptible), "max_retries": int(t.max_retries), "submit_ts": now}
-            specs.append((key, blob, _name(t.fn), (t.args, t.kwargs), opts, bool(t.max_retries)))
+            specs.append((*self._wire(t, now), bool(t.max_retries)))
         size = max(1, chunk_size or self._chunk)
         refs: list[ray.ObjectRef] = []
         for i in range(0, len(specs), size):
@@ -208,77 +263,214 @@ class PriorityScheduler(EngineClient):
                 refs.extend(out)
         return refs
 
-    async def optimize_async_processing(self, tasks: Sequence[CPUTask]) -> list[Any]:
-        """Run ``tasks`` by priority across the cluster; results in input order (the spec's API)."""
+    def run_all(self, tasks: Sequence[CPUTask], timeout: float | None = None) -> list[Any]:
+        """Run ``tasks`` by priority across the cluster and wait for their results (input order).
+
+        Args:
+            tasks: :class:`CPUTask` items or tuples, as for :meth:`submit_batch`.
+            timeout: seconds to wait for all results (``None``: no limit).
+
+        Raises:
+            The first failing task's exception; ``ray.exceptions.GetTimeoutError`` after ``timeout``.
+        """
+        return ray.get(self.submit_batch(tasks), timeout=timeout)
+
+    async def run_all_async(self, tasks: Sequence[CPUTask]) -> list[Any]:
+        """The async twin of :meth:`run_all` (awaits the refs; no timeout)."""
         refs = self.submit_batch(tasks)
         return list(await asyncio.gather(*refs))
 
-    def run_all(self, tasks: Sequence[CPUTask], timeout: float | None = None) -> list[Any]:
-        """The synchronous form of :meth:`optimize_async_processing`."""
-        return ray.get(self.submit_batch(tasks), timeout=timeout)
+    async def optimize_async_processing(self, tasks: Sequence[CPUTask]) -> list[Any]:
+        """The spec's name for :meth:`run_all_async`: results of ``tasks`` in input order."""
+        return await self.run_all_async(tasks)
 
     # -- registered tasks (REST) --------------------------------------------------------------
-    def register_task(self, name: str, fn: Callable[..., Any]) -> None:
-        """Make ``fn`` callable by ``name`` over REST (durable across scheduler restarts)."""
+    @staticmethod
+    def _registration(name: str, fn: Callable[..., Any]) -> tuple[str, str, bytes]:
         _check_task_name(name)
         if not callable(fn):
             raise InvalidInput(f"fn must be callable, got {type(fn).__name__}")
         key, blob = function_blob(fn)
-        self._call("register", name, key, blob)
+        return name, key, blob
+
+    def register_task(self, name: str, fn: Callable[..., Any]) -> None:
+        """Make ``fn`` callable by ``name`` over REST (durable across scheduler restarts).
+
+        The pickled function is stored signed under the storage root; the scheduler loads only
+        files this installation signed.
+
+        Raises:
+            InvalidInput: a bad name (1-128 of ``A-Z a-z 0-9 _ . -``, starting with a letter) or
+                an ``fn`` that is not callable.
+        """
+        self._call("register", *self._registration(name, fn))
+
+    async def register_task_async(self, name: str, fn: Callable[..., Any]) -> None:
+        """The async twin of :meth:`register_task`."""
+        await self._acall("register", *self._registration(name, fn))
 
     def registered_tasks(self) -> list[str]:
+        """The names of the registered tasks, sorted."""
         return self._call("registered")
 
-    def submit_named(self, name: str, *args: Any, priority: Any = Priority.MEDIUM, **options: Any) -> ray.ObjectRef:
-        """Run the registered task ``name``; returns an ``ObjectRef`` to its value."""
-        opts = {"priority": int(_priority(priority)), "submit_ts": time.time(), **options}
-        return self._actor.run_named.remote(name, (args, {}), opts)
+    async def registered_tasks_async(self) -> list[str]:
+        """The async twin of :meth:`registered_tasks`."""
+        return await self._acall("registered")
 
-    def submit_tracked(self, tasks: list[tuple[str, tuple, dict[str, Any], dict[str, Any]]]) -> list[str]:
-        """Queue registered tasks ``(name, args, kwargs, options)``; returns task ids at once."""
-        payload = []
-        for name, args, kwargs, opts in tasks:
-            o = {**opts, "priority": int(_priority(opts.get("priority", Priority.MEDIUM))), "submit_ts": time.time()}
-            payload.append((name, (tuple(args), dict(kwargs)), o))
-        return self._call("submit_tracked", payload)
+    def submit_named(self, task: NamedTask | str, *args: Any, **kwargs: Any) -> ray.ObjectRef:
+        """Run a registered task; returns an ``ObjectRef`` to its value (awaitable too).
 
-    async def asubmit_tracked(self, tasks: list[tuple[str, tuple, dict[str, Any], dict[str, Any]]]) -> list[str]:
-        payload = []
-        for name, args, kwargs, opts in tasks:
-            o = {**opts, "priority": int(_priority(opts.get("priority", Priority.MEDIUM))), "submit_ts": time.time()}
-            payload.append((name, (tuple(args), dict(kwargs)), o))
-        return await self._acall("submit_tracked", payload)
+        Args:
+            task: the registered name, called with ``*args, **kwargs`` at MEDIUM priority; or a
+                :class:`NamedTask` carrying its arguments and options (then give no others).
+
+        Raises:
+            InvalidInput: a bad name or option (nothing is queued).
+            UnknownTask: from the ref, when no task is registered under that name.
+        """
+        if isinstance(task, NamedTask):
+            if args or kwargs:
+                raise InvalidInput("a NamedTask carries its own arguments", hint="put them into the NamedTask")
+        else:
+            task = NamedTask(task, args, kwargs)
+        return self._actor.run_named.remote(*task._wire(time.time()))
+
+    @staticmethod
+    def _tracked_payload(tasks: Iterable[NamedTask | tuple]) -> list[tuple[str, tuple, dict[str, Any]]]:
+        now = time.time()
+        return [NamedTask.of(t)._wire(now) for t in tasks]
+
+    def submit_tracked(self, tasks: Iterable[NamedTask | tuple]) -> list[str]:
+        """Queue registered tasks and return their ids at once (``POST cpu/optimize-tasks``).
+
+        Args:
+            tasks: :class:`NamedTask` items, or tuples ``(name, args, kwargs, options)`` whose
+                options are ``NamedTask`` fields (``priority``, ``num_cpus``, ...).
+
+        Returns:
+            One id per task, for :meth:`task` and :meth:`wait_tracked`; the last
+            ``cpu.results_kept`` finished tasks keep their records.
+
+        Raises:
+            InvalidInput: a bad field; UnknownTask: a name nobody registered. Either way nothing
+                of the batch is queued.
+        """
+        return self._call("submit_tracked", self._tracked_payload(tasks))
+
+    async def submit_tracked_async(self, tasks: Iterable[NamedTask | tuple]) -> list[str]:
+        """The async twin of :meth:`submit_tracked`."""
+        return await self._acall("submit_tracked", self._tracked_payload(tasks))
 
     def task(self, task_id: str) -> dict[str, Any]:
-        """Status (and result when finished) of a task submitted with ``submit_tracked``."""
+        """Status (and result when finished) of a task submitted with :meth:`submit_tracked`.
+
+        Raises:
+            UnknownTask: no record has that id (never submitted, or trimmed).
+        """
         return self._call("task_status", task_id)
 
-    async def atask(self, task_id: str) -> dict[str, Any]:
+    async def task_async(self, task_id: str) -> dict[str, Any]:
+        """The async twin of :meth:`task`."""
         return await self._acall("task_status", task_id)
 
-    async def await_tracked(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
-        return await self._acall("wait_tracked", ids, timeout_s, _timeout=timeout_s + 30)
+    def wait_tracked(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until the tracked tasks ``ids`` finish, or ``timeout_s``; their records in order.
+
+        Raises:
+            UnknownTask: one of the ids has no record.
+        """
+        return self._call("wait_tracked", list(ids), float(timeout_s), _timeout=timeout_s + 30)
+
+    async def wait_tracked_async(self, ids: list[str], timeout_s: float) -> list[dict[str, Any]]:
+        """The async twin of :meth:`wait_tracked`."""
+        return await self._acall("wait_tracked", list(ids), float(timeout_s), _timeout=timeout_s + 30)
 
     # -- configuration and figures ----------------------------------------------------------
-    def configure_service(self, name: str, **changes: Any) -> dict[str, Any]:
-        """Set a service's ``max_workers``, ``priority_threshold``, ``pool_kind`` or ``cpu_affinity``."""
-        return self._call("configure_service", name, changes)
+    def configure_service(self, name: str, **settings: Any) -> dict[str, Any]:
+        """Change service ``name``'s cpu settings; the settings not given stay as they are.
 
-    async def aconfigure_service(self, name: str, **changes: Any) -> dict[str, Any]:
-        return await self._acall("configure_service", name, changes)
+        The change is durable (written under the storage root) and applies to queued tasks at once.
+
+        Args:
+            name: the service.
+            **settings: any of ``max_workers`` (most tasks of the service running at once, 0: no
+                cap), ``priority_threshold`` (while tasks of this level or higher are queued, the
+                service's lower-level tasks wait; ``Priority``, 1..5 or a level name),
+                ``pool_kind`` (``"cpu"`` or ``"io"``, for its tasks without a task_type),
+                ``cpu_affinity`` (cores its cpu tasks are pinned to; ``[]``: none).
+
+        Returns:
+            ``{"service_name", "before", "after"}`` with the service's settings.
+
+        Raises:
+            InvalidInput: a bad service name, setting or value, or none given (nothing changes).
+        """
+        return self._call("configure_service", *_service_change(name, settings))
+
+    async def configure_service_async(self, name: str, **settings: Any) -> dict[str, Any]:
+        """The async twin of :meth:`configure_service`."""
+        return await self._acall("configure_service", *_service_change(name, settings))
+
+    def service_settings(self, name: str) -> dict[str, Any]:
+        """The cpu settings in force for service ``name`` (configured, else from Settings)."""
+        return self._call("service_settings", _checked_service(name))
+
+    async def service_settings_async(self, name: str) -> dict[str, Any]:
+        """The async twin of :meth:`service_settings`."""
+        return await self._acall("service_settings", _checked_service(name))
 
     def metrics(self) -> dict[str, Any]:
         """Queue depth and wait times per priority, per-node utilisation, counters, recommendations."""
         return self._call("metrics")
 
-    async def ametrics(self) -> dict[str, Any]:
+    async def metrics_async(self) -> dict[str, Any]:
+        """The async twin of :meth:`metrics`."""
         return await self._acall("metrics")
 
     def cluster(self) -> dict[str, Any]:
+        """The nodes as the scheduler sees them: CPUs, in-flight work, load; ``max_node_cpus``."""
         return self._call("cluster")
 
+    async def cluster_async(self) -> dict[str, Any]:
+        """The async twin of :meth:`cluster`."""
+        return await self._acall("cluster")
+
     def health(self) -> dict[str, Any]:
+        """``{"status": "up", ...}``, or ``"degraded"`` with a reason when no node offers CPUs."""
         return self._call("health")
+
+    async def health_async(self) -> dict[str, Any]:
+        """The async twin of :meth:`health`."""
+        return await self._acall("health")
+
+
+def client() -> PriorityScheduler:
+    """This process's :class:`PriorityScheduler` (gets or creates the ``cognopt.cpu`` actor)."""
+    return process_client(ACTOR_NAME, PriorityScheduler)
+
+
+#: The settings ``configure_service`` changes.
+SERVICE_SETTINGS = ("max_workers", "priority_threshold", "pool_kind", "cpu_affinity")
+
+
+def _service_change(name: str, settings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``(service, changes)`` for the actor; the threshold parsed here into a level name."""
+    unknown = sorted(set(settings) - set(SERVICE_SETTINGS))
+    if unknown:
+        raise InvalidInput(f"unknown cpu settings {unknown}", hint=f"use {', '.join(SERVICE_SETTINGS)}")
+    changes = {k: v for k, v in settings.items() if v is not None}
+    if not changes:
+        raise InvalidInput("no cpu setting to change", hint=f"give {', '.join(SERVICE_SETTINGS)}")
+    if "priority_threshold" in changes:
+        changes["priority_threshold"] = _priority(changes["priority_threshold"]).name.lower()
+    return _checked_service(name), changes
+
+
+def _checked_service(name: str) -> str:
+    checked = _service(name)
+    if checked is None:
+        raise InvalidInput("a service name is required")
+    return checked
 
 
 def _name(fn: Callable[..., Any]) -> str:
@@ -286,14 +478,12 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 def _check_task_name(name: str) -> str:
-    import re
-
     if not isinstance(name, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$", name):
         raise InvalidInput(f"task name {name!r} is invalid: use 1-128 characters A-Z a-z 0-9 _ . -, starting with a letter")
     return name
 
 
 def _actor_cls() -> Any:
-    from cognopt_ray.cpu.scheduler import _SchedulerActor
+    from cognopt_ray.cpu._actor import _SchedulerActor
 
     return _SchedulerActor

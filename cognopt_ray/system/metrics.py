@@ -193,7 +193,7 @@ async def _read(engine: str, timeout_s: float) -> dict[str, Any]:
         c = clients[engine]
         if engine == "storage":  # the storage client is sync-only; its actor call is awaitable
             doc = await asyncio.wait_for(c.actor.metrics.remote(), timeout=timeout_s)
-        elif engine in ("network", "memory"):
+        elif engine in ("network", "memory", "cpu"):
             doc = await asyncio.wait_for(c.metrics_async(), timeout=timeout_s)
         else:
             doc = await asyncio.wait_for(c.ametrics(), timeout=timeout_s)

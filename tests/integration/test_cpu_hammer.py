@@ -75,8 +75,8 @@ def test_client_tracked_and_direct_never_lose_a_result(hammer_tasks):
 
     async def tracked(n: int) -> list[str]:
         expected = [("hammer_boom" if n % 5 == 0 else "hammer_square", n)]
-        ids = await client.asubmit_tracked([(name, (x,), {}, {"priority": 1 + n % 5}) for name, x in expected])
-        docs = await client.await_tracked(ids, 120)
+        ids = await client.submit_tracked_async([(name, (x,), {}, {"priority": 1 + n % 5}) for name, x in expected])
+        docs = await client.wait_tracked_async(ids, 120)
         return _check_doc({"tasks": docs}, expected)
 
     async def direct(n: int) -> list[str]:

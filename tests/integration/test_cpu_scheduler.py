@@ -13,7 +13,7 @@ import ray
 
 from cognopt_ray.config import Settings
 from cognopt_ray.cpu import CPUTask, PriorityScheduler, TaskLost, Unschedulable
-from cognopt_ray.cpu.scheduler import _SchedulerActor
+from cognopt_ray.cpu._actor import _SchedulerActor
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_or_create_actor

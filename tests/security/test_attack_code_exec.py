@@ -139,7 +139,7 @@ def test_a_forged_registered_task_file_never_runs(ray_session, tmp_path):
 
     from cognopt_ray import cpu, runtime
     from cognopt_ray.config import Settings
-    from cognopt_ray.cpu.scheduler import _SchedulerActor
+    from cognopt_ray.cpu._actor import _SchedulerActor
 
     settings = Settings.load(storage_root=str(tmp_path / "root"))
     marker = tmp_path / f"pwned-{uuid.uuid4().hex[:8]}"

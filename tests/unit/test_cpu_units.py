@@ -7,9 +7,9 @@ import math
 import pytest
 
 from cognopt_ray.config import Settings
-from cognopt_ray.cpu import CPUTask
-from cognopt_ray.cpu.monitor import EngineStats, Histogram
-from cognopt_ray.cpu.pools import function_blob, run_items
+from cognopt_ray.cpu import CPUTask, NamedTask
+from cognopt_ray.cpu.executor import function_blob, run_items
+from cognopt_ray.cpu.stats import EngineStats, Histogram
 from cognopt_ray.errors import ConfigError, InvalidInput
 from cognopt_ray.priority import Priority
 
@@ -35,6 +35,21 @@ def test_cpu_task_priority_parsing():
     for bad in (0, 6, "soon", None, 2.5):
         with pytest.raises(InvalidInput):
             CPUTask(abs, (1,), priority=bad)
+
+
+def test_named_task_checks_every_field_once_at_the_client():
+    t = NamedTask("resize", [640], {"h": 480}, priority="2", service="ai_models", num_cpus="0.5")
+    assert (t.name, t.args, t.kwargs, t.priority, t.num_cpus) == ("resize", (640,), {"h": 480}, Priority.HIGH, 0.5)
+    name, payload, opts = t._wire(1.0)
+    assert name == "resize" and payload == ((640,), {"h": 480})
+    assert opts["priority"] is Priority.HIGH and opts["service"] == "ai_models" and opts["submit_ts"] == 1.0
+    assert NamedTask.of(("resize", (1,), {}, {"priority": 5})).priority is Priority.BACKGROUND
+    assert NamedTask.of(t) is t
+    for bad in ({"priority": "soon"}, {"service": "Bad Name"}, {"task_type": "gpu"}, {"num_cpus": "x"}, {"bogus": 1}):
+        with pytest.raises(InvalidInput):
+            NamedTask.of(("resize", (), {}, bad))
+    with pytest.raises(InvalidInput):
+        NamedTask("import os; os.system('x')")
 
 
 def test_function_blob_is_content_keyed_and_runner_times():

@@ -1,4 +1,4 @@
-"""Measurements of the CPU engine and what they recommend.
+"""Measurements of the CPU engine, what they recommend, and their export to Ray's metrics.
 
 Every figure is computed from counters the scheduler records; the formulas are in the
 docstrings below and in ``docs/cpu.md``.
@@ -7,7 +7,6 @@ docstrings below and in ``docs/cpu.md``.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,5 +221,27 @@ class EngineStats:
         return recs
 
 
-def now() -> float:
-    return time.time()
+class _RayMetrics:
+    """The engine's counters exported through ``ray.util.metrics`` (Ray's Prometheus pipeline)."""
+
+    def __init__(self) -> None:
+        try:
+            from ray.util.metrics import Gauge
+
+            self._depth = Gauge("cognopt_cpu_queue_depth", "queued tasks per priority", tag_keys=("priority",))
+            self._processed = Gauge("cognopt_cpu_tasks_processed", "tasks finished since the scheduler started")
+            self._running = Gauge("cognopt_cpu_tasks_running", "tasks handed to Ray and not finished")
+        except Exception:  # noqa: BLE001 - metrics are optional
+            self._depth = None
+
+    def update(self, depths: dict[int, int], processed: int, running: int) -> None:
+        """Set the gauges: queued tasks per priority level, tasks processed, tasks running."""
+        if self._depth is None:
+            return
+        try:
+            for p, n in depths.items():
+                self._depth.set(n, tags={"priority": Priority(p).name.lower()})
+            self._processed.set(processed)
+            self._running.set(running)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,5 +1,5 @@
 """Where tasks run: the ``cpu`` pool (Ray tasks with ``num_cpus``, optional core pinning) and the
-``io`` pool (a threaded actor per node whose calls take no CPU slot), plus the per-node monitor.
+``io`` pool (a threaded actor per node whose calls take no CPU slot).
 
 Every cpu task runs through ONE Ray remote function, :data:`execute_pack`, which receives the
 user's function as a content-keyed pickle (unpickled once per worker process). So all tasks with
@@ -116,25 +116,3 @@ class _IoPool:
 
     def ping(self) -> str:
         return ray.get_runtime_context().get_node_id()
-
-
-@ray.remote(num_cpus=0)
-class _NodeMonitor:
-    """Samples this node's CPU load with psutil (one per node, created by the scheduler)."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._psutil = psutil
-        psutil.cpu_percent(None)
-
-    def sample(self) -> dict[str, Any]:
-        ps = self._psutil
-        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-        return {
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "cpu_percent": ps.cpu_percent(None),
-            "load1": load1,
-            "cpu_count": ps.cpu_count(),
-            "time": time.time(),
-        }
