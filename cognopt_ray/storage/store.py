@@ -1,6 +1,6 @@
 """The tiered store: items in HOT/WARM/COLD/ARCHIVE with recorded codec choices and checksums.
 
-This class holds the storage engine's state; the Ray actor (:mod:`cognopt_ray.storage.actor`)
+This class holds the storage engine's state; the Ray actor (:mod:`cognopt_ray.storage._actor`)
 wraps one instance. It can also be used in-process (tests, benchmarks of the plain path).
 
 Write path (durability, DESIGN section 6): the payload is compressed (and sealed with AES-GCM
@@ -50,6 +50,7 @@ from cognopt_ray.storage import codecs
 from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_read_id, check_write_id, missing
 from cognopt_ray.storage.catalog import Catalog, ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
+from cognopt_ray.storage.requests import DEFAULT_SERVICE, PutRequest, put_requests
 from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer, open_dictionary, seal_dictionary
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
@@ -58,7 +59,6 @@ logger = logging.getLogger(__name__)
 
 TIER_ORDER = {t: i for i, t in enumerate(TIERS)}
 NEXT_TIER = {"hot": "warm", "warm": "cold", "cold": "archive"}
-DEFAULT_SERVICE = "default"
 
 
 def b3(data: bytes | memoryview) -> str:
@@ -258,17 +258,16 @@ class TieredStore:
     def put(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
             codec: str | None = None, level: int | None = None, caller: Caller | None = None) -> dict[str, Any]:
         """Store one item; returns its catalog record. See :meth:`put_many` for the arguments."""
-        return self.put_many([{"item_id": item_id, "data": data, "service": service, "tier": tier,
-                                "codec": codec, "level": level}], caller=caller)[0]
+        return self.put_many([PutRequest(item_id, data, service, tier, codec, level)], caller=caller)[0]
 
-    def put_many(self, items: list[dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
+    def put_many(self, items: list[PutRequest | dict[str, Any]], caller: Caller | None = None) -> list[dict[str, Any]]:
         """Store several items with one catalog commit (group commit).
 
-        Each entry: ``item_id``, ``data`` (bytes, a JSON value, or a table: ``pa.Table``,
-        ``pa.RecordBatch``, pandas DataFrame), optional ``service``, ``tier`` (default: the
-        service's ``default_tier``), ``codec`` (``auto`` or a codec name; default the service's
-        codec) and ``level``. All entries are validated before anything is written: one bad entry
-        fails the call and changes nothing.
+        Each entry is a :class:`~cognopt_ray.storage.requests.PutRequest` (or a dict of its
+        fields): ``item_id``, ``data`` (bytes, a JSON value, or a table), ``service``, ``tier``
+        (default: the service's ``default_tier``), ``codec`` (``auto`` or a codec name; default
+        the service's codec) and ``level``. All entries are checked before anything is written:
+        one bad entry fails the call and changes nothing.
 
         Ownership (:mod:`cognopt_ray.storage.access`): an id owned by another service than the
         entry's ``service`` is refused (403) unless ``caller`` is admin (the record then carries
@@ -276,27 +275,15 @@ class TieredStore:
         stay within its ``quota_bytes`` (507 otherwise). ``caller`` defaults to in-cluster code.
         """
         caller = caller or INTERNAL
-        if not isinstance(items, list) or not items:
-            raise InvalidInput("put_many needs a non-empty list of items")
         norm = []
-        seen = set()
-        for it in items:
-            item_id = check_item_id(it.get("item_id"))
-            if item_id in seen:
-                raise InvalidInput(f"item id {item_id!r} appears twice in one batch")
-            seen.add(item_id)
-            service = it.get("service") or DEFAULT_SERVICE
-            try:
-                check_service_name(service)
-            except ValueError as e:
-                raise InvalidInput(str(e)) from None
-            svc = self.service_settings(service)
-            tier = codecs.check_tier(it.get("tier") or svc["default_tier"])
-            codec = codecs.check_codec(it.get("codec") or svc["codec"])
-            if codec != "auto":
-                codecs.requested(codec, it.get("level"))
-            check_write_id(item_id, service, caller)
-            norm.append((item_id, it.get("data"), service, tier, codec, it.get("level")))
+        for r in put_requests(items):
+            svc = self.service_settings(r.service)
+            tier = r.tier or codecs.check_tier(svc["default_tier"])
+            codec = r.codec or codecs.check_codec(svc["codec"])
+            if r.codec is None and codec != "auto":
+                codecs.requested(codec, r.level)  # the level against the service's codec
+            check_write_id(r.item_id, r.service, caller)
+            norm.append((r.item_id, r.data, r.service, tier, codec, r.level))
         with self._lock:
             # Under the store lock (the actor runs one call at a time): nothing can take an id
             # between this check and the commit below.
