@@ -18,7 +18,7 @@ from cognopt_ray.errors import Forbidden, InvalidInput
 from cognopt_ray.security import Principal
 from cognopt_ray.storage import DEFAULT_SERVICE, ItemInfo, StorageClient, client
 from cognopt_ray.storage.access import Caller
-from cognopt_ray.storage.requests import check_service as _check_service
+from cognopt_ray.storage.models import check_service as _check_service
 from serve_apps.http import audit, authorize_service, context, current_principal, require_admin, require_read
 
 router = APIRouter(tags=["storage"])

@@ -8,10 +8,9 @@ Example:
 """
 
 from cognopt_ray.storage.backup import BackupRepository
-from cognopt_ray.storage.catalog import ItemInfo
 from cognopt_ray.storage.client import ACTOR_NAME, StorageClient, client
 from cognopt_ray.storage.codecs import CODEC_CHOICES, CODECS, TIERS, CodecChoice, choose_codec
-from cognopt_ray.storage.requests import DEFAULT_SERVICE, PutRequest
+from cognopt_ray.storage.models import DEFAULT_SERVICE, ItemInfo, PutRequest
 from cognopt_ray.storage.store import TieredStore
 
 __all__ = ["StorageClient", "client", "ACTOR_NAME", "PutRequest", "ItemInfo", "DEFAULT_SERVICE", "TieredStore",

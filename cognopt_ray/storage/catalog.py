@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel
-
 from cognopt_ray.errors import InvalidInput
 
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
@@ -119,36 +117,11 @@ class ItemRecord:
         return tuple(d[c] for c in ITEM_COLUMNS)
 
     def public(self) -> dict[str, Any]:
-        """The record as the API shows it (the fields of :class:`ItemInfo`)."""
+        """The record as the API shows it (the fields of :class:`~cognopt_ray.storage.models.ItemInfo`)."""
         d = self.__dict__.copy()
         d["codec_choice"] = d.pop("codec")
         d["codec"] = d["codec_choice"]["codec"]
         return d
-
-
-# ItemRecord.public() as a model (the response of the storage routes): ``codec`` is the codec's
-# name, ``codec_choice`` the whole recorded choice, the other fields are the record's. No docstring:
-# it would become the schema's description, and the OpenAPI schema stays as it was.
-class ItemInfo(BaseModel):
-    item_id: str
-    service: str
-    tier: str
-    kind: str
-    codec: str
-    codec_choice: dict[str, Any]
-    raw_size: int
-    stored_size: int
-    checksum: str
-    stored_checksum: str
-    location: str
-    encrypted: bool
-    created: float
-    last_access: float
-    access_count: int
-    score: float
-
-
-assert set(ItemInfo.model_fields) == {*ITEM_COLUMNS, "codec_choice"}, "ItemInfo must list ItemRecord's fields"
 
 
 class Catalog:
@@ -240,4 +213,4 @@ class Catalog:
             self._db.close()
 
 
-__all__ = ["Catalog", "ItemRecord", "ItemInfo", "check_item_id", "ITEM_ID_RULE", "ITEM_ID_RE"]
+__all__ = ["Catalog", "ItemRecord", "check_item_id", "ITEM_ID_RULE", "ITEM_ID_RE"]

@@ -29,7 +29,7 @@ from cognopt_ray._private.client import EngineClient, process_client, translate_
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import EngineUnavailable
 from cognopt_ray.storage.access import Caller
-from cognopt_ray.storage.requests import DEFAULT_SERVICE, PutRequest, put_requests
+from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
 
 ACTOR_NAME = "cognopt.storage"
 #: Bytes items at least this large (with an explicit warm/cold tier and codec) are encoded by the client.

@@ -1,4 +1,5 @@
-"""Typed requests of the storage engine: each value is checked once, when the request is made.
+"""The typed objects crossing the storage engine's boundary: :class:`PutRequest` in (each value
+checked once, when the request is made), :class:`ItemInfo` out (a catalog record as the API shows it).
 
 Example:
     >>> PutRequest("report-1", b"...", tier="warm").service
@@ -14,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pydantic import BaseModel
+
 from cognopt_ray.config import check_service_name
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.storage import codecs
-from cognopt_ray.storage.catalog import check_item_id
+from cognopt_ray.storage.catalog import ITEM_COLUMNS, check_item_id
 
 #: The service of items stored without one.
 DEFAULT_SERVICE = "default"
@@ -102,4 +105,29 @@ def put_requests(items: Any) -> list[PutRequest]:
     return out
 
 
-__all__ = ["PutRequest", "DEFAULT_SERVICE", "check_service", "put_requests"]
+# ItemRecord.public() as a model (the response of the storage routes): ``codec`` is the codec's
+# name, ``codec_choice`` the whole recorded choice, the other fields are the record's. No docstring:
+# it would become the schema's description, and the OpenAPI schema stays as it was.
+class ItemInfo(BaseModel):
+    item_id: str
+    service: str
+    tier: str
+    kind: str
+    codec: str
+    codec_choice: dict[str, Any]
+    raw_size: int
+    stored_size: int
+    checksum: str
+    stored_checksum: str
+    location: str
+    encrypted: bool
+    created: float
+    last_access: float
+    access_count: int
+    score: float
+
+
+assert set(ItemInfo.model_fields) == {*ITEM_COLUMNS, "codec_choice"}, "ItemInfo must list ItemRecord's fields"
+
+
+__all__ = ["PutRequest", "ItemInfo", "DEFAULT_SERVICE", "check_service", "put_requests"]
