@@ -29,6 +29,7 @@ from cognopt_ray._private.client import EngineClient, process_client, translate_
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import EngineUnavailable
 from cognopt_ray.storage.access import Caller
+from cognopt_ray.storage.blobs import decode_from, encode_for
 from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
 
 ACTOR_NAME = "cognopt.storage"
@@ -123,8 +124,6 @@ class StorageClient(EngineClient):
 
     @classmethod
     def _encode_large(cls, reqs: list[PutRequest]) -> list[PutRequest]:
-        from cognopt_ray.storage.store import encode_for
-
         return [r.with_data(encode_for(bytes(r.data), r.tier, r.codec, r.level)) if cls._encodes_here(r) else r
                 for r in reqs]
 
@@ -208,8 +207,6 @@ class StorageClient(EngineClient):
     @staticmethod
     def _read_located(node: str, locs: list[dict[str, Any] | None]) -> tuple[list[Any], list[int]]:
         """The located items this process can read and verify itself; the indexes of the others."""
-        from cognopt_ray.storage.store import decode_from
-
         here = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
         values: list[Any] = [None] * len(locs)
         rest: list[int] = []

@@ -12,15 +12,15 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Mapping, get_type_hints
 
-from pydantic import BaseModel
+from pydantic import create_model
 
 from cognopt_ray.config import check_service_name
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.storage import codecs
-from cognopt_ray.storage.catalog import ITEM_COLUMNS, check_item_id
+from cognopt_ray.storage.catalog import ItemRecord, check_item_id
 
 #: The service of items stored without one.
 DEFAULT_SERVICE = "default"
@@ -105,29 +105,22 @@ def put_requests(items: Any) -> list[PutRequest]:
     return out
 
 
-# ItemRecord.public() as a model (the response of the storage routes): ``codec`` is the codec's
-# name, ``codec_choice`` the whole recorded choice, the other fields are the record's. No docstring:
-# it would become the schema's description, and the OpenAPI schema stays as it was.
-class ItemInfo(BaseModel):
-    item_id: str
-    service: str
-    tier: str
-    kind: str
-    codec: str
-    codec_choice: dict[str, Any]
-    raw_size: int
-    stored_size: int
-    checksum: str
-    stored_checksum: str
-    location: str
-    encrypted: bool
-    created: float
-    last_access: float
-    access_count: int
-    score: float
+def _item_info_fields() -> dict[str, Any]:
+    """ItemRecord's fields, with ``codec`` the codec's name and ``codec_choice`` the recorded choice."""
+    hints = get_type_hints(ItemRecord)
+    out: dict[str, Any] = {}
+    for f in fields(ItemRecord):
+        if f.name == "codec":
+            out["codec"] = (str, ...)
+            out["codec_choice"] = (hints["codec"], ...)
+        else:
+            out[f.name] = (hints[f.name], ...)
+    return out
 
 
-assert set(ItemInfo.model_fields) == {*ITEM_COLUMNS, "codec_choice"}, "ItemInfo must list ItemRecord's fields"
+#: :meth:`ItemRecord.public` as a model (the response of the storage routes), made from
+#: :class:`~cognopt_ray.storage.catalog.ItemRecord` so that the two never drift apart.
+ItemInfo = create_model("ItemInfo", **_item_info_fields())
 
 
 __all__ = ["PutRequest", "ItemInfo", "DEFAULT_SERVICE", "check_service", "put_requests"]

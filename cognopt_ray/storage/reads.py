@@ -20,6 +20,13 @@ from cognopt_ray.storage.catalog import ItemRecord, check_item_id
 from cognopt_ray.storage.codecs import CodecChoice
 
 
+def _check_ids(item_ids: Any, what: str) -> None:
+    if not isinstance(item_ids, list):
+        raise InvalidInput(f"{what} needs a list of item ids")
+    for i in item_ids:
+        check_item_id(i)
+
+
 class ItemReads:
     """Reading items (a part of :class:`~cognopt_ray.storage.store.TieredStore`)."""
 
@@ -27,10 +34,7 @@ class ItemReads:
         """Where callers on this node may read items themselves: plain (unencrypted) bytes items in
         files of a local warm/cold root. ``None`` for the others (read them through the actor).
         A located item counts as accessed."""
-        if not isinstance(item_ids, list):
-            raise InvalidInput("locate_many needs a list of item ids")
-        for i in item_ids:
-            check_item_id(i)
+        _check_ids(item_ids, "locate_many")
         with self._lock:
             recs: dict[str, ItemRecord] = {}
             for s in range(0, len(item_ids), 500):
@@ -140,10 +144,7 @@ class ItemReads:
 
     def get_many(self, item_ids: list[str]) -> list[Any]:
         """Several items at once: one catalog query for the records and one for inline blobs."""
-        if not isinstance(item_ids, list):
-            raise InvalidInput("get_many needs a list of item ids")
-        for i in item_ids:
-            check_item_id(i)
+        _check_ids(item_ids, "get_many")
         with self._lock:
             recs: dict[str, ItemRecord] = {}
             blobs: dict[str, bytes] = {}

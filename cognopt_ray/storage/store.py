@@ -52,7 +52,7 @@ from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
 from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.storage.tiers import TierRoot
-from cognopt_ray.storage.blobs import Encoded, Prepared, b3, decode_from, encode_for
+from cognopt_ray.storage.blobs import Encoded, Prepared, b3
 from cognopt_ray.storage.chunks import ArchiveChunks
 from cognopt_ray.storage.dictionaries import Dictionaries
 from cognopt_ray.storage.lifecycle import Lifecycle
@@ -480,4 +480,4 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         self.catalog.close()
 
 
-__all__ = ["TieredStore", "DEFAULT_SERVICE", "b3", "Encoded", "encode_for", "decode_from"]
+__all__ = ["TieredStore"]
