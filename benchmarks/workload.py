@@ -340,8 +340,7 @@ def main() -> None:
     model = rng.standard_normal(model_mb * MiB // 4, dtype=np.float32)
     path = str(tmp / "model.npy")
     np.save(path, model)
-    from cognopt_ray import cpu, memory, network
-    from cognopt_ray import storage
+    from cognopt_ray import cpu, memory, network, storage
 
     log("starting the engines")
     for c in (memory.client(), storage.client(), network.client(), cpu.client()):

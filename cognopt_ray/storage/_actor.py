@@ -78,9 +78,6 @@ class _StoreActor:
         """``(catalog record, value)`` in one call (what ``GET storage/retrieve`` answers with)."""
         return self.store.info(item_id, caller), self.store.get(item_id, columns=columns, caller=caller)
 
-    def get(self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None) -> Any:
-        return self.store.get(item_id, columns=columns, caller=caller)
-
     def fetch(self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None) -> tuple:
         """``("ref", [ObjectRef], kind)`` for HOT items (the caller reads zero-copy), else ``("value", value)``."""
         r = self.store.get_ref(item_id, caller)
