@@ -197,7 +197,7 @@ def voice_clip(rng: random.Random, seconds: float = 1.0, rate: int = 16000) -> b
 
 
 def storage_phases(n_blobs: int, folder: Path) -> dict[str, float]:
-    from cognopt_ray.system.metrics import _storage_client
+    from cognopt_ray import storage
 
     rng = random.Random(7)
     clips = [voice_clip(rng) for _ in range(n_blobs)]
@@ -207,7 +207,7 @@ def storage_phases(n_blobs: int, folder: Path) -> dict[str, float]:
         (plain / f"clip-{i}.wav").write_bytes(c)
     assert all((plain / f"clip-{i}.wav").read_bytes() == c for i, c in enumerate(clips))
     before = float(sum((plain / f"clip-{i}.wav").stat().st_size for i in range(n_blobs)))
-    store = _storage_client()
+    store = storage.client()
     m0 = store.metrics()["stored_bytes"]
     for i, c in enumerate(clips):
         store.put(f"voice-clip-{i}", c, service="voice_processing", tier="warm")
@@ -340,11 +340,10 @@ def main() -> None:
     model = rng.standard_normal(model_mb * MiB // 4, dtype=np.float32)
     path = str(tmp / "model.npy")
     np.save(path, model)
-    from cognopt_ray import cpu, memory, network
-    from cognopt_ray.system.metrics import _storage_client
+    from cognopt_ray import cpu, memory, network, storage
 
     log("starting the engines")
-    for c in (memory.client(), _storage_client(), network.client(), cpu.client()):
+    for c in (memory.client(), storage.client(), network.client(), cpu.client()):
         c.health()
     log("ai_models: private copies")
     ram_before = ram_phase(model, readers, pooled=False, path=path)

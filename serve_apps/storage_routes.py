@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 from typing import Any, Literal
 
@@ -17,40 +16,25 @@ from pydantic import BaseModel, Field
 
 from cognopt_ray.errors import Forbidden, InvalidInput
 from cognopt_ray.security import Principal
+from cognopt_ray.storage import DEFAULT_SERVICE, ItemInfo, StorageClient, client
 from cognopt_ray.storage.access import Caller
+from cognopt_ray.storage.models import check_service as _check_service
 from serve_apps.http import audit, authorize_service, context, current_principal, require_admin, require_read
 
 router = APIRouter(tags=["storage"])
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 ITEM_PATH = Path(..., min_length=1, max_length=300, description="item id: 1-200 of A-Z a-z 0-9 . _ - : @ +")
-DEFAULT_SERVICE = "default"
 
 
-@functools.lru_cache(maxsize=1)
-def _client():
-    from cognopt_ray import runtime
-    from cognopt_ray.storage import client
-
-    return client(runtime.get_settings())
-
-
-async def _call(method: str, *args: Any, **kwargs: Any) -> Any:
-    return await _client()._acall(method, *args, **kwargs)
+def _client() -> StorageClient:
+    """This process's storage client (one per process, see :func:`cognopt_ray.storage.client`)."""
+    return client()
 
 
 def _caller(principal: Principal) -> Caller:
     """Who the engine checks ownership and visibility for (the engine decides, not this layer)."""
     return Caller.from_principal(principal)
-
-
-def _check_service(name: str) -> str:
-    from cognopt_ray.config import check_service_name
-
-    try:
-        return check_service_name(name)
-    except ValueError as e:
-        raise InvalidInput(str(e)) from None
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -62,25 +46,6 @@ class StoreRequest(BaseModel):
     compression_type: str | None = Field(None, description="auto, none, zlib, gzip, bz2, lzma, zstd, lz4")
     compression_level: int | None = None
     service_name: str = DEFAULT_SERVICE
-
-
-class ItemInfo(BaseModel):
-    item_id: str
-    service: str
-    tier: str
-    kind: str
-    codec: str
-    codec_choice: dict[str, Any]
-    raw_size: int
-    stored_size: int
-    checksum: str
-    stored_checksum: str
-    location: str
-    encrypted: bool
-    created: float
-    last_access: float
-    access_count: int
-    score: float
 
 
 class DeleteResponse(BaseModel):
@@ -177,9 +142,9 @@ async def store(
     _check_service(req.service_name)
     authorize_service(principal, req.service_name, write=True)
     try:
-        rec = (await _call("put_many", [{"item_id": req.item_id, "data": data, "service": req.service_name,
-                                         "tier": req.storage_tier, "codec": req.compression_type,
-                                         "level": req.compression_level}], caller=_caller(principal)))[0]
+        rec = await _client().put_async(req.item_id, data, service=req.service_name, tier=req.storage_tier,
+                                        codec=req.compression_type, level=req.compression_level,
+                                        caller=_caller(principal))
     except Forbidden as e:
         audit(request, "storage.store", req.item_id[:300], "denied", service=req.service_name, error=e.message[:200])
         raise
@@ -198,9 +163,7 @@ async def retrieve(
     format: Literal["auto", "arrow", "json"] = Query("auto"),
     principal: Principal = Depends(current_principal),
 ) -> Response:
-    caller = _caller(principal)
-    info = await _call("info", item_id, caller=caller)
-    value = await _call("get", item_id, columns, caller=caller)
+    info, value = await _client().retrieve_async(item_id, columns=columns, caller=_caller(principal))
     headers = {"X-Cognopt-Tier": info["tier"], "X-Cognopt-Codec": info["codec"], "X-Cognopt-Checksum": info["checksum"]}
     if info["kind"] == "json":
         return JSONResponse(value, headers=headers)
@@ -223,7 +186,7 @@ def _slices(mv: memoryview, size: int = 1 << 20):
 
 @router.delete("/storage/items/{item_id}", response_model=DeleteResponse, summary="Delete an item")
 async def delete_item(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
-    out = await _call("delete", item_id, caller=_caller(principal))
+    out = await _client().delete_async(item_id, caller=_caller(principal))
     audit(request, "storage.delete", item_id, "ok", service=out.get("service"))
     return out
 
@@ -231,24 +194,24 @@ async def delete_item(request: Request, item_id: str = ITEM_PATH, principal: Pri
 @router.get("/storage/items", response_model=list[ItemInfo], summary="List items (read)")
 async def list_items(service: str | None = Query(None, max_length=63), tier: str | None = Query(None),
                      limit: int = Query(1000, ge=1, le=100_000), principal: Principal = Depends(require_read)) -> Any:
-    return await _call("list_items", service, tier, limit)
+    return await _client().list_items_async(service, tier, limit)
 
 
 @router.get("/storage/items/{item_id}", response_model=ItemInfo, summary="An item's catalog record")
 async def item_info(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
-    return await _call("info", item_id, caller=_caller(principal))
+    return await _client().info_async(item_id, caller=_caller(principal))
 
 
 @router.get("/storage/explain/{item_id}", summary="Why an item has its tier and codec")
 async def explain(item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
-    return await _call("explain", item_id, caller=_caller(principal))
+    return await _client().explain_async(item_id, caller=_caller(principal))
 
 
 # -- backups -----------------------------------------------------------------------------------------
 @router.post("/storage/backup", summary="Incremental deduplicated snapshot (admin)")
 async def backup(body: BackupRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     try:
-        out = await _call("backup", body.source, body.tag, _timeout=3600)
+        out = await _client().backup_async(body.source, body.tag)
     except Exception as e:
         audit(request, "storage.backup", None, "error", source=(body.source or "store")[:300], error=str(e)[:200])
         raise
@@ -258,13 +221,13 @@ async def backup(body: BackupRequest, request: Request, principal: Principal = D
 
 @router.get("/storage/snapshots", summary="Backup snapshots")
 async def snapshots(principal: Principal = Depends(require_read)) -> list[dict[str, Any]]:
-    return await _call("snapshots")
+    return await _client().snapshots_async()
 
 
 @router.post("/storage/restore", summary="Restore a snapshot into the store or a folder (admin)")
 async def restore(body: RestoreRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     try:
-        out = await _call("restore", body.snapshot_id, body.item_ids, body.target, _timeout=3600)
+        out = await _client().restore_async(body.snapshot_id, body.item_ids, body.target)
     except Exception as e:
         audit(request, "storage.restore", body.snapshot_id, "error", error=str(e)[:200])
         raise
@@ -274,7 +237,7 @@ async def restore(body: RestoreRequest, request: Request, principal: Principal =
 
 @router.post("/storage/check", summary="Verify the backup repository (admin)")
 async def check(body: CheckRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    out = await _call("check", body.read_data, body.repair, _timeout=3600)
+    out = await _client().check_async(body.read_data, body.repair)
     audit(request, "storage.check", None, "ok", read_data=body.read_data, repair=body.repair,
           damaged_chunks=out.get("damaged_chunks", 0))
     return out
@@ -282,14 +245,14 @@ async def check(body: CheckRequest, request: Request, principal: Principal = Dep
 
 @router.post("/storage/prune", summary="Forget snapshots and remove unused chunks (admin)")
 async def prune(body: PruneRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    out = await _call("prune", body.keep_last, body.keep_daily, body.keep_weekly, _timeout=3600)
+    out = await _client().prune_async(body.keep_last, body.keep_daily, body.keep_weekly)
     audit(request, "storage.prune", None, "ok", forgotten=len(out["forgotten"]), bytes_freed=out["bytes_freed"])
     return out
 
 
 @router.post("/storage/repair/{item_id}", summary="Restore a damaged item from the latest snapshot that has it (admin)")
 async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    out = await _call("repair", item_id)
+    out = await _client().repair_async(item_id)
     audit(request, "storage.repair", item_id, "ok", snapshot=out["snapshot"])
     return out
 
@@ -297,7 +260,7 @@ async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principa
 # -- lifecycle, metrics, services ----------------------------------------------------------------------
 @router.post("/storage/optimize-tiering", summary="Run a lifecycle pass now (admin)")
 async def optimize_tiering(body: TieringRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
-    out = await _call("optimize_tiering", body.dry_run, None)
+    out = await _client().optimize_tiering_async(body.dry_run)
     audit(request, "storage.optimize_tiering", None, "dry_run" if body.dry_run else "ok",
           migrated=len(out["migrated"]), failed=len(out["failed"]))
     return out
@@ -305,7 +268,7 @@ async def optimize_tiering(body: TieringRequest, request: Request, principal: Pr
 
 @router.get("/storage/metrics", summary="Raw and stored bytes per tier, compression and dedup ratios, utilisation")
 async def metrics(principal: Principal = Depends(require_read)) -> dict[str, Any]:
-    return await _call("metrics")
+    return await _client().metrics_async()
 
 
 @router.post("/storage/optimize-service", summary="A service's default tier, codec and lifecycle thresholds")
@@ -316,6 +279,6 @@ async def optimize_service(body: OptimizeServiceRequest, request: Request,
     from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets
 
     enforce_caps(request, principal, body.service_name, "storage", body.parameters)
-    out = await _call("optimize_service", body.service_name, body.parameters, caller=_caller(principal))
+    out = await _client().optimize_service_async(body.service_name, body.parameters, caller=_caller(principal))
     audit(request, "storage.optimize_service", body.service_name, "ok", parameters=body.parameters)
     return out

@@ -8,11 +8,10 @@ Example:
 """
 
 from cognopt_ray.storage.backup import BackupRepository
+from cognopt_ray.storage.client import ACTOR_NAME, StorageClient, client
 from cognopt_ray.storage.codecs import CODEC_CHOICES, CODECS, TIERS, CodecChoice, choose_codec
+from cognopt_ray.storage.models import DEFAULT_SERVICE, ItemInfo, PutRequest
 from cognopt_ray.storage.store import TieredStore
 
-__all__ = ["TieredStore", "BackupRepository", "CodecChoice", "choose_codec", "TIERS", "CODECS", "CODEC_CHOICES"]
-
-from cognopt_ray.storage.actor import ACTOR_NAME, StorageClient, client  # noqa: E402
-
-__all__ += ["StorageClient", "client", "ACTOR_NAME"]
+__all__ = ["StorageClient", "client", "ACTOR_NAME", "PutRequest", "ItemInfo", "DEFAULT_SERVICE", "TieredStore",
+           "BackupRepository", "CodecChoice", "choose_codec", "TIERS", "CODECS", "CODEC_CHOICES"]

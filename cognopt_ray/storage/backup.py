@@ -37,22 +37,21 @@ import json
 import logging
 import os
 import random
-import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import blake3
-import pyarrow.fs as pafs
 import zstandard
 from pyfastcdc import FastCDC
 
 from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from cognopt_ray._private import bounded
 from cognopt_ray._private.sealer import Sealer
-from cognopt_ray.storage.paths import Confined, check_no_symlinks, read_beneath, walk_files, write_beneath
+from cognopt_ray.storage.paths import Confined, check_no_symlinks, write_beneath
+from cognopt_ray.storage.sources import SourceFiles, progress_bar
 from cognopt_ray.storage.tiers import TierRoot
 
 logger = logging.getLogger(__name__)
@@ -70,58 +69,6 @@ def _zc() -> zstandard.ZstdCompressor:
     if c is None:
         c = _ZC.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True)
     return c
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    if not enabled or not (sys.stderr.isatty() or "ipykernel" in sys.modules):
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, leave=False)
-
-
-class _Source:
-    """Files of a folder or pyarrow.fs path, as ``(relative path, size, mtime_ns)``.
-
-    Local folders (and ``file://`` URIs) are walked and read from ``root`` component by component
-    without following symlinks (:mod:`cognopt_ray.storage.paths`): symlinks and special files are
-    skipped (counted in ``skipped``), so a link inside a source never reads what it points to.
-    """
-
-    def __init__(self, uri: str | Confined) -> None:
-        if isinstance(uri, Confined):
-            self.uri, self.root, self.rel = uri.uri, uri.root, uri.rel
-        else:
-            self.uri, self.root, self.rel = uri, None, ""
-        self.skipped = 0
-        if self.root is None and "://" in self.uri:
-            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
-            if isinstance(self.fs, pafs.LocalFileSystem):
-                self.root = self.base
-        elif self.root is None:
-            self.root = os.path.abspath(self.uri)
-        self.local = self.root is not None
-        if self.local and not os.path.isdir(os.path.join(self.root, self.rel)):
-            raise InvalidInput(f"backup source {self.uri!r} is not a folder", hint="give an existing folder or a pyarrow.fs URI")
-
-    def files(self) -> list[tuple[str, int, int]]:
-        if self.local:
-            out, self.skipped = walk_files(self.root, self.rel)
-            if self.skipped:
-                logger.info("backup of %s skipped %d symlinks or special files", self.uri, self.skipped)
-            return out
-        sel = pafs.FileSelector(self.base, recursive=True)
-        base = self.base.rstrip("/") + "/"
-        out = [(i.path[len(base):], i.size, i.mtime_ns or 0) for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
-        return sorted(out)
-
-    def read(self, rel: str) -> bytes:
-        if self.local:
-            return read_beneath(self.root, os.path.join(self.rel, rel) if self.rel else rel)
-        with self.fs.open_input_stream(f"{self.base.rstrip('/')}/{rel}") as f:
-            return f.read()
 
 
 class BackupRepository:
@@ -295,6 +242,38 @@ class BackupRepository:
             raise NotFound(f"snapshot {snapshot_id!r} does not exist", hint="list them with GET storage/snapshots")
         return self._read_snapshot_file(rel)
 
+    def take_snapshot_file(self, snapshot_id: str, *, dry_run: bool = False) -> bytes:
+        """The stored bytes of a snapshot file, removed from the repository unless ``dry_run``; its
+        chunks stay until a :meth:`prune`, so :meth:`put_snapshot_file` makes it whole again.
+
+        Raises:
+            InvalidInput: the id is not valid.
+            NotFound: there is no such snapshot.
+        """
+        self._snapshot(snapshot_id)  # validates the id, NotFound when absent
+        rel = f"snapshots/{snapshot_id}"
+        with self._lock:
+            blob = self.root.read(rel)
+            if not dry_run:
+                self.root.delete(rel)
+        return blob
+
+    def put_snapshot_file(self, snapshot_id: str, blob: bytes) -> dict[str, Any]:
+        """Put back a snapshot file taken by :meth:`take_snapshot_file`.
+
+        Raises:
+            InvalidInput: the id is not valid. Conflict: a snapshot with this id exists already.
+        """
+        if not isinstance(snapshot_id, str) or not snapshot_id.isalnum():
+            raise InvalidInput(f"snapshot id {snapshot_id!r} is not valid")
+        rel = f"snapshots/{snapshot_id}"
+        with self._lock:
+            if self.root.exists(rel):
+                raise Conflict(f"snapshot {snapshot_id!r} exists already", hint="nothing to restore")
+            self.root.write(rel, blob)
+        self._snapshot(snapshot_id)  # reads it back: a blob that is no snapshot fails here
+        return {"snapshot_id": snapshot_id, "bytes": len(blob)}
+
     def tree(self, snapshot_id: str) -> list[dict[str, Any]]:
         """The file entries of a snapshot."""
         snap = self._snapshot(snapshot_id)
@@ -326,9 +305,9 @@ class BackupRepository:
                 items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
                 self._backup_items(((p, lambda d=d: d, len(d), None, m) for p, d, m in items), writer, entries, stats, None)
             else:
-                src = _Source(source if isinstance(source, Confined) else str(source))
+                src = SourceFiles(source if isinstance(source, Confined) else str(source))
                 files = src.files()
-                bar = _progress(sum(f[1] for f in files), "backup", self.progress)
+                bar = progress_bar(sum(f[1] for f in files), "backup", self.progress)
                 work = []
                 for rel, size, mtime in files:
                     prev = parent_files.get(rel)
@@ -478,7 +457,7 @@ class BackupRepository:
                     check_no_symlinks(local[0], os.path.join(local[1], rel), "restore target", shown,
                                       "storage.restore_roots")
             n = size = 0
-            bar = _progress(sum(e["size"] for e in entries), "restore", self.progress)
+            bar = progress_bar(sum(e["size"] for e in entries), "restore", self.progress)
             for e in entries:
                 data = self.read_entry(e)
                 if local is not None:

@@ -117,7 +117,7 @@ class ItemRecord:
         return tuple(d[c] for c in ITEM_COLUMNS)
 
     def public(self) -> dict[str, Any]:
-        """The record as the API shows it."""
+        """The record as the API shows it (the fields of :class:`~cognopt_ray.storage.models.ItemInfo`)."""
         d = self.__dict__.copy()
         d["codec_choice"] = d.pop("codec")
         d["codec"] = d["codec_choice"]["codec"]

@@ -187,9 +187,9 @@ def _memory(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
 
 
 def _storage(q: Quarantine, dry_run: bool, keep_last: int) -> list[dict[str, Any]]:
-    from cognopt_ray.system.metrics import _storage_client
+    from cognopt_ray import storage
 
-    store = _storage_client()
+    store = storage.client()
     snaps = store.snapshots()
     beyond = snaps[: max(0, len(snaps) - keep_last)]
     out = []
@@ -258,9 +258,9 @@ def restore(settings: Settings, qid: str, *, dry_run: bool = False) -> dict[str,
         # ``data`` passed the quarantine's signature check in q.load: only then may it hold a pickle
         result = memory.client().restore_allocation(entry["meta"], _values.decode_verified(data))
     elif cat == "storage_snapshots":
-        from cognopt_ray.system.metrics import _storage_client
+        from cognopt_ray import storage
 
-        result = _storage_client().put_snapshot_file(entry["target"], data)
+        result = storage.client().put_snapshot_file(entry["target"], data)
     else:  # pragma: no cover - only written by this module
         raise InvalidInput(f"quarantine item {qid!r} has unknown category {cat!r}")
     q.remove(qid)
@@ -277,9 +277,9 @@ def purge_expired(settings: Settings, now: float | None = None) -> list[dict[str
             q.remove(e["id"])
             purged.append({"id": e["id"], "category": e["category"], "target": e["target"], "bytes": e["bytes"]})
     if any(p["category"] == "storage_snapshots" for p in purged):
-        from cognopt_ray.system.metrics import _storage_client
+        from cognopt_ray import storage
 
-        store = _storage_client()
+        store = storage.client()
         held = {e["target"] for e in q.list("storage_snapshots")}
         if not held:  # chunks of quarantined snapshots must stay; prune only when none is held
             try:

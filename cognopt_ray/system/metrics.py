@@ -173,30 +173,18 @@ def compute_metrics(counters: dict[str, dict[str, Any]], *, now: float | None = 
 
 
 # -- reading the engines -----------------------------------------------------------------------------
-def _storage_client() -> Any:
-    from cognopt_ray._private.client import process_client
-    from cognopt_ray.storage import ACTOR_NAME, client
-
-    return process_client(ACTOR_NAME, client)
-
-
 def engine_clients() -> dict[str, Any]:
     """This process's client of each engine (creating the engine actors that do not exist yet)."""
-    from cognopt_ray import cpu, memory, network
+    from cognopt_ray import cpu, memory, network, storage
 
-    return {"cpu": cpu.client(), "memory": memory.client(), "storage": _storage_client(), "network": network.client()}
+    return {"cpu": cpu.client(), "memory": memory.client(), "storage": storage.client(), "network": network.client()}
 
 
 async def _read(engine: str, timeout_s: float) -> dict[str, Any]:
     try:
         clients = await asyncio.get_running_loop().run_in_executor(None, engine_clients)
         c = clients[engine]
-        if engine == "storage":  # the storage client is sync-only; its actor call is awaitable
-            doc = await asyncio.wait_for(c.actor.metrics.remote(), timeout=timeout_s)
-        elif engine in ("network", "memory", "cpu"):
-            doc = await asyncio.wait_for(c.metrics_async(), timeout=timeout_s)
-        else:
-            doc = await asyncio.wait_for(c.ametrics(), timeout=timeout_s)
+        doc = await asyncio.wait_for(c.metrics_async(), timeout=timeout_s)
         return doc if isinstance(doc, dict) else {"error": f"unexpected answer {type(doc).__name__}"}
     except Exception as e:  # noqa: BLE001 - one engine down must not hide the others
         logger.warning("reading %s metrics failed: %s", engine, e)

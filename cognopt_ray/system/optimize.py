@@ -73,9 +73,9 @@ def _tier_bytes(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _storage_tiering(dry_run: bool) -> dict[str, Any]:
-    from cognopt_ray.system.metrics import _storage_client
+    from cognopt_ray import storage
 
-    store = _storage_client()
+    store = storage.client()
     before = _tier_bytes(store.metrics())
     r = store.optimize_tiering(dry_run=dry_run)
     after = before if dry_run else _tier_bytes(store.metrics())

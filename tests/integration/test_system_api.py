@@ -153,7 +153,7 @@ def test_cleanup_quarantines_snapshots_beyond_retention_and_restores_them(api_se
 
     from cognopt_ray.config import Settings
     from cognopt_ray.system.cleanup import restore, run_cleanup
-    from cognopt_ray.system.metrics import _storage_client
+    from cognopt_ray.storage import client as _storage_client
 
     store = _storage_client()
     store.put(f"snap-src-{uuid.uuid4().hex[:6]}", b"backup me " * 1000)

@@ -36,7 +36,7 @@ def roots(api_server):
     from cognopt_ray.storage import client
 
     warm_up(api_server)
-    out = client()._call("path_roots")
+    out = client().path_roots()
     for key in ("backup_source_roots", "restore_roots"):
         Path(out[key][0]).mkdir(parents=True, exist_ok=True)
     return {k: Path(v[0]) for k, v in out.items() if k in ("backup_source_roots", "restore_roots")}
