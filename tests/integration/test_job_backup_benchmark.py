@@ -27,8 +27,6 @@ def _env(ray_session, root: Path | None) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     if root is not None:
         env["COGNOPT_STORAGE_ROOT"] = str(root)
-        # the job's engine may read the tests' folders (beside ``root``): storage.backup_source_roots
-        env["COGNOPT_STORAGE__BACKUP_SOURCE_ROOTS"] = json.dumps([str(root.parent)])
     return env
 
 
