@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
-import os
 import random
 import socket
 import sys
@@ -202,7 +201,6 @@ async def drive(api: str, key: str, origin: str, metric_paths: list[str], durati
     t_start = time.perf_counter()
     t_measure = t_start + warmup
     t_end = t_measure + duration
-    warm_done = asyncio.Event()
 
     async def client(n: int) -> None:
         c = Client(n, api, {"Authorization": f"Bearer {key}"}, origin, metric_paths)

@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import ray  # noqa: E402
-
 from _harness import emit, parse_args, percentile  # noqa: E402
 
 import cognopt_ray  # noqa: E402
@@ -189,12 +188,12 @@ def main() -> None:
             got = pools.get(aid)
             assert not got.flags.writeable and np.array_equal(got, arr)
             del got
-            pool_p50 = p50_us(lambda: pools.get(aid), reps)
+            pool_p50 = p50_us(lambda aid=aid: pools.get(aid), reps)
             no_lease = MemoryPools(pools.actor, lease_s=0)
-            results[f"pool_get_no_lease_p50_us_{label}"] = p50_us(lambda: no_lease.get(aid), max(10, reps // 3))
-            redis_p50 = p50_us(lambda: np.frombuffer(r.get(f"bench:{label}"), dtype=np.float64), reps)
+            results[f"pool_get_no_lease_p50_us_{label}"] = p50_us(lambda aid=aid, no_lease=no_lease: no_lease.get(aid), max(10, reps // 3))
+            redis_p50 = p50_us(lambda label=label: np.frombuffer(r.get(f"bench:{label}"), dtype=np.float64), reps)
             ref = ray.put(arr)
-            plain_p50 = p50_us(lambda: ray.get(ref), reps)
+            plain_p50 = p50_us(lambda ref=ref: ray.get(ref), reps)
             del ref
             pools.deallocate(aid)
             r.delete(f"bench:{label}")

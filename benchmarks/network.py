@@ -30,7 +30,6 @@ import asyncio
 import hashlib
 import json
 import multiprocessing as mp
-import os
 import random
 import shutil
 import socket
@@ -73,7 +72,7 @@ def _body(i: int) -> bytes:
     return json.dumps({"object": i, "items": items}).encode()[:size].ljust(size, b" ")
 
 
-def run_origin(port: int, ready: "mp.synchronize.Event") -> None:
+def run_origin(port: int, ready: mp.synchronize.Event) -> None:
     import gzip
 
     from aiohttp import web
@@ -150,8 +149,6 @@ def main() -> None:
     args = parse_args("network", __doc__.splitlines()[0])
     quick = args.quick
     import aiohttp
-    import ray
-    import requests
 
     import cognopt_ray
     from cognopt_ray.config import Settings

@@ -10,6 +10,7 @@ Example:
 __version__ = "0.1.0"
 
 from cognopt_ray.config import Settings
+from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.errors import (
     CognoptError,
     ConfigError,
@@ -23,11 +24,10 @@ from cognopt_ray.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from cognopt_ray.memory import MemoryPool, MemoryPools, PoolFull, SharedCache
 from cognopt_ray.network import NetworkEngine, OptimizedClient
 from cognopt_ray.priority import Priority
-from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.runtime import get_settings, init, shutdown
-from cognopt_ray.memory import MemoryPool, MemoryPools, PoolFull, SharedCache
 from cognopt_ray.storage import StorageClient, TieredStore
 
 connect = init  # joining a cluster is init(address="auto")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -131,7 +130,7 @@ def status(url: str | None, key: str | None, config: str | None) -> None:
     except urllib.error.HTTPError as e:
         doc = json.loads(e.read() or b"{}")
         if e.code in (401, 403):
-            raise click.ClickException(f"{doc.get('detail', e.reason)} ({doc.get('hint', 'use a read or admin key')})")
+            raise click.ClickException(f"{doc.get('detail', e.reason)} ({doc.get('hint', 'use a read or admin key')})") from None
     except OSError as e:
         raise click.ClickException(f"no server answers at {base}: {e}") from None
     click.echo(json.dumps(doc, indent=2))

@@ -22,8 +22,9 @@ import base64
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -660,7 +661,7 @@ class Settings(_Model):
         *,
         environ: Mapping[str, str] | None = None,
         **overrides: Any,
-    ) -> "Settings":
+    ) -> Settings:
         """Build settings from defaults, a YAML file, the environment and overrides.
 
         Raises:

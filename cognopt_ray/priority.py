@@ -20,7 +20,7 @@ class Priority(enum.IntEnum):
     BACKGROUND = 5
 
     @classmethod
-    def parse(cls, value: "int | str | Priority") -> "Priority":
+    def parse(cls, value: int | str | Priority) -> Priority:
         """Accept 1..5, a level name in any case, or a Priority.
 
         Raises:

@@ -10,7 +10,8 @@ Bodies are buffered up to :data:`MAX_BUFFER` bytes; a longer stream passes throu
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cognopt_ray.network import encoding
 from serve_apps.http import get_context

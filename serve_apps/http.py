@@ -18,8 +18,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,7 +50,7 @@ class ApiContext:
     audit: AuditLog
     caps: CapsStore | None = None
     health: Any = None  # the replica's HealthCache, made on the first GET health
-    _unauth: "_UnauthLimiter" = field(default=None)  # type: ignore[assignment]
+    _unauth: _UnauthLimiter = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.caps is None:

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from cognopt_ray.errors import InvalidInput
 from cognopt_ray import memory
+from cognopt_ray.errors import InvalidInput
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, current_principal, require_admin, require_read
 

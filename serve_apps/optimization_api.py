@@ -19,10 +19,26 @@ import cognopt_ray
 from cognopt_ray import runtime
 from cognopt_ray.config import ApiKeyRecord, Settings
 from cognopt_ray.security import AuditLog, KeyStore
-from serve_apps import admin_routes, cpu_routes, dashboard_routes, health_routes, memory_routes, network_routes, storage_routes, system_routes
+from serve_apps import (
+    admin_routes,
+    cpu_routes,
+    dashboard_routes,
+    health_routes,
+    memory_routes,
+    network_routes,
+    storage_routes,
+    system_routes,
+)
 from serve_apps.compression import CompressionMiddleware
-from serve_apps.http import (API_PREFIX, ApiContext, AuditMiddleware, AuthMiddleware, BodyLimitMiddleware, install_error_handlers,
-                             set_context)
+from serve_apps.http import (
+    API_PREFIX,
+    ApiContext,
+    AuditMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    install_error_handlers,
+    set_context,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ import asyncio
 import threading
 import uuid
 from collections import defaultdict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -42,7 +43,7 @@ class Origin:
             result = await result
         return result
 
-    def start(self) -> "Origin":
+    def start(self) -> Origin:
         async def go() -> None:
             app = web.Application()
             app.router.add_route("*", "/{tail:.*}", self._handle)

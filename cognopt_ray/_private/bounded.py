@@ -63,7 +63,7 @@ def _zlib(data: bytes, wbits: int, max_size: int | None) -> bytes:
     return bytes(out)
 
 
-def zstd(data: bytes | memoryview, max_size: int | None, *, dict_data: "zstandard.ZstdCompressionDict | None" = None) -> bytes:
+def zstd(data: bytes | memoryview, max_size: int | None, *, dict_data: zstandard.ZstdCompressionDict | None = None) -> bytes:
     """zstd frames (concatenated frames too), stopping past ``max_size`` bytes of output."""
     dctx = zstandard.ZstdDecompressor(dict_data=dict_data) if dict_data is not None else zstandard.ZstdDecompressor()
     reader = dctx.stream_reader(io.BytesIO(bytes(data)), read_across_frames=True)

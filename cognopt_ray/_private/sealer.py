@@ -71,7 +71,7 @@ class Sealer:
         self._aead = AESGCM(self.key)
 
     @classmethod
-    def from_settings(cls, settings: Any, purpose: bytes) -> "Sealer | None":
+    def from_settings(cls, settings: Any, purpose: bytes) -> Sealer | None:
         """The sealer for ``purpose``, or ``None`` when no ``encryption_key`` is configured."""
         secret = getattr(settings, "encryption_key", None)
         return cls(secret.get_secret_value(), purpose) if secret is not None else None
@@ -112,7 +112,7 @@ class Signer:
         self._key = derive_key(secret, b"cognopt sign " + purpose)
 
     @classmethod
-    def from_settings(cls, settings: Any, purpose: bytes) -> "Signer":
+    def from_settings(cls, settings: Any, purpose: bytes) -> Signer:
         return cls(installation_secret(settings), purpose)
 
     def tag(self, payload: bytes | memoryview, name: bytes) -> bytes:

@@ -17,10 +17,11 @@ placement, node monitors), ``outcomes.py`` (a task's outcome), ``executor.py`` (
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cognopt_ray.cpu.client import ACTOR_NAME, CPUTask, NamedTask, PriorityScheduler, client
-from cognopt_ray.cpu.errors import QueueFull, TaskLost, Unschedulable, UnknownTask
+from cognopt_ray.cpu.errors import QueueFull, TaskLost, UnknownTask, Unschedulable
 
 
 def register_task(name: str, fn: Callable[..., Any]) -> None:

@@ -32,7 +32,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from cognopt_ray.config import CpuServiceSettings
-from cognopt_ray.cpu.errors import QueueFull, Unschedulable, UnknownTask
+from cognopt_ray.cpu.errors import QueueFull, UnknownTask, Unschedulable
 from cognopt_ray.cpu.executor import _IoPool, execute_pack
 from cognopt_ray.cpu.nodes import _Node
 from cognopt_ray.errors import InvalidInput

@@ -10,8 +10,9 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import ray
 
@@ -90,7 +91,7 @@ class NamedTask(CPUTask):
         return self.fn
 
     @classmethod
-    def of(cls, item: "NamedTask | tuple") -> "NamedTask":
+    def of(cls, item: NamedTask | tuple) -> NamedTask:
         """``item`` itself, or a ``NamedTask`` from a tuple ``(name, args, kwargs, options)``."""
         if isinstance(item, NamedTask):
             return item

@@ -157,7 +157,7 @@ class Pool:
 
     service: str
     config: MemoryServiceSettings
-    allocations: "OrderedDict[str, Allocation]" = field(default_factory=OrderedDict)  # LRU first
+    allocations: OrderedDict[str, Allocation] = field(default_factory=OrderedDict)  # LRU first
     used_blocks: int = 0
     hits: int = 0
     misses: int = 0

@@ -29,8 +29,9 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import ray
 from ray.exceptions import ObjectLostError
@@ -41,7 +42,13 @@ from cognopt_ray.config import Settings
 from cognopt_ray.errors import EngineUnavailable
 from cognopt_ray.memory import _values
 from cognopt_ray.memory._actor import ACTOR_NAME, _MemoryPoolsRemote
-from cognopt_ray.memory.allocations import AllocationRequest, MemoryType, PoolChange, checked_service, split_allocation_id
+from cognopt_ray.memory.allocations import (
+    AllocationRequest,
+    MemoryType,
+    PoolChange,
+    checked_service,
+    split_allocation_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ class MemoryPool:
         b'weights'
     """
 
-    def __init__(self, pools: "MemoryPools", service: str) -> None:
+    def __init__(self, pools: MemoryPools, service: str) -> None:
         self._pools = pools
         self.service = checked_service(service)
 
@@ -158,7 +165,7 @@ class MemoryPools(EngineClient):
 
     @classmethod
     def connect(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
-                state_dir: str | None = None, **options: Any) -> "MemoryPools":
+                state_dir: str | None = None, **options: Any) -> MemoryPools:
         """Get or create the pools actor ``name`` (``state_dir`` defaults to ``<root>/memory``)."""
         settings = settings or runtime.get_settings()
         handle = runtime.get_or_create_actor(_MemoryPoolsRemote, name, settings, state_dir, **options)

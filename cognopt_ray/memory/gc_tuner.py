@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class GcTuner:
             self.collections += 1
             self.total_pause_s += pause
 
-    def install(self) -> "GcTuner":
+    def install(self) -> GcTuner:
         """Start timing collections (idempotent)."""
         if not self._installed:
             gc.callbacks.append(self._callback)

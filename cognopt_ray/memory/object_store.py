@@ -49,8 +49,8 @@ def object_store_by_node(timeout_s: float = 5.0) -> list[dict[str, Any]]:
 
 
 def _node_store_stats(address: str, port: int, timeout_s: float) -> Any:
-    from ray._private.grpc_utils import init_grpc_channel
     from ray._common.network_utils import build_address
+    from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
 
     channel = init_grpc_channel(build_address(address, port))

@@ -20,8 +20,8 @@ from typing import Any
 import ray
 
 from cognopt_ray._private.files import atomic_write
-from cognopt_ray.config import Settings
 from cognopt_ray._private.kv import FallbackBackend, RedisBackend
+from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import InClusterBackend
 from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
 

@@ -60,7 +60,7 @@ class NetworkEngine(EngineClient):
 
     @classmethod
     def get_or_create(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
-                      cache_actor_name: str = CACHE_ACTOR_NAME) -> "NetworkEngine":
+                      cache_actor_name: str = CACHE_ACTOR_NAME) -> NetworkEngine:
         """The engine named ``name`` (created with ``settings`` if it does not exist yet).
 
         Args:

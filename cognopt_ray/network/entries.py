@@ -38,7 +38,7 @@ import logging
 import math
 import struct
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zstandard
 from yarl import URL

@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL

@@ -25,8 +25,9 @@ import contextvars
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import BaseModel, Field, ValidationError
@@ -36,10 +37,10 @@ from cognopt_ray.config import NetworkServiceSettings, Settings, check_service_n
 from cognopt_ray.errors import CognoptError, InvalidInput
 from cognopt_ray.network import encoding
 from cognopt_ray.network.backends import CacheBackend, LocalBackend
+from cognopt_ray.network.entries import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard
 from cognopt_ray.network.metrics import NetworkMetrics
-from cognopt_ray.network.entries import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.rules import (
     CREDENTIAL_HEADERS,
     NEVER_STORED_HEADERS,

@@ -32,8 +32,8 @@ import email.utils
 import functools
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 Headers = list[tuple[str, str]]
 
@@ -362,7 +362,7 @@ class StoredResponse:
         return all(_norm(header(request_headers, n)) == v for n, v in self.vary.items())
 
     def refreshed(self, not_modified_headers: Sequence[tuple[str, str]], request_time: float,
-                  response_time: float) -> "StoredResponse":
+                  response_time: float) -> StoredResponse:
         """This response with its headers updated from a 304 (RFC 9111 4.3.4)."""
         update = [(k, v) for k, v in not_modified_headers
                   if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS]

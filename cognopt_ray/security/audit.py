@@ -17,8 +17,9 @@ import datetime as _dt
 import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 class AuditLog:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import fcntl
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cognopt_ray._private.files import atomic_write
 from cognopt_ray.config import ServiceCaps, Settings

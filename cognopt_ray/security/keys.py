@@ -24,9 +24,10 @@ import os
 import re
 import secrets
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from cognopt_ray._private.files import atomic_write
 from cognopt_ray.config import ApiKeyRecord, Settings

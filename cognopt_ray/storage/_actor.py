@@ -19,8 +19,8 @@ import ray
 
 from cognopt_ray.config import Settings
 from cognopt_ray.storage.access import Caller
-from cognopt_ray.storage.paths import confine, roots_for
 from cognopt_ray.storage.models import PutRequest
+from cognopt_ray.storage.paths import confine, roots_for
 
 logger = logging.getLogger(__name__)
 

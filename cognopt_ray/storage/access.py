@@ -55,7 +55,7 @@ class Caller:
     external: bool = False
 
     @classmethod
-    def from_principal(cls, principal: Any) -> "Caller":
+    def from_principal(cls, principal: Any) -> Caller:
         """The caller of a REST request (``principal`` is a :class:`cognopt_ray.security.Principal`)."""
         return cls(key_id=principal.key_id, admin=principal.is_admin, services=tuple(principal.services()),
                    read_all=principal.can_read(), external=True)

@@ -40,16 +40,17 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import blake3
 import zstandard
 from pyfastcdc import FastCDC
 
-from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from cognopt_ray._private import bounded
 from cognopt_ray._private.sealer import Sealer
+from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
 from cognopt_ray.storage.paths import Confined, check_no_symlinks, write_beneath
 from cognopt_ray.storage.sources import SourceFiles, progress_bar
 from cognopt_ray.storage.tiers import TierRoot
@@ -121,7 +122,7 @@ class BackupRepository:
         self._load_index()
 
     @classmethod
-    def for_settings(cls, settings: Any) -> "BackupRepository":
+    def for_settings(cls, settings: Any) -> BackupRepository:
         cfg = settings.storage
         uri = cfg.backup_root or f"{settings.storage_root.rstrip('/')}/backups"
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
@@ -182,7 +183,7 @@ class BackupRepository:
         return self._decode_chunk(h, blob)
 
     class _PackWriter:
-        def __init__(self, repo: "BackupRepository") -> None:
+        def __init__(self, repo: BackupRepository) -> None:
             self.repo = repo
             self.parts: list[bytes] = []
             self.entries: dict[str, list[int]] = {}
@@ -350,7 +351,7 @@ class BackupRepository:
         blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(snap).encode())
         return self.sealer.seal(blob, b"snapshot") if self.sealer else blob
 
-    def _backup_items(self, work: Iterator[tuple], writer: "_PackWriter", entries: list, stats: dict, bar: Any) -> None:
+    def _backup_items(self, work: Iterator[tuple], writer: _PackWriter, entries: list, stats: dict, bar: Any) -> None:
         """Read, chunk and hash files on this thread (cheap per byte, but many small calls that
         would fight over the GIL in a pool); compress the new chunks of each batch in a thread
         pool (zstd releases the GIL), then pack them in order."""
@@ -392,7 +393,7 @@ class BackupRepository:
                 pending = job
                 batch, fresh, fresh_bytes = [], [], 0
 
-            for path, read, size, mtime, meta in work:
+            for path, read, _size, mtime, meta in work:
                 data = read()
                 hashes = []
                 for c in self._cdc.cut_buf(data) if data else []:

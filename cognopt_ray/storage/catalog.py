@@ -27,10 +27,11 @@ import json
 import re
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cognopt_ray.errors import InvalidInput
 
@@ -104,7 +105,7 @@ class ItemRecord:
     score: float
 
     @classmethod
-    def from_row(cls, row: tuple) -> "ItemRecord":
+    def from_row(cls, row: tuple) -> ItemRecord:
         d = dict(zip(ITEM_COLUMNS, row))
         d["codec"] = json.loads(d["codec"])
         d["encrypted"] = bool(d["encrypted"])

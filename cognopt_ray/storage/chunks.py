@@ -10,7 +10,6 @@ import json
 import uuid
 from typing import Any
 
-
 from cognopt_ray.errors import IntegrityError
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.blobs import Prepared, b3

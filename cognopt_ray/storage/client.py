@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ray
 

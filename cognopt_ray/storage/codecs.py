@@ -82,7 +82,7 @@ class CodecChoice:
                 "probe_ratio": self.probe_ratio, "candidates": dict(self.candidates), "raw_stream": self.raw_stream}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CodecChoice":
+    def from_dict(cls, d: dict[str, Any]) -> CodecChoice:
         return cls(**{k: d[k] for k in ("codec", "level", "dict_id", "reason", "probe_ratio", "candidates", "raw_stream") if k in d})
 
 

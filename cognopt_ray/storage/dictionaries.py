@@ -10,7 +10,6 @@ import logging
 import time
 from typing import Any
 
-
 from cognopt_ray.config import check_service_name
 from cognopt_ray.errors import IntegrityError, InvalidInput
 from cognopt_ray.storage import codecs
@@ -42,7 +41,7 @@ class Dictionaries:
 
     def _maybe_train_dictionaries(self, norm: list[tuple]) -> None:
         by_service: dict[str, list[bytes]] = {}
-        for item_id, data, service, tier, codec, level in norm:
+        for _item_id, data, service, tier, codec, _level in norm:
             # Trained automatically for the tiers where size matters most; warm/hot items use a
             # dictionary once one exists (train_dictionary() or a cold/archive batch made it).
             if codec == "auto" and tier in ("cold", "archive") and service not in self._service_dict \

@@ -13,7 +13,6 @@ import math
 import time
 from typing import Any
 
-
 from cognopt_ray.errors import IntegrityError
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.blobs import Prepared, b3, hash_file
@@ -70,7 +69,7 @@ class Lifecycle:
         if rec.location == "inline":
             return  # committed together with its row; checked on read
         if rec.location == "chunks":
-            for h, new in p.chunks or []:
+            for _h, new in p.chunks or []:
                 if new is not None and new["location"].startswith("file:"):
                     if b3(self.roots["archive"].read(new["location"][5:])) != new["stored_checksum"]:
                         raise IntegrityError(f"the new archive copy of {rec.item_id!r} did not verify",

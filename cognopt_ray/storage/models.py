@@ -12,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, get_type_hints
+from typing import Any, get_type_hints
 
 from pydantic import create_model
 
@@ -71,7 +72,7 @@ class PutRequest:
                 codecs.requested(self.codec, self.level)
 
     @classmethod
-    def of(cls, item: "PutRequest | Mapping[str, Any]") -> "PutRequest":
+    def of(cls, item: PutRequest | Mapping[str, Any]) -> PutRequest:
         """``item`` itself, or the request a dict with the same keys describes."""
         if isinstance(item, PutRequest):
             return item
@@ -83,7 +84,7 @@ class PutRequest:
         return cls(item.get("item_id"), item.get("data"), item.get("service") or DEFAULT_SERVICE, item.get("tier"),
                    item.get("codec"), item.get("level"))
 
-    def with_data(self, data: Any) -> "PutRequest":
+    def with_data(self, data: Any) -> PutRequest:
         """The same request carrying ``data`` instead (already checked: not validated again)."""
         out = object.__new__(PutRequest)
         for name in ("item_id", "service", "tier", "codec", "level"):

@@ -7,7 +7,6 @@ does not make room.
 
 from __future__ import annotations
 
-
 from cognopt_ray.errors import InsufficientStorage
 from cognopt_ray.storage.blobs import Prepared
 

@@ -12,7 +12,6 @@ import math
 import time
 from typing import Any
 
-
 from cognopt_ray.errors import IntegrityError, InvalidInput, NotFound
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.access import Caller, check_read_id, missing

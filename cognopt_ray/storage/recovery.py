@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Iterable
-
+from collections.abc import Iterable
+from typing import Any
 
 from cognopt_ray.errors import NotFound
 from cognopt_ray.storage.access import Caller

@@ -42,24 +42,24 @@ from typing import Any
 
 import blake3
 
+from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.config import Settings, check_service_name
 from cognopt_ray.errors import Forbidden, IntegrityError, InvalidInput, NotFound
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_write_id
-from cognopt_ray.storage.catalog import Catalog, ItemRecord
-from cognopt_ray.storage.codecs import TIERS, CodecChoice
-from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
-from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer
-from cognopt_ray._private.sealer import Sealer
-from cognopt_ray.storage.tiers import TierRoot
 from cognopt_ray.storage.blobs import Encoded, Prepared, b3
+from cognopt_ray.storage.catalog import Catalog, ItemRecord
 from cognopt_ray.storage.chunks import ArchiveChunks
+from cognopt_ray.storage.codecs import TIERS, CodecChoice
 from cognopt_ray.storage.dictionaries import Dictionaries
 from cognopt_ray.storage.lifecycle import Lifecycle
+from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
 from cognopt_ray.storage.quota import Quotas
 from cognopt_ray.storage.reads import ItemReads
 from cognopt_ray.storage.recovery import Recovery
+from cognopt_ray.storage.sealing import ContentHash, dictionary_sealer
 from cognopt_ray.storage.tables import TableItems, to_table
+from cognopt_ray.storage.tiers import TierRoot
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             f = self._loc_file(p.rec.location)
             if f:
                 self.roots[p.rec.tier].delete(f)
-            for h, new in p.chunks or []:
+            for _h, new in p.chunks or []:
                 if new is not None and new["location"].startswith("file:"):
                     self.roots["archive"].delete(new["location"][5:])
 

@@ -7,7 +7,8 @@ on read. Their checksum is BLAKE3 of the stored file.
 from __future__ import annotations
 
 import io
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.ipc as ipc

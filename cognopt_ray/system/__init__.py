@@ -9,10 +9,10 @@ Example:
     >>> asyncio.run(system.optimize_all(settings, dry_run=True))        # doctest: +SKIP
 """
 
+from cognopt_ray.system.cleanup import Quarantine, purge_expired, restore, run_cleanup
 from cognopt_ray.system.health import check_health, check_redis
 from cognopt_ray.system.metrics import compute_metrics, read_counters, system_metrics
 from cognopt_ray.system.optimize import PASSES, optimize_all
-from cognopt_ray.system.cleanup import Quarantine, purge_expired, restore, run_cleanup
 from cognopt_ray.system.report import build_table, min_cores, replay, system_report, to_markdown
 
 __all__ = [

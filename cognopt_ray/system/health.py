@@ -22,7 +22,8 @@ import asyncio
 import datetime as _dt
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import ray
 

@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cognopt_ray.config import PriceSheet, Settings
 

@@ -89,7 +89,7 @@ def test_storage_killed_under_load_loses_no_acknowledged_write(ray_session, tmp_
         rep = run_with_kill(op, _kill(c.actor))
         assert_healthy_run(rep)
         for i, data in rep.acked.items():
-            assert _retry(lambda: c.get(f"k{i}")) == data, i
+            assert _retry(lambda i=i: c.get(f"k{i}")) == data, i
         report = c.verify()
         assert not report.get("damaged") and not report.get("missing"), report
     finally:
@@ -113,7 +113,7 @@ def test_memory_killed_under_load_keeps_persistent_allocations(ray_session, tmp_
         rep = run_with_kill(op, _kill(pools.actor))
         assert_healthy_run(rep)
         for aid, value in rep.acked.values():
-            assert _retry(lambda: pools.get(aid)) == value, aid
+            assert _retry(lambda aid=aid: pools.get(aid)) == value, aid
     finally:
         ray.kill(pools.actor, no_restart=True)
 
@@ -224,7 +224,7 @@ def test_cpu_scheduler_killed_under_load(ray_session):
 
     rep = run_with_kill(run_and_translate, _kill(sched.actor), warmup=8, after=8)
     assert_healthy_run(rep, after=8)
-    for i, (n, value) in rep.acked.items():
+    for n, value in rep.acked.values():
         assert value == 2 * n
     _retry(lambda: sched.health())
     assert _retry(lambda: op(21)) == (21, 42)

@@ -15,7 +15,6 @@ from cognopt_ray.config import Settings
 from cognopt_ray.cpu import CPUTask, PriorityScheduler, TaskLost, Unschedulable
 from cognopt_ray.cpu._actor import _SchedulerActor
 from cognopt_ray.errors import InvalidInput
-from cognopt_ray.priority import Priority
 from cognopt_ray.runtime import get_or_create_actor
 
 
@@ -183,7 +182,7 @@ def test_service_cap_threshold_and_recommendation(make_sched):
         return s, time.time()
 
     spans = sorted(ray.get([sched.submit(span, 0.2, service="capped_svc") for _ in range(4)], timeout=180))
-    for (s1, e1), (s2, _e2) in zip(spans, spans[1:]):
+    for (_s1, e1), (s2, _e2) in zip(spans, spans[1:]):
         assert s2 >= e1 - 0.01  # never two at once
     recs = sched.metrics()["recommendations"]
     assert any(r["kind"] == "service_cap" and r["service"] == "capped_svc" and r["value"] > 0 for r in recs)

@@ -84,7 +84,7 @@ def chromium(tmp_path):
                 break
             except requests.RequestException:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("chromium did not start its DevTools endpoint")
+                    raise AssertionError("chromium did not start its DevTools endpoint") from None
                 time.sleep(0.3)
         yield port
     finally:

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput, PayloadTooLarge
-from cognopt_ray.network.http_client import OptimizedClient
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
+from cognopt_ray.network.http_client import OptimizedClient
 from cognopt_ray.network.rules import http_date
 from tests.helpers import free_port
 from tests.network_origin import Origin

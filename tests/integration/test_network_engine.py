@@ -158,8 +158,7 @@ def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory
     from yarl import URL
 
     from cognopt_ray._private.sealer import is_sealed
-    from cognopt_ray.network.entries import pack, unpack
-    from cognopt_ray.network.entries import CacheStore, entry_key
+    from cognopt_ray.network.entries import CacheStore, entry_key, pack, unpack
 
     red = redis.Redis.from_url(server.url)
     assert not [k for k in red.scan_iter(count=1000) if b"/t/" in k or b"127.0.0.1" in k]  # names reveal no URL

@@ -18,9 +18,9 @@ from aiohttp import web
 from yarl import URL
 
 from cognopt_ray.config import Settings
-from cognopt_ray.network.http_client import OptimizedClient
-from cognopt_ray.network.errors import BadGateway
 from cognopt_ray.network.entries import entry_key
+from cognopt_ray.network.errors import BadGateway
+from cognopt_ray.network.http_client import OptimizedClient
 from tests.network_origin import Origin
 
 

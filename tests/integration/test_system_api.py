@@ -95,8 +95,8 @@ def test_optimize_all_dry_run_and_real_are_audited(api_server):
 def test_cleanup_moves_to_quarantine_and_restore_brings_back(api_server):
     import time
 
-    from cognopt_ray.network.backends import InClusterBackend
     from cognopt_ray.network import CACHE_ACTOR_NAME
+    from cognopt_ray.network.backends import InClusterBackend
 
     h = api_server.headers("admin")
     cache = InClusterBackend(CACHE_ACTOR_NAME, 64 << 20).actor
@@ -152,8 +152,8 @@ def test_cleanup_quarantines_snapshots_beyond_retention_and_restores_them(api_se
     import asyncio
 
     from cognopt_ray.config import Settings
-    from cognopt_ray.system.cleanup import restore, run_cleanup
     from cognopt_ray.storage import client as _storage_client
+    from cognopt_ray.system.cleanup import restore, run_cleanup
 
     store = _storage_client()
     store.put(f"snap-src-{uuid.uuid4().hex[:6]}", b"backup me " * 1000)

@@ -117,7 +117,7 @@ def test_negative_and_overflowing_numbers(api_server, route):
     for f in fields:
         for value in NUMBERS:
             literal = value if isinstance(value, str) and value in ("1e999", "NaN", "Infinity") else json.dumps(value)
-            body = ('{"%s": %s}' % (f, literal)).encode()
+            body = f'{{"{f}": {literal}}}'.encode()
             status, headers, data = _raw(api_server, "POST", url, body, {"Content-Type": "application/json"})
             assert status < 500, (route.path, f, value, status, data[:300])
 

@@ -98,7 +98,7 @@ def test_efficiency_and_balance_formulas():
 def test_recommendations_name_their_figures():
     st = EngineStats(window_s=60.0)
     now = 1000.0
-    for i in range(20):
+    for _ in range(20):
         st.wait[Priority.CRITICAL.value].add(0.5, now - 1)  # p95 0.5 s > target 0.1 s
     st.tick(now - 1, 1.0, 2.0, True)
     st.node_sample("idle", now - 1, 2.0)
