@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import RedisServer, free_port, wait_http
+from tests.support.helpers import RedisServer, free_port, wait_http
 
 RAY_NUM_CPUS = 4
 API = "/api/v0/optimization"
@@ -120,3 +120,14 @@ def api_server(ray_session, redis_server, session_root):
         wait_http(server.url("health", prefix), timeout=120, expect=None)
     yield server
     serve.shutdown()
+
+
+@pytest.fixture(scope="session")
+def origin():
+    """One real aiohttp origin on 127.0.0.1 for the whole session; tests add their own routes
+    (``@origin.route()`` makes a unique path)."""
+    from tests.support.origin import Origin
+
+    o = Origin()
+    yield o
+    o.close()

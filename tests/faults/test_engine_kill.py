@@ -141,16 +141,13 @@ def test_memory_cache_killed_under_load_answers_every_call(ray_session, tmp_path
 
 
 @pytest.fixture
-def origin():
+def origin(origin):
+    """The session's origin with this module's ``/data`` route."""
     from aiohttp import web
 
-    from tests.network_origin import Origin
-
-    o = Origin()
-    o.routes["/data"] = lambda request: web.Response(text=f"body of {request.query.get('i')}",
-                                                     headers={"Cache-Control": "max-age=300"})
-    yield o
-    o.close()
+    origin.routes["/data"] = lambda request: web.Response(text=f"body of {request.query.get('i')}",
+                                                          headers={"Cache-Control": "max-age=300"})
+    return origin
 
 
 def _network(tmp_path, suffix: str):

@@ -16,7 +16,6 @@ from aiohttp import web
 from cognopt_ray import runtime
 from cognopt_ray.config import Settings
 from tests.faults.harness import wait_up
-from tests.network_origin import Origin
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)
@@ -47,11 +46,11 @@ def _phase(counts, n, timeout=180, failures=()):
 
 
 @pytest.fixture
-def origin():
-    o = Origin()
-    o.routes["/r"] = lambda request: web.Response(text=f"v{request.query.get('i')}", headers={"Cache-Control": "max-age=300"})
-    yield o
-    o.close()
+def origin(origin):
+    """The session's origin with this module's ``/r`` route."""
+    origin.routes["/r"] = lambda request: web.Response(text=f"v{request.query.get('i')}",
+                                                       headers={"Cache-Control": "max-age=300"})
+    return origin
 
 
 def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory, tmp_path, origin):

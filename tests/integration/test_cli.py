@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers import free_port, wait_http
+from tests.support.helpers import free_port, wait_http
 
 BIN = Path(sys.executable).parent / "cognopt"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import free_port
+from tests.support.helpers import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/test.sh installs it)")

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers import free_port, wait_http
+from tests.support.helpers import free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -7,17 +7,9 @@ import requests
 from aiohttp import web
 
 from tests.conftest import MAX_BODY
-from tests.helpers import free_port
-from tests.network_origin import Origin
+from tests.support.helpers import free_port
 
 PROBLEM_KEYS = {"type", "title", "status", "detail"}
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin()
-    yield o
-    o.close()
 
 
 def problem(r, status):

@@ -17,29 +17,10 @@ from cognopt_ray.errors import InvalidInput, PayloadTooLarge
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
 from cognopt_ray.network.http_client import OptimizedClient
 from cognopt_ray.network.rules import http_date
-from tests.helpers import free_port
-from tests.network_origin import Origin
+from tests.support.helpers import free_port
+from tests.support.origin import Origin, run_client
 
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin()
-    yield o
-    o.close()
-
-
-def run(coro_fn, top=None, **network):
-    """Run ``coro_fn(client)`` with a fresh client (127.0.0.1 allowlisted) on a fresh loop."""
-    settings = Settings.load(network={"allowlist": ["127.0.0.1"], **network}, **(top or {}))
-
-    async def go():
-        client = OptimizedClient(settings)
-        try:
-            return await coro_fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
+run = run_client  # a fresh in-process client per call (tests.support.origin)
 
 
 def resp(body=b"hello", status=200, **headers):

@@ -13,14 +13,6 @@ from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.network import NetworkEngine
 from cognopt_ray.network.errors import UrlRefused
-from tests.network_origin import Origin
-
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin()
-    yield o
-    o.close()
 
 
 @pytest.fixture(scope="module")

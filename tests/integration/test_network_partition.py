@@ -17,31 +17,11 @@ import zstandard
 from aiohttp import web
 from yarl import URL
 
-from cognopt_ray.config import Settings
 from cognopt_ray.network.entries import entry_key
 from cognopt_ray.network.errors import BadGateway
-from cognopt_ray.network.http_client import OptimizedClient
-from tests.network_origin import Origin
+from tests.support.origin import run_client
 
-
-@pytest.fixture(scope="module")
-def origin():
-    o = Origin()
-    yield o
-    o.close()
-
-
-def run(coro_fn, top=None, **network):
-    settings = Settings.load(network={"allowlist": ["127.0.0.1"], **network}, **(top or {}))
-
-    async def go():
-        client = OptimizedClient(settings)
-        try:
-            return await coro_fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(go())
+run = run_client  # a fresh in-process client per call (tests.support.origin)
 
 
 def test_partitioned_by_service_and_purge_reaches_every_service(origin):

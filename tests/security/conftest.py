@@ -7,7 +7,6 @@ import uuid
 import pytest
 import requests
 
-from tests.network_origin import Origin
 from tests.security.routes import routes
 
 PAY = "payment_processing"
@@ -40,13 +39,6 @@ def warm_up(api_server, timeout: float = 600) -> None:
 def live_routes(api_server):
     schema = requests.get(f"{api_server.base}/openapi.json", timeout=30).json()
     return routes(schema)
-
-
-@pytest.fixture(scope="session")
-def origin():
-    o = Origin()
-    yield o
-    o.close()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ import redis
 import requests
 from aiohttp import web
 
-from tests.network_origin import Origin
 from tests.security.conftest import warm_up
+from tests.support.origin import Origin
 
 pytestmark = pytest.mark.timeout(900)
 

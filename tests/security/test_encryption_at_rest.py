@@ -24,8 +24,8 @@ import requests
 from aiohttp import web
 
 from cognopt_ray.security.keys import generate_key
-from tests.helpers import free_port
-from tests.network_origin import Origin
+from tests.support.helpers import free_port
+from tests.support.origin import Origin
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)

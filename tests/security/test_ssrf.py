@@ -16,7 +16,7 @@ from aiohttp import web
 
 from cognopt_ray.config import Settings
 from cognopt_ray.network import OptimizedClient, UrlRefused
-from tests.network_origin import Origin
+from tests.support.origin import Origin
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.helpers import free_port
+from tests.support.helpers import free_port
 
 
 class Origin:
@@ -78,3 +78,21 @@ class Origin:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+
+def run_client(coro_fn: Callable[[Any], Any], top: dict[str, Any] | None = None, **network: Any) -> Any:
+    """Run ``coro_fn(client)`` with a fresh in-process ``OptimizedClient`` (127.0.0.1 allowlisted)
+    on a fresh event loop; ``network`` are ``network.*`` settings, ``top`` top-level ones."""
+    from cognopt_ray.config import Settings
+    from cognopt_ray.network.http_client import OptimizedClient
+
+    settings = Settings.load(network={"allowlist": ["127.0.0.1"], **network}, **(top or {}))
+
+    async def go() -> Any:
+        client = OptimizedClient(settings)
+        try:
+            return await coro_fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
