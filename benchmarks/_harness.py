@@ -1,7 +1,7 @@
 """What every benchmark shares: arguments, percentiles, the table and the closing JSON line.
 
 Each script ends with :func:`emit`, which prints a readable table and then, as the very last line
-of stdout, ``{"benchmark", "quick", "results", "ratios"}`` (DESIGN section 8).
+of stdout, ``{"benchmark", "quick", "results", "ratios"}`` (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Memory engine benchmark: one pooled copy vs N private copies, pool get vs Redis, shared cache.
 
-Measured side by side in one run (DESIGN section 8):
+Measured side by side in one run (docs/benchmarks.md):
 
 1. **Sharing.** ``ACTORS`` (4) actors on one node each need the same read-only float64 array
    (200 MB; 100 MB with ``--quick``). Baseline: each actor builds its own copy. Pooled: the

@@ -64,7 +64,7 @@ class Savings(BaseModel):
 
 
 class SystemMetrics(BaseModel):
-    """The dashboard document (DESIGN section 4); formulas in ``docs/metrics.md``."""
+    """The dashboard document; its shape and formulas are in ``docs/metrics.md``."""
 
     system_overview: SystemOverview
     cpu_optimization: CpuFigures

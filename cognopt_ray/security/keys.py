@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -263,6 +262,3 @@ def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | 
             return value.strip()
     return None
 
-
-def env_admin_key() -> str | None:
-    return os.environ.get("COGNOPT_ADMIN_KEY") or None

@@ -8,7 +8,7 @@ the rest comes from the modules named for what they hold: :mod:`~cognopt_ray.sto
 :mod:`~cognopt_ray.storage.lifecycle` (tiering passes, migration), :mod:`~cognopt_ray.storage.quota`,
 :mod:`~cognopt_ray.storage.dictionaries` and :mod:`~cognopt_ray.storage.recovery`.
 
-Write path (durability, DESIGN section 6): the payload is compressed (and sealed with AES-GCM
+Write path (durability): the payload is compressed (and sealed with AES-GCM
 when a key is configured), written to a temp name in the tier root, fsynced and renamed (or, for
 payloads under ``inline_max_bytes``, put in the catalog's ``blobs`` table); only then is the
 catalog row inserted, in one transaction. A crash before the commit leaves an orphan file that

@@ -63,14 +63,25 @@ def _check_ray() -> dict[str, Any]:
         return {"status": DOWN, "reason": f"{type(e).__name__}: {e}"}
 
 
+def _engine_clients() -> dict[str, Callable[[], Any]]:
+    """The four engines' public clients by actor name (made only for an actor that exists)."""
+    from cognopt_ray import cpu, network, storage
+
+    return {cpu.ACTOR_NAME: cpu.client, memory.ACTOR_NAME: memory.client, storage.ACTOR_NAME: storage.client,
+            network.ACTOR_NAME: network.client}
+
+
 async def _check_engine(name: str, timeout_s: float) -> dict[str, Any]:
+    """One actor's health: an engine through its public client; any other actor of the namespace
+    (the caches, the automation actor) through its own ``health`` method when it has one."""
     actor = runtime.get_actor(name)
     if actor is None:
         return {"status": DOWN, "reason": "actor not found"}
-    if name != memory.ACTOR_NAME and not hasattr(actor, "health"):
+    make_client = _engine_clients().get(name)
+    if make_client is None and not hasattr(actor, "health"):
         return {"status": UP}
     try:
-        check = memory.client().health_async() if name == memory.ACTOR_NAME else actor.health.remote()
+        check = make_client().health_async() if make_client is not None else actor.health.remote()
         report = await asyncio.wait_for(check, timeout=timeout_s)
         return report if isinstance(report, dict) and "status" in report else {"status": UP}
     except asyncio.TimeoutError:

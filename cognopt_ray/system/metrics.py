@@ -1,7 +1,7 @@
 """``system/metrics``: the dashboard figures, each computed from the engines' counters.
 
 :func:`read_counters` asks the four engines for their metrics concurrently;
-:func:`compute_metrics` turns those documents into the shape of DESIGN section 4. Every figure
+:func:`compute_metrics` turns those documents into the dashboard shape (docs/metrics.md). Every figure
 below is a formula over measured counters (also in ``docs/metrics.md``); a figure without the
 counters it needs is ``None``, never a made-up constant.
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from cognopt_ray.config import PriceSheet, Settings
@@ -259,11 +259,6 @@ async def system_report(settings: Settings) -> dict[str, Any]:
     from cognopt_ray.system.metrics import read_counters
 
     return report_from_counters(await read_counters(), settings)
-
-
-def iter_rows(report: dict[str, Any]) -> Iterable[tuple]:
-    for r in report["rows"]:
-        yield r["resource"], r["before"], r["after"], r["reduction"]
 
 
 __all__ = ["replay", "min_cores", "trace_from_cpu_metrics", "build_table", "to_markdown", "report_from_counters",
