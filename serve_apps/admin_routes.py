@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from cognopt_ray.config import SCOPE_RE, ServiceCaps, ServiceSettings, check_service_name
+from cognopt_ray.config import SCOPE_RE, SERVICE_NAME_PATTERN, ServiceCaps, ServiceSettings, check_service_name
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.security import Principal
 from cognopt_ray.security.caps import effective_caps
@@ -15,7 +15,7 @@ from cognopt_ray.security.keys import generate_key, usable
 from serve_apps.http import audit, authorize_service, context, current_principal, require_admin
 
 router = APIRouter()
-SERVICE_PATH = Path(..., pattern=r"^[a-z][a-z0-9_]{0,62}$", description="service name: a-z, 0-9, _; 1-63 chars")
+SERVICE_PATH = Path(..., pattern=SERVICE_NAME_PATTERN, description="service name: a-z, 0-9, _; 1-63 chars")
 
 
 class WhoAmI(BaseModel):

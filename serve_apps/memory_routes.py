@@ -11,12 +11,13 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from cognopt_ray import memory
+from cognopt_ray.config import SERVICE_NAME_PATTERN
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, current_principal, require_admin, require_read
 
 router = APIRouter(tags=["memory"])
-SERVICE_RE = r"^[a-z][a-z0-9_]{0,62}$"
+SERVICE_RE = SERVICE_NAME_PATTERN
 MemoryTypeField = Literal["transient", "persistent"]
 
 

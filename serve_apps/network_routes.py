@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cognopt_ray import network
-from cognopt_ray.config import CacheStrategy, CompressionLevel
+from cognopt_ray.config import SERVICE_NAME_PATTERN, CacheStrategy, CompressionLevel
 from cognopt_ray.errors import Forbidden, InvalidInput, NotFound
 from cognopt_ray.security import Principal
 from serve_apps.http import audit, authorize_service, context, current_principal, require_admin, require_read
@@ -41,7 +41,7 @@ class OptimizeRequest(_Req):
                                           "credentials are dropped on cross-origin redirects")
     body: str | None = None
     body_encoding: Literal["utf-8", "base64"] = "utf-8"
-    service_name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    service_name: str | None = Field(default=None, pattern=SERVICE_NAME_PATTERN)
     cache_strategy: CacheStrategy | None = Field(
         default=None, description="ask for less caching than the service's configured strategy (never more: it is "
                                   "clamped to it); the cache is partitioned by service_name")
@@ -70,7 +70,7 @@ class PoolingRequest(_Req):
 
 
 class ServiceRequest(_Req):
-    service_name: str = Field(..., pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    service_name: str = Field(..., pattern=SERVICE_NAME_PATTERN)
     optimization_type: Literal["network"] = "network"
     parameters: dict[str, Any] = Field(default_factory=dict)
 

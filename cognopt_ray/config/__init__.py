@@ -20,6 +20,7 @@ from cognopt_ray.config._base import (
     CONFIG_ENV,
     ENV_PREFIX,
     SCOPE_RE,
+    SERVICE_NAME_PATTERN,
     SERVICE_NAME_RE,
     CacheStrategy,
     Codec,
@@ -51,7 +52,7 @@ from cognopt_ray.config.services import (
 from cognopt_ray.config.settings import Settings
 
 __all__ = [
-    "CONFIG_ENV", "ENV_PREFIX", "SCOPE_RE", "SERVICE_NAME_RE", "CacheStrategy", "Codec", "CompressionLevel", "KiB",
+    "CONFIG_ENV", "ENV_PREFIX", "SCOPE_RE", "SERVICE_NAME_PATTERN", "SERVICE_NAME_RE", "CacheStrategy", "Codec", "CompressionLevel", "KiB",
     "MiB", "PoolKind", "Tier", "check_service_name", "CpuEngineSettings", "MemoryEngineSettings",
     "NetworkEngineSettings", "PriceSheet", "StorageEngineSettings", "SystemSettings", "DEFAULT_SERVICES",
     "ApiKeyRecord", "CpuServiceSettings", "MemoryServiceSettings", "NetworkServiceSettings", "ServiceCaps",

@@ -9,8 +9,11 @@ from pydantic import BaseModel, ConfigDict
 
 ENV_PREFIX = "COGNOPT_"
 CONFIG_ENV = "COGNOPT_CONFIG"
-SERVICE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-SCOPE_RE = re.compile(r"^(admin|read|service:[a-z][a-z0-9_]{0,62})$")
+#: A service name: 1-63 characters a-z, 0-9 and _, starting with a letter (the one definition;
+#: request models use the pattern, everything else :func:`check_service_name`).
+SERVICE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+SERVICE_NAME_RE = re.compile(SERVICE_NAME_PATTERN)
+SCOPE_RE = re.compile(rf"^(admin|read|service:{SERVICE_NAME_PATTERN[1:-1]})$")
 
 Tier = Literal["hot", "warm", "cold", "archive"]
 Codec = Literal["auto", "none", "zlib", "gzip", "bz2", "lzma", "zstd", "lz4"]
