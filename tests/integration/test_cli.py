@@ -75,6 +75,7 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         new = subprocess.run([BIN, "keys", "create", "--scope", "read"], capture_output=True, text=True,
                              env=_env(tmp_path), check=True, timeout=60).stdout.strip()
         assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
+        _trust_boundary_holds(url, key, tmp_path)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -85,3 +86,31 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
     assert proc.returncode == 0, err
     assert "stopped." in out
     assert key not in err
+
+
+def _trust_boundary_holds(url: str, admin_key: str, tmp_path) -> None:
+    """Issue 13's attacks on a real ``cognopt serve``: one service cannot take over or probe
+    another's item, the admin key cannot back up a path outside the configured roots, and open
+    health shows statuses only."""
+
+    def key_for(scope: str) -> dict[str, str]:
+        k = subprocess.run([BIN, "keys", "create", "--scope", scope], capture_output=True, text=True,
+                           env=_env(tmp_path), check=True, timeout=60).stdout.strip()
+        return {"Authorization": f"Bearer {k}"}
+
+    ai, code = key_for("service:ai_models"), key_for("service:code_generation")
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    r = requests.post(f"{url}/storage/store", headers=ai, timeout=60,
+                      json={"item_id": "cli-ai-item", "data": {"v": 1}, "service_name": "ai_models"})
+    assert r.status_code == 201, r.text
+    r = requests.post(f"{url}/storage/store", headers=code, timeout=60,
+                      json={"item_id": "cli-ai-item", "data": {"v": 2}, "service_name": "code_generation"})
+    assert r.status_code == 403, r.text
+    seen = requests.get(f"{url}/storage/retrieve/cli-ai-item", headers=code, timeout=60)
+    missing = requests.get(f"{url}/storage/retrieve/cli-no-item", headers=code, timeout=60)
+    assert seen.status_code == missing.status_code == 404
+    assert requests.get(f"{url}/storage/retrieve/cli-ai-item", headers=ai, timeout=60).json() == {"v": 1}
+    r = requests.post(f"{url}/storage/backup", headers=admin, json={"source": "/etc"}, timeout=120)
+    assert r.status_code == 403 and "backup_source_roots" in r.text, r.text
+    health = requests.get(f"{url}/health", timeout=60).text
+    assert "version" not in health and "nodes_alive" not in health and "items" not in health, health
