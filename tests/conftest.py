@@ -131,3 +131,27 @@ def origin():
     o = Origin()
     yield o
     o.close()
+
+
+#: The engines every module of the session shares (made by the session's Serve apps and clients).
+SHARED_ENGINES = {"cognopt.cpu", "cognopt.memory", "cognopt.memory_cache", "cognopt.storage", "cognopt.network",
+                  "cognopt.network_cache", "cognopt.system"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _private_actors_end_with_their_module():
+    """Actors a module made under names of its own (private engines, probes) are killed when the
+    module ends, so their loops do not load the machine for the rest of the session. (The runtime
+    keeps the handle that created each engine, so nothing else frees them.)"""
+    yield
+    import ray
+
+    from cognopt_ray import runtime
+
+    if not ray.is_initialized():
+        return
+    for name in runtime.list_engine_actors():
+        if name not in SHARED_ENGINES:
+            actor = runtime.get_actor(name)
+            if actor is not None:
+                ray.kill(actor, no_restart=True)
