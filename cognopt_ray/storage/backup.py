@@ -1,7 +1,6 @@
 """Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd, optional AES-GCM.
 
-The repository lives on any pyarrow.fs path (a local folder by default) and is laid out like
-restic's:
+The repository lives on any pyarrow.fs path (a local folder by default), laid out like restic's:
 
 * ``config.json`` — format version, chunker parameters, whether chunks are encrypted.
 * ``packs/<xx>/<pack id>`` — chunks packed together (about ``backup_pack_bytes`` each); each
@@ -9,9 +8,8 @@ restic's:
   when ``encryption_key`` is set.
 * ``index/<pack id>`` — which chunk hash sits where in that pack (zstd-compressed JSON).
 * ``snapshots/<snapshot id>`` — time, source, statistics and the chunk hashes of the snapshot's
-  *tree*: the file list (path, size, mtime, chunk hashes, metadata) as JSON lines, itself cut
-  with FastCDC and stored as chunks, so an unchanged part of the file list costs nothing in the
-  next snapshot.
+  *tree*: the file list (path, size, mtime, chunk hashes, metadata) as JSON lines, itself cut with
+  FastCDC into chunks, so an unchanged part of the file list costs nothing in the next snapshot.
 
 Write order makes a crash harmless: pack (temp, fsync, rename) → its index → the snapshot file.
 A crash leaves at worst a pack no index or snapshot refers to (``prune`` removes it); a snapshot
