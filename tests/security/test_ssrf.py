@@ -25,26 +25,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def internal():
     """An HTTP listener on 127.0.0.2 (loopback, not allowlisted)."""
-    o = Origin.__new__(Origin)
-    o.port = _free_port("127.0.0.2")
-    # Origin binds 127.0.0.1; rebind on 127.0.0.2 with the same machinery
-    import threading
-    from collections import defaultdict
-
-    o.routes, o.hits, o.last_headers = {}, defaultdict(int), {}
-    o.loop = asyncio.new_event_loop()
-    o._runner = None
-    o._thread = threading.Thread(target=o.loop.run_forever, daemon=True)
-    o._thread.start()
-
-    async def go():
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", o._handle)
-        o._runner = web.AppRunner(app, access_log=None)
-        await o._runner.setup()
-        await web.TCPSite(o._runner, "127.0.0.2", o.port).start()
-
-    asyncio.run_coroutine_threadsafe(go(), o.loop).result(10)
+    o = Origin(_free_port("127.0.0.2"), host="127.0.0.2")
     o.routes["/secret"] = lambda request: web.Response(text="internal secret")
     yield o
     o.close()

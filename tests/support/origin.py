@@ -1,4 +1,4 @@
-"""A real aiohttp origin on 127.0.0.1, run in a thread of the test process, for the network tests.
+"""A real aiohttp origin on loopback (127.0.0.1 unless told), run in a thread of the test process, for the network tests.
 
 Tests register handlers per path (``origin.route("/x")``) and read how often each path was hit
 and the headers of the last request. Handlers may be coroutines (to sleep) and return an
@@ -20,7 +20,8 @@ from tests.support.helpers import free_port
 
 
 class Origin:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port or free_port()
         self.routes: dict[str, Callable[[web.Request], Any]] = {}
         self.hits: defaultdict[str, int] = defaultdict(int)
@@ -49,7 +50,7 @@ class Origin:
             app.router.add_route("*", "/{tail:.*}", self._handle)
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(self._runner, self.host, self.port).start()
 
         asyncio.run_coroutine_threadsafe(go(), self.loop).result(10)
         return self
@@ -77,7 +78,7 @@ class Origin:
         return deco
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
 
 def run_client(coro_fn: Callable[[Any], Any], top: dict[str, Any] | None = None, **network: Any) -> Any:
