@@ -200,7 +200,9 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
         excess = len(self._records) - self._cfg.results_kept
         if excess <= 0:
             return
-        drop = [tid for tid, e in self._records.items() if e.state not in ("queued", "running")][:excess]
+        # oldest first, and the scan stops at the ``excess``-th finished record (this runs on every submission)
+        finished = (tid for tid, e in self._records.items() if e.state not in ("queued", "running"))
+        drop = list(itertools.islice(finished, excess))
         for tid in drop:
             self._records.pop(tid)
 
