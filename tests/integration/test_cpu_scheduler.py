@@ -253,7 +253,7 @@ def test_preemption_requeues_and_still_delivers(make_sched):
     bg = [sched.submit(long, i, priority="background", preemptible=True) for i in range(4)]
     wait_for(lambda: sched.metrics()["running"] >= 4)
     crit = sched.submit(stamp, "crit", priority="critical")
-    _, t_crit = ray.get(crit, timeout=180)
+    _, t_crit = ray.get(crit, timeout=60)  # would hang until `rest` opens if the BACKGROUND one took the CPU
     done = ray.get(bg, timeout=180)
     assert sorted(tag for tag, _ in done) == [0, 1, 2, 3]
     assert sched.metrics()["tasks_preempted"] >= 1
@@ -306,13 +306,17 @@ def test_short_tasks_are_packed_and_fail_alone(make_sched):
 
 def test_pipelined_lower_task_is_withdrawn_for_critical(make_sched):
     sched = make_sched(pipeline_depth=1, latency_guard_s=0, preemption=False)
-    gate = Gate()
-    running = block_cluster(sched, gate, priority="background")  # 4 CPUs held by BACKGROUND
+    first, rest = Gate(), Gate()  # one blocker opens first, so exactly one CPU frees at a time
+    running = [sched.submit(wait_gate, first, priority="background")]
+    wait_for(lambda: first.arrived() >= 1, timeout=180)
+    running += block_cluster(sched, rest, n=3, priority="background")  # 4 CPUs held by BACKGROUND
     queued_in_ray = sched.submit(stamp, "bg", priority="background")  # the pipelined 5th, not started
     wait_for(lambda: sched.metrics()["running"] == 5)
     crit = sched.submit(stamp, "crit", priority="critical")
     wait_for(lambda: sched.metrics()["tasks_withdrawn"] >= 1)
-    gate.set()
-    (_, t_crit), (_, t_bg) = ray.get([crit, queued_in_ray], timeout=180)
+    first.set()  # one CPU frees: it must go to the CRITICAL task, not the one that was in Ray's queue
+    _, t_crit = ray.get(crit, timeout=60)  # would hang until `rest` opens if the BACKGROUND one took the CPU
+    rest.set()
+    _, t_bg = ray.get(queued_in_ray, timeout=180)
     assert t_crit <= t_bg  # the CRITICAL task started first although the BACKGROUND one was in Ray's queue
     ray.get(running, timeout=180)
