@@ -76,8 +76,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def emit(name: str, quick: bool, results: dict[str, Any], ratios: dict[str, float],
-         rows: Sequence[Sequence[Any]] = (), header: Sequence[str] = ()) -> None:
+def emit(
+    name: str,
+    quick: bool,
+    results: dict[str, Any],
+    ratios: dict[str, float],
+    rows: Sequence[Sequence[Any]] = (),
+    header: Sequence[str] = (),
+) -> None:
     """Print the table (if any), the ratios, and the JSON line last."""
     if rows:
         print(table(rows, header))

@@ -51,8 +51,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever  # noqa: E402
 
 CLIENTS = 64
-MIX = [("network_request", 4), ("storage_store", 2), ("storage_retrieve", 3), ("memory_allocate", 2),
-       ("memory_get", 3), ("cpu_tasks", 1), ("metrics", 1)]
+MIX = [
+    ("network_request", 4),
+    ("storage_store", 2),
+    ("storage_retrieve", 3),
+    ("memory_allocate", 2),
+    ("memory_get", 3),
+    ("cpu_tasks", 1),
+    ("metrics", 1),
+]
 SERVICE = "load_svc"
 
 
@@ -67,8 +74,11 @@ def run_origin(port: int, ready) -> None:
 
     async def obj(request):
         i = request.match_info["i"]
-        return web.Response(text=f'{{"obj": {i}, "pad": "{"x" * 2000}"}}', content_type="application/json",
-                            headers={"Cache-Control": "public, max-age=300"})
+        return web.Response(
+            text=f'{{"obj": {i}, "pad": "{"x" * 2000}"}}',
+            content_type="application/json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
 
     app = web.Application()
     app.router.add_get("/obj/{i}", obj)
@@ -145,8 +155,12 @@ class Client:
         elif route == "storage_store":
             item = f"load-{self.n}-{r.randrange(8)}"
             value = self.counter
-            body = {"item_id": item, "data": {"v": value, "pad": "y" * 500}, "service_name": SERVICE,
-                    "storage_tier": "warm"}
+            body = {
+                "item_id": item,
+                "data": {"v": value, "pad": "y" * 500},
+                "service_name": SERVICE,
+                "storage_tier": "warm",
+            }
             async with session.post(f"{self.api}/storage/store", json=body) as resp:
                 text = await resp.text()
                 _expect(resp.status == 201, resp.status, text)
@@ -175,8 +189,12 @@ class Client:
                 _expect(resp.status == 200 and doc.get("v") == value, resp.status, doc)
         elif route == "cpu_tasks":
             x = r.randrange(1000)
-            body = {"tasks": [{"name": "load_square", "args": [x], "num_cpus": 0.25}], "wait": True,
-                    "timeout_s": 60, "service_name": SERVICE}
+            body = {
+                "tasks": [{"name": "load_square", "args": [x], "num_cpus": 0.25}],
+                "wait": True,
+                "timeout_s": 60,
+                "service_name": SERVICE,
+            }
             async with session.post(f"{self.api}/cpu/optimize-tasks", json=body) as resp:
                 doc = await resp.json(content_type=None)
                 _expect(resp.status == 200 and doc["tasks"][0].get("result") == x * x, resp.status, doc)
@@ -190,8 +208,17 @@ class Client:
 MAX_LISTED_ERRORS = 1000
 
 
-async def drive(api: str, key: str, origin: str, metric_paths: list[str], duration: float, warmup: float,
-                on_warm, on_sample=None, sample_every_s: float = 30.0) -> dict:
+async def drive(
+    api: str,
+    key: str,
+    origin: str,
+    metric_paths: list[str],
+    duration: float,
+    warmup: float,
+    on_warm,
+    on_sample=None,
+    sample_every_s: float = 30.0,
+) -> dict:
     import aiohttp
 
     routes = [name for name, w in MIX for _ in range(w)]
@@ -245,9 +272,21 @@ async def drive(api: str, key: str, origin: str, metric_paths: list[str], durati
 
 
 def main() -> None:
-    args = parse_args("load", __doc__.splitlines()[0], [
-        ("--soak", {"type": float, "default": None, "metavar": "MINUTES",
-                    "help": "run for MINUTES and sample resident memory every 30 s"})])
+    args = parse_args(
+        "load",
+        __doc__.splitlines()[0],
+        [
+            (
+                "--soak",
+                {
+                    "type": float,
+                    "default": None,
+                    "metavar": "MINUTES",
+                    "help": "run for MINUTES and sample resident memory every 30 s",
+                },
+            )
+        ],
+    )
     quick = args.quick
     soak = args.soak
     duration = soak * 60.0 if soak else (20.0 if quick else 60.0)
@@ -288,8 +327,11 @@ def main() -> None:
         serve.run(app_builder({"settings": overrides}), name="cognopt-load", route_prefix="/")
         api = f"http://127.0.0.1:{port}/api/v0/optimization"
         schema = requests.get(f"http://127.0.0.1:{port}/openapi.json", timeout=60).json()
-        metric_paths = [p for p in ("cpu/metrics", "memory/metrics", "storage/metrics", "network/metrics",
-                                    "system/metrics") if f"/api/v0/optimization/{p}" in schema["paths"]]
+        metric_paths = [
+            p
+            for p in ("cpu/metrics", "memory/metrics", "storage/metrics", "network/metrics", "system/metrics")
+            if f"/api/v0/optimization/{p}" in schema["paths"]
+        ]
         h = {"Authorization": f"Bearer {key}"}
         for p in metric_paths:  # every engine up before the clock starts
             deadline = time.time() + 300
@@ -304,11 +346,15 @@ def main() -> None:
 
         def on_sample(t_s: float) -> None:
             rss = _rss(_pids())
-            timeline.append({"t_s": round(t_s, 1), "total_mb": round(sum(rss.values()) / 2**20, 1),
-                             "mb": {n: round(v / 2**20, 1) for n, v in sorted(rss.items())}})
+            timeline.append(
+                {
+                    "t_s": round(t_s, 1),
+                    "total_mb": round(sum(rss.values()) / 2**20, 1),
+                    "mb": {n: round(v / 2**20, 1) for n, v in sorted(rss.items())},
+                }
+            )
 
-        out = asyncio.run(drive(api, key, origin, metric_paths, duration, warmup, on_warm,
-                                on_sample if soak else None))
+        out = asyncio.run(drive(api, key, origin, metric_paths, duration, warmup, on_warm, on_sample if soak else None))
         rss_end = _rss(_pids())
     finally:
         serve.shutdown()
@@ -320,8 +366,10 @@ def main() -> None:
     failed = sum(errors.values())
     common = sorted(set(rss_warm) & set(rss_end))
     growth = sum(rss_end[n] for n in common) / max(1, sum(rss_warm[n] for n in common))
-    routes = {r: {"requests": len(v), "errors": errors.get(r, 0), "p50_ms": percentile(v, 50),
-                  "p99_ms": percentile(v, 99)} for r, v in sorted(lat.items())}
+    routes = {
+        r: {"requests": len(v), "errors": errors.get(r, 0), "p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)}
+        for r, v in sorted(lat.items())
+    }
     results = {
         "clients": CLIENTS,
         "seconds": round(out["seconds"], 1),
@@ -345,8 +393,10 @@ def main() -> None:
         print(f"failed: {f['route']} at {f['at_s']} s: {f['status']} {f['body'][:200]}")
     rows = [(r, d["requests"], d["errors"], d["p50_ms"], d["p99_ms"]) for r, d in routes.items()]
     rows.append(("all", total, failed, float("nan"), float("nan")))
-    print(f"{total} requests in {out['seconds']:.0f} s = {results['requests_per_s']:.1f}/s, "
-          f"error rate {results['error_rate']:.4f}, memory growth {growth:.3f} over {len(common)} processes")
+    print(
+        f"{total} requests in {out['seconds']:.0f} s = {results['requests_per_s']:.1f}/s, "
+        f"error rate {results['error_rate']:.4f}, memory growth {growth:.3f} over {len(common)} processes"
+    )
     emit("load", quick, results, {}, rows, ("route", "requests", "errors", "p50_ms", "p99_ms"))
 
 

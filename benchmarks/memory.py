@@ -126,9 +126,21 @@ def free_port() -> int:
 def start_redis(workdir: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", workdir],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import redis
 
@@ -190,7 +202,9 @@ def main() -> None:
             del got
             pool_p50 = p50_us(lambda aid=aid: pools.get(aid), reps)
             no_lease = MemoryPools(pools.actor, lease_s=0)
-            results[f"pool_get_no_lease_p50_us_{label}"] = p50_us(lambda aid=aid, no_lease=no_lease: no_lease.get(aid), max(10, reps // 3))
+            results[f"pool_get_no_lease_p50_us_{label}"] = p50_us(
+                lambda aid=aid, no_lease=no_lease: no_lease.get(aid), max(10, reps // 3)
+            )
             redis_p50 = p50_us(lambda label=label: np.frombuffer(r.get(f"bench:{label}"), dtype=np.float64), reps)
             ref = ray.put(arr)
             plain_p50 = p50_us(lambda ref=ref: ray.get(ref), reps)
@@ -206,26 +220,38 @@ def main() -> None:
             rows.append((label, pool_p50, redis_p50, plain_p50, redis_p50 / pool_p50))
 
         value = os.urandom(64 * 1024)
-        caches = {"redis": SharedCache(settings.model_copy(update={"redis_url": url})),
-                  "in_cluster": SharedCache(settings.model_copy(update={"redis_url": None}))}
+        caches = {
+            "redis": SharedCache(settings.model_copy(update={"redis_url": url})),
+            "in_cluster": SharedCache(settings.model_copy(update={"redis_url": None})),
+        }
         for name, cache in caches.items():
             assert cache.set("bench:value", value, ttl_s=300) == name
             results[f"cache_get_p50_us_{name}"] = p50_us(lambda c=cache: c.get("bench:value"), 100 if quick else 400)
             cache.delete("bench:value")
 
-        results.update({
-            "array_bytes": share_bytes,
-            "actors": ACTORS,
-            "baseline_idle_uss_mib": share["baseline_idle"] / MiB,
-            "baseline_loaded_uss_mib": share["baseline_loaded"] / MiB,
-            "pooled_idle_uss_mib": share["pooled_idle"] / MiB,
-            "pooled_loaded_uss_mib": share["pooled_loaded"] / MiB,
-            "object_store_mib": share["object_store_bytes"] / MiB,
-            "total_ratio": total_ratio,
-        })
-        rows = [("sharing", f"baseline +{base / MiB:.0f} MiB", f"pooled +{pooled / MiB:.0f} MiB", "", memory_saving_ratio)] + rows
-        emit("memory", quick, results, ratios, rows=rows,
-             header=("case", "pool p50 µs / baseline", "redis p50 µs / pooled", "ray.get p50 µs", "ratio"))
+        results.update(
+            {
+                "array_bytes": share_bytes,
+                "actors": ACTORS,
+                "baseline_idle_uss_mib": share["baseline_idle"] / MiB,
+                "baseline_loaded_uss_mib": share["baseline_loaded"] / MiB,
+                "pooled_idle_uss_mib": share["pooled_idle"] / MiB,
+                "pooled_loaded_uss_mib": share["pooled_loaded"] / MiB,
+                "object_store_mib": share["object_store_bytes"] / MiB,
+                "total_ratio": total_ratio,
+            }
+        )
+        rows = [
+            ("sharing", f"baseline +{base / MiB:.0f} MiB", f"pooled +{pooled / MiB:.0f} MiB", "", memory_saving_ratio)
+        ] + rows
+        emit(
+            "memory",
+            quick,
+            results,
+            ratios,
+            rows=rows,
+            header=("case", "pool p50 µs / baseline", "redis p50 µs / pooled", "ray.get p50 µs", "ratio"),
+        )
     finally:
         proc.terminate()
         cognopt_ray.shutdown()

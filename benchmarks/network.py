@@ -65,8 +65,12 @@ def _body(i: int) -> bytes:
     words = ["alpha", "beta", "gamma", "delta", "omega", "ray", "cache", "node", "task", "value"]
     items, n = [], 0
     while n < size:
-        item = {"id": rnd.randrange(10**9), "name": rnd.choice(words) + str(rnd.randrange(1000)),
-                "score": round(rnd.random(), 6), "tags": rnd.sample(words, 3)}
+        item = {
+            "id": rnd.randrange(10**9),
+            "name": rnd.choice(words) + str(rnd.randrange(1000)),
+            "score": round(rnd.random(), 6),
+            "tags": rnd.sample(words, 3),
+        }
         items.append(item)
         n += 90
     return json.dumps({"object": i, "items": items}).encode()[:size].ljust(size, b" ")
@@ -91,8 +95,12 @@ def run_origin(port: int, ready: mp.synchronize.Event) -> None:
             cache[i] = (raw, gzip.compress(raw, 6))
         raw, gz = cache[i]
         etag = '"' + hashlib.sha1(raw).hexdigest()[:16] + '"'
-        headers = {"ETag": etag, "Content-Type": "application/json", "Last-Modified": last_modified,
-                   "Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())}
+        headers = {
+            "ETag": etag,
+            "Content-Type": "application/json",
+            "Last-Modified": last_modified,
+            "Date": time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+        }
         policy = POLICIES[i % len(POLICIES)]
         if policy:
             headers["Cache-Control"] = policy
@@ -129,7 +137,7 @@ async def _origin_stats(session, base: str, reset: bool = False) -> dict:
 
 def zipf_trace(n_urls: int, n_requests: int, s: float = 1.1, seed: int = 7) -> list[int]:
     rnd = random.Random(seed)
-    weights = [1 / (k ** s) for k in range(1, n_urls + 1)]
+    weights = [1 / (k**s) for k in range(1, n_urls + 1)]
     ids = list(range(n_urls))
     rnd.shuffle(ids)  # popularity independent of the policy (i % 5)
     return rnd.choices(ids, weights=weights, k=n_requests)
@@ -168,8 +176,11 @@ def main() -> None:
     redis_url = None
     if shutil.which("redis-server"):
         rport = _free_port()
-        redis_proc = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
-                                       "--appendonly", "no"], stdout=subprocess.DEVNULL, cwd=tmp)
+        redis_proc = subprocess.Popen(
+            ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            cwd=tmp,
+        )
         redis_url = f"redis://127.0.0.1:{rport}/0"
     settings = Settings.load(storage_root=str(tmp / "root"), network={"allowlist": ["127.0.0.1"]})
     cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -191,6 +202,7 @@ def main() -> None:
         plain_ms = asyncio.run(phase_plain_latency())
         url0 = f"{base}/obj/0"  # policy "public, max-age=300", 5 KB
         assert engine.request(url0).cache_status in ("MISS", "HIT")
+
         def hit_latencies_ms(client: NetworkEngine) -> list[float]:
             out = []
             for _ in range(n_latency):
@@ -221,16 +233,20 @@ def main() -> None:
                 await _origin_stats(s, base, reset=True)
                 conn = aiohttp.TCPConnector(limit=0)
                 async with aiohttp.ClientSession(connector=conn) as plain:
+
                     async def get() -> None:
                         async with plain.get(f"{base}/obj/10") as r:
                             await r.read()
+
                     await asyncio.gather(*(get() for _ in range(100)))
                 plain_n = (await _origin_stats(s, base))["by_path"].get("/obj/10", 0)
                 return engine_n, plain_n
 
         results["coalesced_origin_requests"], results["plain_origin_requests"] = asyncio.run(coalescing())
         rows.append(("100 concurrent cold requests, engine", "origin requests", results["coalesced_origin_requests"]))
-        rows.append(("100 concurrent cold requests, plain aiohttp", "origin requests", results["plain_origin_requests"]))
+        rows.append(
+            ("100 concurrent cold requests, plain aiohttp", "origin requests", results["plain_origin_requests"])
+        )
 
         # -- bandwidth on a Zipf trace -----------------------------------------------------------------
         trace = zipf_trace(n_urls, n_requests)
@@ -253,9 +269,11 @@ def main() -> None:
                 engine_bytes = (await _origin_stats(s, base))["bytes"]
                 await _origin_stats(s, base, reset=True)
                 async with aiohttp.ClientSession() as plain:
+
                     async def via_plain(u: str) -> None:
                         async with plain.get(u) as r:
                             await r.read()
+
                     t = time.perf_counter()
                     await _run_trace(via_plain, ids, trace_base, 8)
                     plain_s = time.perf_counter() - t
@@ -263,8 +281,14 @@ def main() -> None:
             return engine_bytes, plain_bytes, engine_s, plain_s
 
         eb, pb, es, ps = asyncio.run(bandwidth())
-        results.update(trace_requests=n_requests, trace_urls=n_urls, origin_bytes_engine=eb, origin_bytes_plain=pb,
-                       trace_seconds_engine=es, trace_seconds_plain=ps)
+        results.update(
+            trace_requests=n_requests,
+            trace_urls=n_urls,
+            origin_bytes_engine=eb,
+            origin_bytes_plain=pb,
+            trace_seconds_engine=es,
+            trace_seconds_plain=ps,
+        )
         m = engine.metrics()
         results["engine_cache_hit_rate"] = m["cache_hit_rate"]
         results["engine_bandwidth_saved_mb"] = m["bandwidth_saved_mb"]
@@ -299,13 +323,16 @@ def main() -> None:
         # backends compared with the near and hot caches off: every hit reads the backend
         bare = {"allowlist": ["127.0.0.1"], "hot_cache_max_bytes": 0, "near_cache_ttl_s": 0}
         ic = Settings.load(storage_root=str(tmp / "root"), network={**bare, "cache_backend": "in_cluster"})
-        eng_ic = NetworkEngine.get_or_create(ic, name="cognopt.network_bench_ic", cache_actor_name="cognopt.network_bench_ic_cache")
+        eng_ic = NetworkEngine.get_or_create(
+            ic, name="cognopt.network_bench_ic", cache_actor_name="cognopt.network_bench_ic_cache"
+        )
         results["hit_throughput_rps_in_cluster"] = throughput(eng_ic, secs)
         rows.append(("hit throughput, in-cluster backend", "req/s", results["hit_throughput_rps_in_cluster"]))
         if redis_url:
             rs = Settings.load(storage_root=str(tmp / "root"), redis_url=redis_url, network=bare)
-            eng_r = NetworkEngine.get_or_create(rs, name="cognopt.network_bench_redis",
-                                                cache_actor_name="cognopt.network_bench_redis_cache")
+            eng_r = NetworkEngine.get_or_create(
+                rs, name="cognopt.network_bench_redis", cache_actor_name="cognopt.network_bench_redis_cache"
+            )
             results["hit_throughput_rps_redis"] = throughput(eng_r, secs)
             rows.append(("hit throughput, Redis backend", "req/s", results["hit_throughput_rps_redis"]))
 

@@ -112,11 +112,18 @@ def main() -> None:
     sched = PriorityScheduler(settings=settings)
 
     # warm up workers and function exports on both sides
-    ray.get([r_work.remote(0.01) for _ in range(4 * cpus)] + [r_work_critical.remote(0.01) for _ in range(cpus)]
-            + [r_noop.remote() for _ in range(50)])
-    ray.get(sched.submit_batch([CPUTask(work, (0.01,)) for _ in range(4 * cpus)]
-                               + [CPUTask(work_critical, (0.01,)) for _ in range(cpus)]
-                               + [CPUTask(noop) for _ in range(50)]))
+    ray.get(
+        [r_work.remote(0.01) for _ in range(4 * cpus)]
+        + [r_work_critical.remote(0.01) for _ in range(cpus)]
+        + [r_noop.remote() for _ in range(50)]
+    )
+    ray.get(
+        sched.submit_batch(
+            [CPUTask(work, (0.01,)) for _ in range(4 * cpus)]
+            + [CPUTask(work_critical, (0.01,)) for _ in range(cpus)]
+            + [CPUTask(noop) for _ in range(50)]
+        )
+    )
 
     # -- idle dispatch ----------------------------------------------------------------------------
     plain_idle = idle_dispatch(lambda: r_noop.remote(), 30)
@@ -129,15 +136,20 @@ def main() -> None:
         return [r_work.remote(TASK_S) for _ in range(n)]
 
     def cog_bg(n, preemptible=False):
-        return sched.submit_batch([CPUTask(work, (TASK_S,), priority=Priority.BACKGROUND, preemptible=preemptible)
-                                   for _ in range(n)])
+        return sched.submit_batch(
+            [CPUTask(work, (TASK_S,), priority=Priority.BACKGROUND, preemptible=preemptible) for _ in range(n)]
+        )
 
     plain_same = saturation(plain_bg, lambda: r_work.remote(TASK_S), n_bg, n_crit)
     cog_same = saturation(cog_bg, lambda: sched.submit(work, TASK_S, priority=Priority.CRITICAL), n_bg, n_crit)
     plain_dist = saturation(plain_bg, lambda: r_work_critical.remote(TASK_S), n_bg, n_crit)
     cog_dist = saturation(cog_bg, lambda: sched.submit(work_critical, TASK_S, priority=Priority.CRITICAL), n_bg, n_crit)
-    cog_pre = saturation(lambda n: cog_bg(n, preemptible=True),
-                         lambda: sched.submit(work_critical, TASK_S, priority=Priority.CRITICAL), n_bg, n_crit)
+    cog_pre = saturation(
+        lambda n: cog_bg(n, preemptible=True),
+        lambda: sched.submit(work_critical, TASK_S, priority=Priority.CRITICAL),
+        n_bg,
+        n_crit,
+    )
 
     # -- throughput ---------------------------------------------------------------------------------
     def plain_tp():
@@ -169,8 +181,9 @@ def main() -> None:
 
     def flood():
         while not stop.is_set():
-            flood_refs.extend(sched.submit_batch([CPUTask(work, (TP_TASK_S,), priority=Priority.HIGH)
-                                                  for _ in range(5 * cpus)]))
+            flood_refs.extend(
+                sched.submit_batch([CPUTask(work, (TP_TASK_S,), priority=Priority.HIGH) for _ in range(5 * cpus)])
+            )
             time.sleep(0.05)
 
     th = threading.Thread(target=flood, daemon=True)

@@ -90,19 +90,35 @@ def corpus_files(limit_bytes: int, max_file: int = 4 * MiB) -> list[Path]:
 def generated_blobs(rng: random.Random, n_logs: int) -> dict[str, bytes]:
     """JSON logs, a CSV-like table, float arrays and random bytes."""
     levels = ["INFO", "WARN", "DEBUG", "ERROR"]
-    logs = "\n".join(json.dumps({"ts": 1700000000 + i, "level": rng.choice(levels), "service": rng.choice(["api", "db", "auth"]),
-                                 "latency_ms": round(rng.random() * 300, 2), "user": f"u{rng.randint(1, 5000)}",
-                                 "path": f"/v1/items/{rng.randint(1, 10**6)}"}) for i in range(n_logs)).encode()
+    logs = "\n".join(
+        json.dumps(
+            {
+                "ts": 1700000000 + i,
+                "level": rng.choice(levels),
+                "service": rng.choice(["api", "db", "auth"]),
+                "latency_ms": round(rng.random() * 300, 2),
+                "user": f"u{rng.randint(1, 5000)}",
+                "path": f"/v1/items/{rng.randint(1, 10**6)}",
+            }
+        )
+        for i in range(n_logs)
+    ).encode()
     table = "id,name,price,qty,city\n" + "\n".join(
         f"{i},item{rng.randint(1, 9999)},{rng.random() * 100:.2f},{rng.randint(1, 50)},{rng.choice(['Paris', 'Lima', 'Oslo', 'Kyiv'])}"
-        for i in range(n_logs))
+        for i in range(n_logs)
+    )
     nprng = np.random.default_rng(rng.randint(0, 2**31))
     floats = np.cumsum(nprng.normal(size=n_logs // 2)).astype(np.float64).tobytes()
-    return {"logs.jsonl": logs, "table.csv": table.encode(), "floats.f64": floats, "random.bin": rng.randbytes(len(floats) // 4)}
+    return {
+        "logs.jsonl": logs,
+        "table.csv": table.encode(),
+        "floats.f64": floats,
+        "random.bin": rng.randbytes(len(floats) // 4),
+    }
 
 
 def cut(data: bytes, size: int) -> list[bytes]:
-    return [data[i:i + size] for i in range(0, len(data) - size + 1, size)]
+    return [data[i : i + size] for i in range(0, len(data) - size + 1, size)]
 
 
 # ----------------------------------------------------------------------------------------- plain paths
@@ -130,10 +146,14 @@ def engine_path(store, items: list[bytes], prefix: str, batch: int) -> float:
     ids = [f"{prefix}-{i}" for i in range(len(items))]
     t0 = time.perf_counter()
     for s in range(0, len(items), batch):
-        store.put_many([{"item_id": ids[j], "data": items[j], "tier": "warm", "codec": "auto", "service": prefix}
-                        for j in range(s, min(len(items), s + batch))])
+        store.put_many(
+            [
+                {"item_id": ids[j], "data": items[j], "tier": "warm", "codec": "auto", "service": prefix}
+                for j in range(s, min(len(items), s + batch))
+            ]
+        )
     for s in range(0, len(items), batch):
-        got = store.get_many(ids[s:s + batch])
+        got = store.get_many(ids[s : s + batch])
         assert all(len(g) == len(items[s + k]) for k, g in enumerate(got))
     return time.perf_counter() - t0
 
@@ -171,7 +191,7 @@ def apply_edits(folder: Path, edits) -> None:
         p = folder / rel
         data = bytearray(p.read_bytes())
         data[ins_at:ins_at] = ins
-        data[ow_at:ow_at + 100] = ow
+        data[ow_at : ow_at + 100] = ow
         p.write_bytes(bytes(data))
 
 
@@ -186,7 +206,12 @@ def same_tree(a: Path, b: Path) -> bool:
 
 
 def run_restic(args: list[str], repo: Path, cache: Path) -> float:
-    env = {**os.environ, "RESTIC_PASSWORD": "bench-password", "RESTIC_REPOSITORY": str(repo), "RESTIC_CACHE_DIR": str(cache)}
+    env = {
+        **os.environ,
+        "RESTIC_PASSWORD": "bench-password",
+        "RESTIC_REPOSITORY": str(repo),
+        "RESTIC_CACHE_DIR": str(cache),
+    }
     t0 = time.perf_counter()
     subprocess.run(["restic", *args], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - t0
@@ -205,10 +230,17 @@ def main() -> None:
         from cognopt_ray.config import Settings
         from cognopt_ray.storage import client
 
-        settings = Settings.load(storage_root=str(work / "engine"),
-                                 storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                          # the dataset and the restore folder live in the work folder
-                                          "backup_source_roots": [str(work)], "restore_roots": [str(work)]})
+        settings = Settings.load(
+            storage_root=str(work / "engine"),
+            storage={
+                "lifecycle_enabled": False,
+                "progress": False,
+                "min_free_bytes": 0,
+                # the dataset and the restore folder live in the work folder
+                "backup_source_roots": [str(work)],
+                "restore_roots": [str(work)],
+            },
+        )
         for attempt in range(3):  # a busy machine can time out Ray's start-up; try again
             try:
                 cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -224,7 +256,7 @@ def main() -> None:
         warm_bytes = (24 if quick else 128) * MiB
         files = corpus_files(max(warm_bytes, (64 if quick else 512) * MiB))
         blobs = generated_blobs(rng, 20000 if quick else 100000)
-        text = b"".join(p.read_bytes() for p in files[: 4000])[: warm_bytes - 4 * MiB] + b"".join(blobs.values())
+        text = b"".join(p.read_bytes() for p in files[:4000])[: warm_bytes - 4 * MiB] + b"".join(blobs.values())
         results["corpus_files"] = len(files)
 
         stage("warm path, 1 MiB items")
@@ -241,7 +273,7 @@ def main() -> None:
 
         stage("small items, 4 KiB")
         n_small = 2000 if quick else 20000
-        small = cut(text[len(text) // 3:], 4096)[:n_small]
+        small = cut(text[len(text) // 3 :], 4096)[:n_small]
         plain_s = eng_s = float("inf")
         for rep in range(REPEATS):
             plain_s = min(plain_s, plain_durable(small, work / f"plain4k-{rep}"))
@@ -262,17 +294,29 @@ def main() -> None:
             if total >= arch_limit:
                 break
         datas = [p.read_bytes() for p in arch_files]
-        baseline = sum(min(len(lzma.compress(d, preset=9)), len(zstandard.ZstdCompressor(level=19).compress(d))) for d in datas)
+        baseline = sum(
+            min(len(lzma.compress(d, preset=9)), len(zstandard.ZstdCompressor(level=19).compress(d))) for d in datas
+        )
         t0 = time.perf_counter()
         for s in range(0, len(datas), 256):
-            store.put_many([{"item_id": f"arch-{j}", "data": datas[j], "tier": "archive", "codec": "auto", "service": "corpus"}
-                            for j in range(s, min(len(datas), s + 256))])
+            store.put_many(
+                [
+                    {"item_id": f"arch-{j}", "data": datas[j], "tier": "archive", "codec": "auto", "service": "corpus"}
+                    for j in range(s, min(len(datas), s + 256))
+                ]
+            )
         arch_s = time.perf_counter() - t0
         m = store.metrics()
         engine_arch = m["tiers"]["archive"]["stored_bytes"] + m["dictionary_bytes"]
-        results.update(archive_files=len(datas), archive_raw_bytes=sum(map(len, datas)), archive_engine_bytes=engine_arch,
-                       archive_baseline_bytes=baseline, archive_dictionary_bytes=m["dictionary_bytes"],
-                       archive_dedup_ratio=m["dedup_ratio"], archive_store_s=arch_s)
+        results.update(
+            archive_files=len(datas),
+            archive_raw_bytes=sum(map(len, datas)),
+            archive_engine_bytes=engine_arch,
+            archive_baseline_bytes=baseline,
+            archive_dictionary_bytes=m["dictionary_bytes"],
+            archive_dedup_ratio=m["dedup_ratio"],
+            archive_store_s=arch_s,
+        )
         assert store.get("arch-0") == datas[0]
         rows.append(("archive bytes", len(datas), engine_arch, baseline, "bytes (engine, min(lzma9,zstd19))"))
 
@@ -319,8 +363,14 @@ def main() -> None:
         b2 = store.backup(str(ds))
         size2 = du(Path(settings.storage_root) / "backups")
         growth = size2 - size1
-        results.update(backup1_s=b1["seconds"], backup1_mb_s=ours_mb_s, backup2_bytes_added=b2["bytes_added"],
-                       backup_repo_growth=growth, edited_files=len(edits), repository=settings_repo)
+        results.update(
+            backup1_s=b1["seconds"],
+            backup1_mb_s=ours_mb_s,
+            backup2_bytes_added=b2["bytes_added"],
+            backup_repo_growth=growth,
+            edited_files=len(edits),
+            repository=settings_repo,
+        )
         out = work / "restore"
         store.restore(b2["snapshot_id"], target=str(out))
         results["restore_identical"] = same_tree(ds, out)
@@ -339,15 +389,20 @@ def main() -> None:
             r_mb_s = ds_bytes / MiB / r1_s
             r_out = work / "restic_restore"
             run_restic(["restore", "latest", "--target", str(r_out)], r_repo, r_cache)
-            results["restic"] = {"version": subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip(),
-                                 "backup1_mb_s": r_mb_s, "repo_growth": r_growth,
-                                 "restore_identical": same_tree(ds_r, r_out / str(ds_r).lstrip("/"))}
+            results["restic"] = {
+                "version": subprocess.run(["restic", "version"], capture_output=True, text=True).stdout.strip(),
+                "backup1_mb_s": r_mb_s,
+                "repo_growth": r_growth,
+                "restore_identical": same_tree(ds_r, r_out / str(ds_r).lstrip("/")),
+            }
             rows.append(("backup 1 (restic)", b1["files"], r_mb_s, None, "MB/s"))
             rows.append(("backup 2 growth (restic)", len(edits), r_growth, None, "bytes"))
             ratios["dedup_vs_restic"] = r_growth / growth if growth > 0 else None
             ratios["backup_throughput_vs_restic"] = ours_mb_s / r_mb_s
         else:
-            results["restic"] = "absent: restic is not installed (apt-get install restic); the two restic ratios are null"
+            results["restic"] = (
+                "absent: restic is not installed (apt-get install restic); the two restic ratios are null"
+            )
         emit("storage", quick, results, ratios, rows, ("case", "n", "cognopt", "plain", "unit"))
     finally:
         shutil.rmtree(work, ignore_errors=True)

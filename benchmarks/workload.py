@@ -71,6 +71,8 @@ _T0 = time.perf_counter()
 def log(msg: str) -> None:
     """Progress on stderr (stdout ends with the JSON line)."""
     print(f"[{time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
 CRITICAL_S = 0.01
 CRITICAL_EVERY_S = 0.15
 
@@ -147,8 +149,12 @@ def cpu_phase(n_bulk: int, bulk_s: float, n_crit: int, use_cognopt: bool) -> dic
 
     def submit(prio: Priority, seconds: float) -> ray.ObjectRef:
         if sched is not None:
-            return sched.submit(work, seconds, priority=prio, service="payment_processing"
-                                if prio == Priority.CRITICAL else "code_generation")
+            return sched.submit(
+                work,
+                seconds,
+                priority=prio,
+                service="payment_processing" if prio == Priority.CRITICAL else "code_generation",
+            )
         return plain.remote(seconds)
 
     # warm the workers so neither run pays worker start-up inside its measurement
@@ -180,10 +186,10 @@ def voice_clip(rng: random.Random, seconds: float = 1.0, rate: int = 16000) -> b
         seg = int(rate * rng.uniform(0.12, 0.35))
         if rng.random() < 0.6:  # voiced
             f0 = rng.uniform(90, 240)
-            tt = t[pos:pos + seg]
+            tt = t[pos : pos + seg]
             env = np.sin(np.linspace(0, math.pi, len(tt))) ** 2
             voiced = sum((0.6 / k) * np.sin(2 * math.pi * f0 * k * tt + rng.uniform(0, 6.28)) for k in range(1, 6))
-            signal[pos:pos + seg] = 6000 * env * voiced
+            signal[pos : pos + seg] = 6000 * env * voiced
         pos += seg
     signal += nrng.normal(0, 3.0, n)
     pcm = np.clip(signal, -32768, 32767).astype("<i2").tobytes()
@@ -229,9 +235,12 @@ class Origin:
         self.requests = 0
         rng = random.Random(3)
         self.docs = {
-            "/rates": json.dumps({c: round(rng.uniform(0.5, 2), 6) for c in (f"C{i:03d}" for i in range(300))}).encode(),
-            "/fraud-rules": json.dumps([{"rule": i, "pattern": f"merchant-{rng.randrange(10**6)}", "score": rng.random()}
-                                        for i in range(250)]).encode(),
+            "/rates": json.dumps(
+                {c: round(rng.uniform(0.5, 2), 6) for c in (f"C{i:03d}" for i in range(300))}
+            ).encode(),
+            "/fraud-rules": json.dumps(
+                [{"rule": i, "pattern": f"merchant-{rng.randrange(10**6)}", "score": rng.random()} for i in range(250)]
+            ).encode(),
         }
         self.max_age = {"/rates": 60, "/fraud-rules": 300}
 
@@ -239,8 +248,14 @@ class Origin:
             path = request.path
             if path.startswith("/customers/"):
                 cid = path.rsplit("/", 1)[1]
-                body = json.dumps({"id": cid, "name": f"customer {cid}", "limits": [100, 1000, 5000],
-                                   "history": [f"txn-{cid}-{k}" for k in range(30)]}).encode()
+                body = json.dumps(
+                    {
+                        "id": cid,
+                        "name": f"customer {cid}",
+                        "limits": [100, 1000, 5000],
+                        "history": [f"txn-{cid}-{k}" for k in range(30)],
+                    }
+                ).encode()
                 age = 30
             elif path in self.docs:
                 body, age = self.docs[path], self.max_age[path]
@@ -300,23 +315,34 @@ def bandwidth_phases(n_requests: int) -> dict[str, float]:
     with ThreadPoolExecutor(8) as pool:  # eight callers at a time; order of answers kept
         bodies = list(pool.map(lambda u: net.request(u, service="payment_processing").body, urls))
     assert bodies == bodies_plain, "the engine answered different bodies"
-    return {"before": before, "after": float(origin.sent), "window_s": window,
-            "origin_requests_after": float(origin.requests - n_requests)}
+    return {
+        "before": before,
+        "after": float(origin.sent),
+        "window_s": window,
+        "origin_requests_after": float(origin.requests - n_requests),
+    }
 
 
 # -- main ------------------------------------------------------------------------------------------------
 def main() -> None:
-    args = parse_args("workload", "the reference workload, optimisations off then on", extra=[
-        ("--model-mb", {"type": int, "default": None, "help": "ai_models model size (MB)"}),
-        ("--readers", {"type": int, "default": None, "help": "inference actors reading the model"}),
-        ("--bulk", {"type": int, "default": None, "help": "code_generation tasks"}),
-        ("--bulk-s", {"type": float, "default": 0.1, "help": "seconds of CPU per code_generation task"}),
-        ("--critical", {"type": int, "default": None, "help": "CRITICAL payment tasks"}),
-        ("--critical-target-s", {"type": float, "default": 0.25, "help": "CRITICAL p99 wait the cores must keep"}),
-        ("--blobs", {"type": int, "default": None, "help": "voice clips"}),
-        ("--requests", {"type": int, "default": None, "help": "outbound payment API calls"}),
-        ("--cpus", {"type": int, "default": None, "help": "CPUs of the local Ray (default 2 quick, all otherwise)"}),
-    ])
+    args = parse_args(
+        "workload",
+        "the reference workload, optimisations off then on",
+        extra=[
+            ("--model-mb", {"type": int, "default": None, "help": "ai_models model size (MB)"}),
+            ("--readers", {"type": int, "default": None, "help": "inference actors reading the model"}),
+            ("--bulk", {"type": int, "default": None, "help": "code_generation tasks"}),
+            ("--bulk-s", {"type": float, "default": 0.1, "help": "seconds of CPU per code_generation task"}),
+            ("--critical", {"type": int, "default": None, "help": "CRITICAL payment tasks"}),
+            ("--critical-target-s", {"type": float, "default": 0.25, "help": "CRITICAL p99 wait the cores must keep"}),
+            ("--blobs", {"type": int, "default": None, "help": "voice clips"}),
+            ("--requests", {"type": int, "default": None, "help": "outbound payment API calls"}),
+            (
+                "--cpus",
+                {"type": int, "default": None, "help": "CPUs of the local Ray (default 2 quick, all otherwise)"},
+            ),
+        ],
+    )
     q = args.quick
     model_mb = args.model_mb or (48 if q else 256)
     readers = args.readers or (3 if q else 4)
@@ -356,10 +382,12 @@ def main() -> None:
     cpu_after = cpu_phase(n_bulk, args.bulk_s, n_crit, use_cognopt=True)
     limit = cpu_before["makespan_s"]
     target = args.critical_target_s
-    cores_before = min_cores(cpu_before["trace"], "fifo", target_s=target, reference_cpus=cpus,
-                             max_cores=len(cpu_before["trace"]))
-    cores_after = min_cores(cpu_after["trace"], "priority", target_s=target, reference_cpus=cpus,
-                            max_cores=len(cpu_after["trace"]))
+    cores_before = min_cores(
+        cpu_before["trace"], "fifo", target_s=target, reference_cpus=cpus, max_cores=len(cpu_before["trace"])
+    )
+    cores_after = min_cores(
+        cpu_after["trace"], "priority", target_s=target, reference_cpus=cpus, max_cores=len(cpu_after["trace"])
+    )
 
     log("voice_processing: storage")
     sto = storage_phases(n_blobs, tmp)
@@ -379,34 +407,58 @@ def main() -> None:
     }
     crit_b = percentile(cpu_before["critical_waits"], 99)
     crit_a = percentile(cpu_after["critical_waits"], 99)
-    report = build_table(cores=(cores_before, cores_after), ram_bytes=(ram_before["total"], ram_after["total"]),
-                         storage_bytes=(sto["before"], sto["after"]), bandwidth_bytes=(bw["before"], bw["after"]),
-                         window_s=bw["window_s"], prices=settings.system.prices,
-                         methods={"cores": f"trace replay, fifo vs priority, CRITICAL p99 <= {target:g} s",
-                                  "ram": f"USS growth of {readers} readers + object-store copy",
-                                  "storage": f"{n_blobs} voice clips: files vs storage engine",
-                                  "bandwidth": f"{n_req} payment API calls: origin wire bytes"})
+    report = build_table(
+        cores=(cores_before, cores_after),
+        ram_bytes=(ram_before["total"], ram_after["total"]),
+        storage_bytes=(sto["before"], sto["after"]),
+        bandwidth_bytes=(bw["before"], bw["after"]),
+        window_s=bw["window_s"],
+        prices=settings.system.prices,
+        methods={
+            "cores": f"trace replay, fifo vs priority, CRITICAL p99 <= {target:g} s",
+            "ram": f"USS growth of {readers} readers + object-store copy",
+            "storage": f"{n_blobs} voice clips: files vs storage engine",
+            "bandwidth": f"{n_req} payment API calls: origin wire bytes",
+        },
+    )
     print(to_markdown(report))
     print()
     results = {
         "critical_p99_wait_s_before": round(crit_b, 5),
         "critical_p99_wait_s_after": round(crit_a, 5),
-        "cores_before": cores_before, "cores_after": cores_after, "critical_target_s": target,
-        "makespan_s_plain": round(limit, 4), "makespan_s_cognopt": round(cpu_after["makespan_s"], 4),
-        "ram_bytes_before": ram_before["total"], "ram_bytes_after": ram_after["total"],
+        "cores_before": cores_before,
+        "cores_after": cores_after,
+        "critical_target_s": target,
+        "makespan_s_plain": round(limit, 4),
+        "makespan_s_cognopt": round(cpu_after["makespan_s"], 4),
+        "ram_bytes_before": ram_before["total"],
+        "ram_bytes_after": ram_after["total"],
         "ram_object_store_bytes_after": ram_after["object_store"],
-        "storage_bytes_before": sto["before"], "storage_bytes_after": sto["after"],
-        "bandwidth_bytes_before": bw["before"], "bandwidth_bytes_after": bw["after"],
-        "monthly_cost_before": report["monthly_cost"]["before"], "monthly_cost_after": report["monthly_cost"]["after"],
-        "params": {"model_mb": model_mb, "readers": readers, "bulk": n_bulk, "bulk_s": args.bulk_s,
-                   "critical": n_crit, "blobs": n_blobs, "requests": n_req, "cpus": cpus},
+        "storage_bytes_before": sto["before"],
+        "storage_bytes_after": sto["after"],
+        "bandwidth_bytes_before": bw["before"],
+        "bandwidth_bytes_after": bw["after"],
+        "monthly_cost_before": report["monthly_cost"]["before"],
+        "monthly_cost_after": report["monthly_cost"]["after"],
+        "params": {
+            "model_mb": model_mb,
+            "readers": readers,
+            "bulk": n_bulk,
+            "bulk_s": args.bulk_s,
+            "critical": n_crit,
+            "blobs": n_blobs,
+            "requests": n_req,
+            "cpus": cpus,
+        },
         "seconds": round(elapsed, 2),
     }
-    rows = [("RAM (MiB)", ram_before["total"] / MiB, ram_after["total"] / MiB),
-            ("storage (KiB)", sto["before"] / 1024, sto["after"] / 1024),
-            ("bandwidth (KiB)", bw["before"] / 1024, bw["after"] / 1024),
-            ("cores (replay)", cores_before, cores_after),
-            ("CRITICAL p99 wait (s)", crit_b, crit_a)]
+    rows = [
+        ("RAM (MiB)", ram_before["total"] / MiB, ram_after["total"] / MiB),
+        ("storage (KiB)", sto["before"] / 1024, sto["after"] / 1024),
+        ("bandwidth (KiB)", bw["before"] / 1024, bw["after"] / 1024),
+        ("cores (replay)", cores_before, cores_after),
+        ("CRITICAL p99 wait (s)", crit_b, crit_a),
+    ]
     cognopt_ray.shutdown()
     emit("workload", q, results, ratios, rows=rows, header=("measured", "before (plain)", "after (cognopt)"))
 

@@ -37,7 +37,9 @@ def version() -> None:
 
 
 @main.command()
-@click.option("--address", default=None, help="Ray address to join ('auto', host:port, ray://…); default: start a local Ray.")
+@click.option(
+    "--address", default=None, help="Ray address to join ('auto', host:port, ray://…); default: start a local Ray."
+)
 @click.option("--host", default=None, help="HTTP host (default from settings: 127.0.0.1).")
 @click.option("--port", default=None, type=int, help="HTTP port (default from settings: 8000).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file.")
@@ -75,8 +77,10 @@ def serve(address: str | None, host: str | None, port: int | None, config: str |
     elif settings.admin_key is not None:
         click.echo("  admin key: the one in COGNOPT_ADMIN_KEY")
     else:
-        click.echo("  admin key: made at the first start and shown then only; "
-                   "make another with `cognopt keys create --scope admin`")
+        click.echo(
+            "  admin key: made at the first start and shown then only; "
+            "make another with `cognopt keys create --scope admin`"
+        )
     click.echo("Press Ctrl-C to stop.", nl=True)
     sys.stdout.flush()
     while not stop.wait(0.5):
@@ -110,8 +114,13 @@ def _first_admin_key(settings: Settings) -> tuple[str | None, list]:
 
 @main.command()
 @click.option("--url", default=None, help="Base URL (default http://<http_host>:<http_port>).")
-@click.option("--key", "key", default=None, envvar="COGNOPT_API_KEY",
-              help="A read or admin key (or COGNOPT_API_KEY): show the details, not only the statuses.")
+@click.option(
+    "--key",
+    "key",
+    default=None,
+    envvar="COGNOPT_API_KEY",
+    help="A read or admin key (or COGNOPT_API_KEY): show the details, not only the statuses.",
+)
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False))
 def status(url: str | None, key: str | None, config: str | None) -> None:
     """Print the health of a running server; exit 1 when it is not ok.
@@ -122,15 +131,18 @@ def status(url: str | None, key: str | None, config: str | None) -> None:
     settings = _load_settings(config)
     base = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     path = "health/details" if key else "health"
-    req = urllib.request.Request(f"{base}/api/v0/optimization/{path}",
-                                 headers={"Authorization": f"Bearer {key}"} if key else {})
+    req = urllib.request.Request(
+        f"{base}/api/v0/optimization/{path}", headers={"Authorization": f"Bearer {key}"} if key else {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             doc = json.loads(resp.read())
     except urllib.error.HTTPError as e:
         doc = json.loads(e.read() or b"{}")
         if e.code in (401, 403):
-            raise click.ClickException(f"{doc.get('detail', e.reason)} ({doc.get('hint', 'use a read or admin key')})") from None
+            raise click.ClickException(
+                f"{doc.get('detail', e.reason)} ({doc.get('hint', 'use a read or admin key')})"
+            ) from None
     except OSError as e:
         raise click.ClickException(f"no server answers at {base}: {e}") from None
     click.echo(json.dumps(doc, indent=2))
@@ -165,7 +177,9 @@ def keys_create(scopes: tuple[str, ...], note: str | None, ttl_s: float | None, 
     store.add(record)
     click.echo(key)
     expiry = f", expires {record.expires_at}" if record.expires_at else ""
-    click.echo(f"key id {record.id}, scopes {', '.join(record.scopes)}{expiry}; stored (hash only) in {store.path}", err=True)
+    click.echo(
+        f"key id {record.id}, scopes {', '.join(record.scopes)}{expiry}; stored (hash only) in {store.path}", err=True
+    )
 
 
 @keys.command("revoke")
@@ -201,15 +215,19 @@ def assets() -> None:
 @assets.command("build")
 @click.argument("src", type=click.Path(exists=True, file_okay=False))
 @click.argument("dst", type=click.Path(file_okay=False))
-@click.option("--upload", "upload_uri", default=None, help="Copy the build to this pyarrow.fs URI (s3://, gs://, file://).")
+@click.option(
+    "--upload", "upload_uri", default=None, help="Copy the build to this pyarrow.fs URI (s3://, gs://, file://)."
+)
 def assets_build(src: str, dst: str, upload_uri: str | None) -> None:
     """Build SRC into DST (content-hashed names, .gz/.br/.zst where smaller, manifest.json)."""
     from cognopt_ray.network import assets as _assets
 
     try:
         manifest = _assets.build(src, dst)
-        click.echo(f"{len(manifest['files'])} assets built into {dst}: {manifest['bytes_raw']} bytes raw, "
-                   f"{manifest['bytes_smallest']} bytes as the smallest variants")
+        click.echo(
+            f"{len(manifest['files'])} assets built into {dst}: {manifest['bytes_raw']} bytes raw, "
+            f"{manifest['bytes_smallest']} bytes as the smallest variants"
+        )
         if upload_uri:
             n = _assets.upload(dst, upload_uri)
             click.echo(f"uploaded {n} files to {upload_uri}")
@@ -222,11 +240,19 @@ if __name__ == "__main__":  # pragma: no cover
 
 
 @main.command()
-@click.option("--address", default="auto", show_default=True,
-              help="Ray cluster to read the engines' counters from ('auto', host:port, ray://…).")
-@click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file (prices, target).")
+@click.option(
+    "--address",
+    default="auto",
+    show_default=True,
+    help="Ray cluster to read the engines' counters from ('auto', host:port, ray://…).",
+)
+@click.option(
+    "--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file (prices, target)."
+)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "json"]), default="markdown", show_default=True)
-@click.option("--output", "output", default=None, type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option(
+    "--output", "output", default=None, type=click.Path(dir_okay=False), help="Write to this file instead of stdout."
+)
 def report(address: str, config: str | None, fmt: str, output: str | None) -> None:
     """The savings report (cores, RAM, storage, bandwidth, monthly cost) from the engines' counters."""
     import asyncio

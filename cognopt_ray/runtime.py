@@ -61,7 +61,6 @@ def add_runtime_env_hook(hook: Callable[[Settings, Any], Any]) -> None:
             _runtime_env_hooks.append(hook)
 
 
-
 def init(
     address: str | None = None,
     settings: Settings | None = None,
@@ -226,9 +225,7 @@ def get_actor(name: str) -> Any | None:
 def list_engine_actors() -> list[str]:
     """Names of the actors that live in namespace ``cognopt``."""
     ensure_ray()
-    return sorted(
-        a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == NAMESPACE
-    )
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a.get("namespace") == NAMESPACE)
 
 
 def shutdown(*, kill_engines: bool = False) -> None:

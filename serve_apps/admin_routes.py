@@ -32,7 +32,9 @@ class KeyCreateRequest(BaseModel):
     scopes: list[str] = Field(min_length=1, max_length=32, examples=[["service:ai_models"]])
     note: str | None = Field(default=None, max_length=200)
     expires_at: str | None = Field(default=None, max_length=40, description="ISO-8601 time the key stops working")
-    ttl_s: float | None = Field(default=None, gt=0, le=100 * 365 * 86400, description="seconds until the key stops working")
+    ttl_s: float | None = Field(
+        default=None, gt=0, le=100 * 365 * 86400, description="seconds until the key stops working"
+    )
 
 
 class KeyCreateResponse(BaseModel):
@@ -52,9 +54,12 @@ class KeyInfo(BaseModel):
     active: bool = Field(description="false once revoked or expired")
 
 
-@router.post("/auth/keys", response_model=KeyCreateResponse, status_code=201, tags=["auth"],
-             summary="Create an API key (admin)")
-def create_key(body: KeyCreateRequest, request: Request, principal: Principal = Depends(require_admin)) -> KeyCreateResponse:
+@router.post(
+    "/auth/keys", response_model=KeyCreateResponse, status_code=201, tags=["auth"], summary="Create an API key (admin)"
+)
+def create_key(
+    body: KeyCreateRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> KeyCreateResponse:
     bad = [s for s in body.scopes if not SCOPE_RE.match(s)]
     if bad:
         raise InvalidInput(f"invalid scopes {bad}", hint="use 'admin', 'read' or 'service:<name>'")
@@ -64,15 +69,26 @@ def create_key(body: KeyCreateRequest, request: Request, principal: Principal = 
     return KeyCreateResponse(key=key, id=record.id, scopes=record.scopes, expires_at=record.expires_at)
 
 
-@router.get("/auth/keys", response_model=list[KeyInfo], tags=["auth"], summary="List API keys, never their secrets (admin)")
+@router.get(
+    "/auth/keys", response_model=list[KeyInfo], tags=["auth"], summary="List API keys, never their secrets (admin)"
+)
 def list_keys(request: Request, principal: Principal = Depends(require_admin)) -> list[KeyInfo]:
-    return [KeyInfo(**r.model_dump(exclude={"hash"}), active=usable(r) is None) for r in context(request).keys.records()]
+    return [
+        KeyInfo(**r.model_dump(exclude={"hash"}), active=usable(r) is None) for r in context(request).keys.records()
+    ]
 
 
-@router.delete("/auth/keys/{key_id}", response_model=KeyInfo, tags=["auth"],
-               summary="Revoke an API key: it stops working at once on every replica (admin)")
-def revoke_key(request: Request, key_id: str = Path(..., pattern=r"^[A-Za-z0-9_-]{1,64}$"),
-               principal: Principal = Depends(require_admin)) -> KeyInfo:
+@router.delete(
+    "/auth/keys/{key_id}",
+    response_model=KeyInfo,
+    tags=["auth"],
+    summary="Revoke an API key: it stops working at once on every replica (admin)",
+)
+def revoke_key(
+    request: Request,
+    key_id: str = Path(..., pattern=r"^[A-Za-z0-9_-]{1,64}$"),
+    principal: Principal = Depends(require_admin),
+) -> KeyInfo:
     audit(request, "auth.key_revoke", key_id, "error")
     record = context(request).keys.revoke(key_id)
     audit(request, "auth.key_revoke", key_id, "ok", scopes=record.scopes)
@@ -92,15 +108,21 @@ def list_services(request: Request, principal: Principal = Depends(current_princ
     return [ServiceInfo(name=n, configured=n in settings.services, settings=settings.service(n)) for n in names]
 
 
-@router.get("/services/{service_name}", response_model=ServiceInfo, tags=["services"],
-            summary="One service's effective settings")
-def get_service(request: Request, service_name: str = SERVICE_PATH,
-                principal: Principal = Depends(current_principal)) -> ServiceInfo:
+@router.get(
+    "/services/{service_name}",
+    response_model=ServiceInfo,
+    tags=["services"],
+    summary="One service's effective settings",
+)
+def get_service(
+    request: Request, service_name: str = SERVICE_PATH, principal: Principal = Depends(current_principal)
+) -> ServiceInfo:
     check_service_name(service_name)
     authorize_service(principal, service_name, write=False)
     settings = context(request).settings
-    return ServiceInfo(name=service_name, configured=service_name in settings.services,
-                       settings=settings.service(service_name))
+    return ServiceInfo(
+        name=service_name, configured=service_name in settings.services, settings=settings.service(service_name)
+    )
 
 
 class CapsInfo(BaseModel):
@@ -113,23 +135,36 @@ def _caps_info(request: Request, service: str) -> CapsInfo:
     ctx = context(request)
     assert ctx.caps is not None
     overrides = ctx.caps.overrides()
-    return CapsInfo(service_name=service, caps=effective_caps(ctx.settings, service, overrides),
-                    overrides=overrides.get(service, {}))
+    return CapsInfo(
+        service_name=service,
+        caps=effective_caps(ctx.settings, service, overrides),
+        overrides=overrides.get(service, {}),
+    )
 
 
-@router.get("/services/{service_name}/caps", response_model=CapsInfo, tags=["services"],
-            summary="A service's caps: the most its own key may set through optimize-service")
-def get_caps(request: Request, service_name: str = SERVICE_PATH,
-             principal: Principal = Depends(current_principal)) -> CapsInfo:
+@router.get(
+    "/services/{service_name}/caps",
+    response_model=CapsInfo,
+    tags=["services"],
+    summary="A service's caps: the most its own key may set through optimize-service",
+)
+def get_caps(
+    request: Request, service_name: str = SERVICE_PATH, principal: Principal = Depends(current_principal)
+) -> CapsInfo:
     check_service_name(service_name)
     authorize_service(principal, service_name, write=False)
     return _caps_info(request, service_name)
 
 
-@router.put("/services/{service_name}/caps", response_model=CapsInfo, tags=["services"],
-            summary="Set a service's caps at run time (admin); unset fields fall back to the settings")
-def put_caps(body: ServiceCaps, request: Request, service_name: str = SERVICE_PATH,
-             principal: Principal = Depends(require_admin)) -> CapsInfo:
+@router.put(
+    "/services/{service_name}/caps",
+    response_model=CapsInfo,
+    tags=["services"],
+    summary="Set a service's caps at run time (admin); unset fields fall back to the settings",
+)
+def put_caps(
+    body: ServiceCaps, request: Request, service_name: str = SERVICE_PATH, principal: Principal = Depends(require_admin)
+) -> CapsInfo:
     check_service_name(service_name)
     ctx = context(request)
     assert ctx.caps is not None
@@ -138,10 +173,15 @@ def put_caps(body: ServiceCaps, request: Request, service_name: str = SERVICE_PA
     return _caps_info(request, service_name)
 
 
-@router.delete("/services/{service_name}/caps", response_model=CapsInfo, tags=["services"],
-               summary="Drop a service's run-time caps, back to the settings (admin)")
-def delete_caps(request: Request, service_name: str = SERVICE_PATH,
-                principal: Principal = Depends(require_admin)) -> CapsInfo:
+@router.delete(
+    "/services/{service_name}/caps",
+    response_model=CapsInfo,
+    tags=["services"],
+    summary="Drop a service's run-time caps, back to the settings (admin)",
+)
+def delete_caps(
+    request: Request, service_name: str = SERVICE_PATH, principal: Principal = Depends(require_admin)
+) -> CapsInfo:
     check_service_name(service_name)
     ctx = context(request)
     assert ctx.caps is not None
@@ -170,6 +210,7 @@ def read_audit(
     limit: int = Query(100, ge=1, le=10_000),
     principal: Principal = Depends(require_admin),
 ) -> list[AuditEntry]:
-    entries = context(request).audit.read(action=action, key_id=key_id, target=target, since=since, until=until, limit=limit)
+    entries = context(request).audit.read(
+        action=action, key_id=key_id, target=target, since=since, until=until, limit=limit
+    )
     return [AuditEntry.model_validate(e) for e in entries]
-

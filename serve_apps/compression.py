@@ -17,8 +17,16 @@ from cognopt_ray.network import encoding
 from serve_apps.http import get_context
 
 MAX_BUFFER = 8 * 1024 * 1024
-_SKIP_TYPES = (b"image/", b"video/", b"audio/", b"application/zip", b"application/gzip", b"application/zstd",
-               b"application/x-7z", b"font/woff")
+_SKIP_TYPES = (
+    b"image/",
+    b"video/",
+    b"audio/",
+    b"application/zip",
+    b"application/gzip",
+    b"application/zstd",
+    b"application/x-7z",
+    b"font/woff",
+)
 OFFERED = ("zstd", "gzip")
 
 
@@ -56,8 +64,13 @@ class CompressionMiddleware:
                 cc = names.get(b"cache-control", b"").lower()
                 ctype = names.get(b"content-type", b"").lower()
                 status = message["status"]
-                if (b"content-encoding" in names or b"no-transform" in cc or status < 200 or status in (204, 304)
-                        or ctype.startswith(_SKIP_TYPES)):
+                if (
+                    b"content-encoding" in names
+                    or b"no-transform" in cc
+                    or status < 200
+                    or status in (204, 304)
+                    or ctype.startswith(_SKIP_TYPES)
+                ):
                     passthrough = True
                     return await send(message)
                 start = message
@@ -80,7 +93,10 @@ class CompressionMiddleware:
                         body = encoding.encode(body, coding, self.level)
                         headers = [(k, v) for k, v in headers if k.lower() not in (b"content-length",)]
                         headers = [(k, _weaken(v) if k.lower() == b"etag" else v) for k, v in headers]
-                        headers += [(b"content-encoding", coding.encode()), (b"content-length", str(len(body)).encode())]
+                        headers += [
+                            (b"content-encoding", coding.encode()),
+                            (b"content-length", str(len(body)).encode()),
+                        ]
                 await send({**start, "headers": headers})
                 return await send({"type": "http.response.body", "body": body, "more_body": False})
             return await send(message)

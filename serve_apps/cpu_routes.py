@@ -28,8 +28,12 @@ def _client() -> PriorityScheduler:
 class TaskSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
-                      description="a task registered with cognopt_ray.cpu.register_task")
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
+        description="a task registered with cognopt_ray.cpu.register_task",
+    )
     args: list[Any] = Field(default_factory=list, max_length=1000)
     kwargs: dict[str, Any] = Field(default_factory=dict)
     priority: int | str = Field(default="medium", description="1..5 or critical/high/medium/low/background")
@@ -99,22 +103,38 @@ def _status(doc: dict[str, Any]) -> TaskStatus:
     return TaskStatus.model_validate(doc)
 
 
-@router.post("/cpu/optimize-tasks", response_model=OptimizeTasksResponse, tags=["cpu"],
-             summary="Run registered tasks by name with per-task priority")
-async def optimize_tasks(body: OptimizeTasksRequest, request: Request,
-                         principal: Principal = Depends(current_principal)) -> OptimizeTasksResponse:
+@router.post(
+    "/cpu/optimize-tasks",
+    response_model=OptimizeTasksResponse,
+    tags=["cpu"],
+    summary="Run registered tasks by name with per-task priority",
+)
+async def optimize_tasks(
+    body: OptimizeTasksRequest, request: Request, principal: Principal = Depends(current_principal)
+) -> OptimizeTasksResponse:
     services = {t.service_name or body.service_name for t in body.tasks}
     for svc in services:
         if svc is None:
             if not principal.is_admin:
-                raise InvalidInput("service_name is required for a service key",
-                                   hint="name the service the tasks belong to")
+                raise InvalidInput(
+                    "service_name is required for a service key", hint="name the service the tasks belong to"
+                )
         else:
             authorize_service(principal, svc, write=True)
     # the client checks each field once (a priority is parsed there into a Priority)
-    batch = [NamedTask(t.name, tuple(t.args), dict(t.kwargs), priority=t.priority, num_cpus=t.num_cpus,
-                       task_type=t.task_type, service=t.service_name or body.service_name,
-                       max_retries=t.max_retries) for t in body.tasks]
+    batch = [
+        NamedTask(
+            t.name,
+            tuple(t.args),
+            dict(t.kwargs),
+            priority=t.priority,
+            num_cpus=t.num_cpus,
+            task_type=t.task_type,
+            service=t.service_name or body.service_name,
+            max_retries=t.max_retries,
+        )
+        for t in body.tasks
+    ]
     client = _client()
     ids = await client.submit_tracked_async(batch)
     docs: list[dict[str, Any]] = []
@@ -122,22 +142,25 @@ async def optimize_tasks(body: OptimizeTasksRequest, request: Request,
         docs = await client.wait_tracked_async(ids, body.timeout_s)
     statuses = [_status(d) for d in docs]
     return OptimizeTasksResponse(
-        task_ids=ids, tasks=statuses,
+        task_ids=ids,
+        tasks=statuses,
         completed=sum(1 for s in statuses if s.state == "finished"),
         failed=sum(1 for s in statuses if s.state in ("failed", "lost", "cancelled")),
     )
 
 
 @router.get("/cpu/tasks/{task_id}", response_model=TaskStatus, tags=["cpu"], summary="A task's status and result")
-async def get_task(task_id: str = Path(..., pattern=r"^[0-9a-f]{16}$"),
-                   principal: Principal = Depends(current_principal)) -> TaskStatus:
+async def get_task(
+    task_id: str = Path(..., pattern=r"^[0-9a-f]{16}$"), principal: Principal = Depends(current_principal)
+) -> TaskStatus:
     doc = await _client().task_async(task_id)
     svc = doc.get("service")
     visible = principal.can_read() or (svc is not None and principal.can_use_service(svc))
     if not visible:
         # the same answer as for an id that does not exist: a key learns nothing of other services' tasks
-        raise UnknownTask(f"no task has id {task_id!r}",
-                          hint="ids are kept for the last cpu.results_kept tasks submitted over REST")
+        raise UnknownTask(
+            f"no task has id {task_id!r}", hint="ids are kept for the last cpu.results_kept tasks submitted over REST"
+        )
     return _status(doc)
 
 
@@ -174,14 +197,21 @@ class OptimizeServiceResponse(BaseModel):
     after: dict[str, Any]
 
 
-@router.post("/cpu/optimize-service", response_model=OptimizeServiceResponse, tags=["cpu"],
-             summary="Set a service's max_workers, priority threshold, pool kind (service keys: within its caps)")
-async def optimize_service(body: OptimizeServiceRequest, request: Request,
-                           principal: Principal = Depends(current_principal)) -> OptimizeServiceResponse:
+@router.post(
+    "/cpu/optimize-service",
+    response_model=OptimizeServiceResponse,
+    tags=["cpu"],
+    summary="Set a service's max_workers, priority threshold, pool kind (service keys: within its caps)",
+)
+async def optimize_service(
+    body: OptimizeServiceRequest, request: Request, principal: Principal = Depends(current_principal)
+) -> OptimizeServiceResponse:
     authorize_service(principal, body.service_name, write=True)
     changes = body.parameters.model_dump(exclude_none=True)
     if not changes:
-        raise InvalidInput("parameters is empty", hint="give max_workers, priority_threshold, pool_kind or cpu_affinity")
+        raise InvalidInput(
+            "parameters is empty", hint="give max_workers, priority_threshold, pool_kind or cpu_affinity"
+        )
     audit(request, "cpu.optimize_service", body.service_name, "denied", **changes)
     enforce_caps(request, principal, body.service_name, "cpu", changes)
     try:

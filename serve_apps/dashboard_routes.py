@@ -18,8 +18,10 @@ from fastapi.responses import HTMLResponse
 router = APIRouter(tags=["dashboard"])
 
 #: The page only talks to this origin and runs only its own inline script and style.
-CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-       "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @lru_cache(maxsize=1)
@@ -30,7 +32,13 @@ def _page() -> str:
 @router.get("/dashboard", response_class=HTMLResponse, include_in_schema=False)
 async def dashboard() -> HTMLResponse:
     """The dashboard page (open: it holds no data; the data needs a key)."""
-    return HTMLResponse(_page(), headers={
-        "Content-Security-Policy": CSP, "X-Frame-Options": "DENY", "Cache-Control": "no-cache",
-        "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
-    })
+    return HTMLResponse(
+        _page(),
+        headers={
+            "Content-Security-Policy": CSP,
+            "X-Frame-Options": "DENY",
+            "Cache-Control": "no-cache",
+            "Referrer-Policy": "no-referrer",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -70,8 +70,11 @@ async def health(request: Request) -> Any:
     return JSONResponse(HealthResponse.model_validate(summary(doc)).model_dump(), status_code=_code(doc))
 
 
-@router.get("/health/details", response_model=HealthDetails,
-            summary="The health document with versions, counts, addresses and reasons (read)")
+@router.get(
+    "/health/details",
+    response_model=HealthDetails,
+    summary="The health document with versions, counts, addresses and reasons (read)",
+)
 async def health_details(request: Request, principal: Principal = Depends(require_read)) -> Any:
     doc = await _cache(context(request)).get()
     return JSONResponse(HealthDetails.model_validate(doc).model_dump(exclude_none=True), status_code=_code(doc))

@@ -81,7 +81,9 @@ def context(request: Request | None = None) -> ApiContext:
 
 
 # -- problem documents ----------------------------------------------------------------------------
-def problem(status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
@@ -102,7 +104,7 @@ def _relative_path(scope: dict) -> str:
     path = scope.get("path", "")
     root = scope.get("root_path", "")
     if root and path.startswith(root):
-        path = path[len(root):] or "/"
+        path = path[len(root) :] or "/"
     return path
 
 
@@ -124,8 +126,11 @@ class AuthMiddleware:
             key = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
             principal, why = ctx.keys.check(key)
             if principal is None:
-                hint = ("send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'" if why.endswith(("given", "valid"))
-                        else "ask an admin for a new key (POST auth/keys or `cognopt keys create`)")
+                hint = (
+                    "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+                    if why.endswith(("given", "valid"))
+                    else "ask an admin for a new key (POST auth/keys or `cognopt keys create`)"
+                )
                 return await _asgi_send_problem(send, error_response(Unauthorized(why, hint=hint), path))
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
@@ -134,11 +139,17 @@ class AuthMiddleware:
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 #: Actions whose names predate the ``<group>.<endpoint>`` rule; kept so the log reads the same.
 ACTION_NAMES = {
-    "auth.create_key": "auth.key_create", "auth.revoke_key": "auth.key_revoke", "storage.delete_item": "storage.delete",
-    "network.optimize_pooling": "network.optimize-pooling", "network.optimize_service": "network.optimize-service",
-    "network.purge": "network.cache.purge", "system.post_optimize_all": "system.optimize_all",
-    "system.post_cleanup": "system.cleanup", "system.post_restore": "system.cleanup_restore",
-    "system.post_automation": "system.automation", "services.put_caps": "services.caps_set",
+    "auth.create_key": "auth.key_create",
+    "auth.revoke_key": "auth.key_revoke",
+    "storage.delete_item": "storage.delete",
+    "network.optimize_pooling": "network.optimize-pooling",
+    "network.optimize_service": "network.optimize-service",
+    "network.purge": "network.cache.purge",
+    "system.post_optimize_all": "system.optimize_all",
+    "system.post_cleanup": "system.cleanup",
+    "system.post_restore": "system.cleanup_restore",
+    "system.post_automation": "system.automation",
+    "services.put_caps": "services.caps_set",
     "services.delete_caps": "services.caps_delete",
 }
 #: Mutating routes of the data plane (a service's own traffic): their successes are audited only
@@ -199,7 +210,7 @@ class _RouteNames:
 
 def action_name(names: _RouteNames | None, method: str, path: str) -> str:
     """``<group>.<route>``: the first path segment under the prefix and the route's endpoint name."""
-    rest = path[len(API_PREFIX):].strip("/")
+    rest = path[len(API_PREFIX) :].strip("/")
     group = rest.split("/", 1)[0] or "api"
     name = names.name(method, path) if names is not None else None
     action = f"{group}.{name or 'unknown_route'}"
@@ -235,7 +246,9 @@ class AuditMiddleware:
             written = True
             try:
                 params = dict(scope.get("path_params") or {})
-                await asyncio.get_running_loop().run_in_executor(None, self._record, state, method, path, code, error, params)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self._record, state, method, path, code, error, params
+                )
             except Exception:  # noqa: BLE001 - an audit failure is logged, never turned into the answer
                 logger.exception("audit entry for %s %s not written", method, path)
 
@@ -358,26 +371,33 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in errors) or "invalid request"
-        return problem(422, "Invalid input", detail, errors=json.loads(json.dumps(errors, default=str)), instance=request.url.path)
+        return problem(
+            422, "Invalid input", detail, errors=json.loads(json.dumps(errors, default=str)), instance=request.url.path
+        )
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed", 400: "Bad request"}
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail,
-                       headers=getattr(exc, "headers", None), instance=request.url.path)
+        return problem(
+            exc.status_code,
+            titles.get(exc.status_code, "HTTP error"),
+            detail,
+            headers=getattr(exc, "headers", None),
+            instance=request.url.path,
+        )
 
     _document_problems(api)
 
     @api.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", f"unexpected {type(exc).__name__}; see the replica log",
-                       instance=request.url.path)
+        return problem(
+            500, "Internal error", f"unexpected {type(exc).__name__}; see the replica log", instance=request.url.path
+        )
 
 
 _PROBLEM_SCHEMA = {
@@ -385,16 +405,26 @@ _PROBLEM_SCHEMA = {
     "type": "object",
     "description": "An RFC 9457 problem document",
     "properties": {
-        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-        "detail": {"type": "string"}, "instance": {"type": "string"}, "hint": {"type": "string"},
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "hint": {"type": "string"},
     },
     "required": ["title", "status", "detail"],
     "additionalProperties": True,
 }
-_PROBLEM_STATUSES = {"401": "No API key, or an unknown one", "403": "The key lacks the scope",
-                     "404": "Not found", "409": "Conflict with the current state", "413": "Body over the limit",
-                     "422": "Invalid input", "503": "An engine is restarting (retryable)",
-                     "507": "A storage tier is full"}
+_PROBLEM_STATUSES = {
+    "401": "No API key, or an unknown one",
+    "403": "The key lacks the scope",
+    "404": "Not found",
+    "409": "Conflict with the current state",
+    "413": "Body over the limit",
+    "422": "Invalid input",
+    "503": "An engine is restarting (retryable)",
+    "507": "A storage tier is full",
+}
 
 
 def _document_problems(api: FastAPI) -> None:

@@ -46,18 +46,28 @@ class AllocateResponse(BaseModel):
     expires: float | None = None
 
 
-async def _allocate(request: Request, principal: Principal, service: str, value: Any, memory_type: str,
-                    pin: bool, ttl_s: float | None) -> AllocateResponse:
+async def _allocate(
+    request: Request, principal: Principal, service: str, value: Any, memory_type: str, pin: bool, ttl_s: float | None
+) -> AllocateResponse:
     authorize_service(principal, service, write=True)
     doc = await _client().allocate_info_async(service, value, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
     return AllocateResponse(**doc)
 
 
-@router.post("/memory/allocate", response_model=AllocateResponse, status_code=201,
-             summary="Put data into a service's pool (JSON with data, or application/octet-stream)",
-             openapi_extra={"requestBody": {"content": {
-                 "application/json": {"schema": AllocateRequest.model_json_schema()},
-                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+@router.post(
+    "/memory/allocate",
+    response_model=AllocateResponse,
+    status_code=201,
+    summary="Put data into a service's pool (JSON with data, or application/octet-stream)",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": AllocateRequest.model_json_schema()},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            }
+        }
+    },
+)
 async def allocate(
     request: Request,
     service_name: str | None = Query(None, pattern=SERVICE_RE, description="octet-stream bodies only"),
@@ -70,8 +80,10 @@ async def allocate(
     body = await request.body()
     if ctype == "application/octet-stream":
         if service_name is None:
-            raise InvalidInput("service_name query parameter is required for octet-stream bodies",
-                               hint="POST memory/allocate?service_name=ai_models")
+            raise InvalidInput(
+                "service_name query parameter is required for octet-stream bodies",
+                hint="POST memory/allocate?service_name=ai_models",
+            )
         return await _allocate(request, principal, service_name, body, memory_type, pin, ttl_s)
     try:
         req = AllocateRequest.model_validate_json(body or b"{}")
@@ -94,11 +106,17 @@ async def allocate(
     return await _allocate(request, principal, req.service_name, value, req.memory_type, req.pin, req.ttl_s)
 
 
-@router.get("/memory/allocations/{allocation_id}", summary="Read an allocation back",
-            responses={200: {"content": {"application/octet-stream": {}, "application/json": {}}},
-                       406: {"description": "a Python object: never sent as a pickle; read it with the Python client"}})
-async def read_allocation(allocation_id: str = Path(..., max_length=100),
-                          principal: Principal = Depends(current_principal)) -> Response:
+@router.get(
+    "/memory/allocations/{allocation_id}",
+    summary="Read an allocation back",
+    responses={
+        200: {"content": {"application/octet-stream": {}, "application/json": {}}},
+        406: {"description": "a Python object: never sent as a pickle; read it with the Python client"},
+    },
+)
+async def read_allocation(
+    allocation_id: str = Path(..., max_length=100), principal: Principal = Depends(current_principal)
+) -> Response:
     """JSON values come back as JSON; bytes as ``application/octet-stream``; numpy arrays as their
     raw bytes with ``X-Cognopt-Dtype`` and ``X-Cognopt-Shape``; Arrow tables and arrays as an Arrow
     IPC stream. Python objects are 406: a REST reader is never sent a pickle."""
@@ -148,8 +166,14 @@ class GcResponse(BaseModel):
 @router.post("/memory/optimize-gc", response_model=GcResponse, summary="Run a GC tuning pass now (admin)")
 async def optimize_gc(request: Request, principal: Principal = Depends(require_admin)) -> GcResponse:
     doc = await _client().optimize_gc_async()
-    audit(request, "memory.optimize_gc", None, "ok", thresholds_before=doc["thresholds_before"],
-          thresholds_after=doc["thresholds_after"])
+    audit(
+        request,
+        "memory.optimize_gc",
+        None,
+        "ok",
+        thresholds_before=doc["thresholds_before"],
+        thresholds_after=doc["thresholds_after"],
+    )
     return GcResponse(**doc)
 
 
@@ -175,7 +199,8 @@ class OptimizeServiceRequest(BaseModel):
     service_name: str = Field(pattern=SERVICE_RE)
     optimization_type: Literal["resize", "policy", "remove", "memory"] = Field(
         description="resize: pool_size/block_size; policy: eviction/transient_ttl_s; remove: retire the pool; "
-        "memory: any of the four parameters")
+        "memory: any of the four parameters"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict, examples=[{"pool_size": 20}])
 
 
@@ -190,16 +215,33 @@ class OptimizeServiceResponse(BaseModel):
     note: str | None = None
 
 
-@router.post("/memory/optimize-service", response_model=OptimizeServiceResponse,
-             summary="Resize, re-policy or remove a service's pool (admin)")
-async def optimize_service(body: OptimizeServiceRequest, request: Request,
-                           principal: Principal = Depends(require_admin)) -> OptimizeServiceResponse:
+@router.post(
+    "/memory/optimize-service",
+    response_model=OptimizeServiceResponse,
+    summary="Resize, re-policy or remove a service's pool (admin)",
+)
+async def optimize_service(
+    body: OptimizeServiceRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> OptimizeServiceResponse:
     try:
         doc = await _client().optimize_service_async(body.service_name, body.optimization_type, body.parameters)
     except Exception as e:
-        audit(request, "memory.optimize_service", body.service_name, "error",
-              optimization_type=body.optimization_type, parameters=body.parameters, error=type(e).__name__)
+        audit(
+            request,
+            "memory.optimize_service",
+            body.service_name,
+            "error",
+            optimization_type=body.optimization_type,
+            parameters=body.parameters,
+            error=type(e).__name__,
+        )
         raise
-    audit(request, "memory.optimize_service", body.service_name, "ok",
-          optimization_type=body.optimization_type, parameters=body.parameters)
+    audit(
+        request,
+        "memory.optimize_service",
+        body.service_name,
+        "ok",
+        optimization_type=body.optimization_type,
+        parameters=body.parameters,
+    )
     return OptimizeServiceResponse(**doc)

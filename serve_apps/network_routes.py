@@ -36,15 +36,19 @@ class OptimizeRequest(_Req):
     url: str = Field(..., min_length=1, max_length=8192, examples=["https://api.example.com/data"])
     method: str = Field(default="GET", pattern=r"^[A-Za-z]{1,16}$")
     headers: dict[str, str] = Field(
-        default_factory=dict, description="request headers; an answer to a request carrying a credential (Authorization, "
-                                          "Cookie, X-Api-Key, ...) is cached only when it says public or s-maxage, and "
-                                          "credentials are dropped on cross-origin redirects")
+        default_factory=dict,
+        description="request headers; an answer to a request carrying a credential (Authorization, "
+        "Cookie, X-Api-Key, ...) is cached only when it says public or s-maxage, and "
+        "credentials are dropped on cross-origin redirects",
+    )
     body: str | None = None
     body_encoding: Literal["utf-8", "base64"] = "utf-8"
     service_name: str | None = Field(default=None, pattern=SERVICE_NAME_PATTERN)
     cache_strategy: CacheStrategy | None = Field(
-        default=None, description="ask for less caching than the service's configured strategy (never more: it is "
-                                  "clamped to it); the cache is partitioned by service_name")
+        default=None,
+        description="ask for less caching than the service's configured strategy (never more: it is "
+        "clamped to it); the cache is partitioned by service_name",
+    )
     compression_level: CompressionLevel | None = None
     follow_redirects: bool = True
     timeout_s: float | None = Field(default=None, gt=0, le=3600, description="shortens the origin timeout")
@@ -84,14 +88,19 @@ def _engine() -> network.NetworkEngine:
     return network.client()
 
 
-@router.post("/network/optimize-request", response_model=OptimizeResponse, tags=TAGS,
-             summary="Perform an outbound request through the cache, coalescing and the pool")
+@router.post(
+    "/network/optimize-request",
+    response_model=OptimizeResponse,
+    tags=TAGS,
+    summary="Perform an outbound request through the cache, coalescing and the pool",
+)
 async def optimize_request(req: OptimizeRequest, principal: Principal = Depends(current_principal)) -> OptimizeResponse:
     if req.service_name:
         authorize_service(principal, req.service_name, write=True)
     elif not principal.is_admin:
-        raise Forbidden("requests without service_name need the 'admin' scope",
-                        hint="pass the service_name your key is scoped to")
+        raise Forbidden(
+            "requests without service_name need the 'admin' scope", hint="pass the service_name your key is scoped to"
+        )
     body: bytes | None = None
     if req.body is not None:
         if req.body_encoding == "base64":
@@ -102,10 +111,18 @@ async def optimize_request(req: OptimizeRequest, principal: Principal = Depends(
         else:
             body = req.body.encode()
     t0 = time.perf_counter()
-    r = await _engine().request_async(req.url, req.method, list(req.headers.items()), body, service=req.service_name,
-                                      cache_strategy=req.cache_strategy, compression_level=req.compression_level,
-                                      follow_redirects=req.follow_redirects, request_id=req.request_id,
-                                      timeout_s=req.timeout_s)
+    r = await _engine().request_async(
+        req.url,
+        req.method,
+        list(req.headers.items()),
+        body,
+        service=req.service_name,
+        cache_strategy=req.cache_strategy,
+        compression_level=req.compression_level,
+        follow_redirects=req.follow_redirects,
+        request_id=req.request_id,
+        timeout_s=req.timeout_s,
+    )
     headers: dict[str, str] = {}
     for k, v in r.headers:
         headers[k] = f"{headers[k]}, {v}" if k in headers else v
@@ -114,13 +131,26 @@ async def optimize_request(req: OptimizeRequest, principal: Principal = Depends(
     except UnicodeDecodeError:
         text, enc = base64.b64encode(r.body).decode(), "base64"
     timings = {**r.timings_ms, "route": (time.perf_counter() - t0) * 1000}
-    return OptimizeResponse(request_id=r.request_id, url=r.url, status=r.status, headers=headers, body=text,
-                            body_encoding=enc, cache_status=r.cache_status, coalesced=r.coalesced,
-                            redirects=r.redirects, timings_ms=timings)
+    return OptimizeResponse(
+        request_id=r.request_id,
+        url=r.url,
+        status=r.status,
+        headers=headers,
+        body=text,
+        body_encoding=enc,
+        cache_status=r.cache_status,
+        coalesced=r.coalesced,
+        redirects=r.redirects,
+        timings_ms=timings,
+    )
 
 
-@router.post("/network/optimize-pooling", tags=TAGS, summary="Reconfigure the connection pool (in-flight requests finish)")
-async def optimize_pooling(req: PoolingRequest, request: Request, _: Principal = Depends(require_admin)) -> dict[str, Any]:
+@router.post(
+    "/network/optimize-pooling", tags=TAGS, summary="Reconfigure the connection pool (in-flight requests finish)"
+)
+async def optimize_pooling(
+    req: PoolingRequest, request: Request, _: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     params = req.model_dump(exclude_none=True)
     if not params:
         raise InvalidInput("give at least one of limit, limit_per_host, keepalive_timeout_s")
@@ -135,8 +165,9 @@ async def metrics(_: Principal = Depends(require_read)) -> dict[str, Any]:
 
 
 @router.post("/network/optimize-service", tags=TAGS, summary="A service's cache strategy and compression level")
-async def optimize_service(req: ServiceRequest, request: Request,
-                           principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+async def optimize_service(
+    req: ServiceRequest, request: Request, principal: Principal = Depends(current_principal)
+) -> dict[str, Any]:
     authorize_service(principal, req.service_name, write=True)
     from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets
 
@@ -153,15 +184,27 @@ async def purge(req: PurgeRequest, request: Request, _: Principal = Depends(requ
     return {"purged": n, "url": req.url, "prefix": req.prefix}
 
 
-@router.get("/network/assets/{name:path}", tags=TAGS, summary="A built static asset (ETag, 304, precompressed variants)",
-            response_class=Response)
-async def asset(request: Request, name: str = Path(..., max_length=1024),
-                _: Principal = Depends(require_read)) -> Response:
+@router.get(
+    "/network/assets/{name:path}",
+    tags=TAGS,
+    summary="A built static asset (ETag, 304, precompressed variants)",
+    response_class=Response,
+)
+async def asset(
+    request: Request, name: str = Path(..., max_length=1024), _: Principal = Depends(require_read)
+) -> Response:
     from cognopt_ray.network import assets
 
     root = context(request).settings.network.assets_dir
     if not root:
-        raise NotFound("no assets folder is configured", hint="set settings.network.assets_dir to a folder built by `cognopt assets build`")
-    r = assets.resolve(root, name, if_none_match=request.headers.get("if-none-match"),
-                       accept_encoding=request.headers.get("accept-encoding"))
+        raise NotFound(
+            "no assets folder is configured",
+            hint="set settings.network.assets_dir to a folder built by `cognopt assets build`",
+        )
+    r = assets.resolve(
+        root,
+        name,
+        if_none_match=request.headers.get("if-none-match"),
+        accept_encoding=request.headers.get("accept-encoding"),
+    )
     return Response(content=r.body, status_code=r.status, headers=r.headers)

@@ -87,14 +87,25 @@ class OptimizeServiceRequest(BaseModel):
 
 
 # -- store / retrieve ---------------------------------------------------------------------------------
-@router.post("/storage/store", response_model=ItemInfo, status_code=201, summary="Store an item",
-             description="JSON body (`data` any JSON value, or base64 with `encoding: base64`), or a raw "
-             "`application/octet-stream` body, or an Arrow IPC stream (`application/vnd.apache.arrow.stream`) for "
-             "tables; for raw bodies pass item_id, storage_tier, compression_type and service_name as query parameters.",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": StoreRequest.model_json_schema()},
-                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                 ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}}}})
+@router.post(
+    "/storage/store",
+    response_model=ItemInfo,
+    status_code=201,
+    summary="Store an item",
+    description="JSON body (`data` any JSON value, or base64 with `encoding: base64`), or a raw "
+    "`application/octet-stream` body, or an Arrow IPC stream (`application/vnd.apache.arrow.stream`) for "
+    "tables; for raw bodies pass item_id, storage_tier, compression_type and service_name as query parameters.",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": StoreRequest.model_json_schema()},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
 async def store(
     request: Request,
     item_id: str | None = Query(None, max_length=300),
@@ -107,7 +118,9 @@ async def store(
     ctype = (request.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
     if ctype in ("application/octet-stream", ARROW_STREAM):
         if not item_id:
-            raise InvalidInput("item_id query parameter is required for raw uploads", hint="POST storage/store?item_id=...")
+            raise InvalidInput(
+                "item_id query parameter is required for raw uploads", hint="POST storage/store?item_id=..."
+            )
         # authorised before the body is read or parsed
         _check_service(service_name)
         authorize_service(principal, service_name, write=True)
@@ -117,8 +130,14 @@ async def store(
             from cognopt_ray.storage.ipc_guard import read_table
 
             data = read_table(body, context(request).settings.max_body_bytes)
-        req = StoreRequest(item_id=item_id, data=None, storage_tier=storage_tier, compression_type=compression_type,
-                           compression_level=compression_level, service_name=service_name)
+        req = StoreRequest(
+            item_id=item_id,
+            data=None,
+            storage_tier=storage_tier,
+            compression_type=compression_type,
+            compression_level=compression_level,
+            service_name=service_name,
+        )
     elif ctype == "application/json":
         try:
             req = StoreRequest.model_validate(json.loads(await request.body()))
@@ -137,26 +156,43 @@ async def store(
             except (binascii.Error, ValueError):
                 raise InvalidInput("data is not valid base64") from None
     else:
-        raise InvalidInput(f"unsupported content type {ctype!r}",
-                           hint=f"send application/json, application/octet-stream or {ARROW_STREAM}")
+        raise InvalidInput(
+            f"unsupported content type {ctype!r}",
+            hint=f"send application/json, application/octet-stream or {ARROW_STREAM}",
+        )
     _check_service(req.service_name)
     authorize_service(principal, req.service_name, write=True)
     try:
-        rec = await _client().put_async(req.item_id, data, service=req.service_name, tier=req.storage_tier,
-                                        codec=req.compression_type, level=req.compression_level,
-                                        caller=_caller(principal))
+        rec = await _client().put_async(
+            req.item_id,
+            data,
+            service=req.service_name,
+            tier=req.storage_tier,
+            codec=req.compression_type,
+            level=req.compression_level,
+            caller=_caller(principal),
+        )
     except Forbidden as e:
         audit(request, "storage.store", req.item_id[:300], "denied", service=req.service_name, error=e.message[:200])
         raise
     if rec.get("previous_service"):
-        audit(request, "storage.overwrite", req.item_id, "ok", service=req.service_name,
-              previous_service=rec["previous_service"])
+        audit(
+            request,
+            "storage.overwrite",
+            req.item_id,
+            "ok",
+            service=req.service_name,
+            previous_service=rec["previous_service"],
+        )
     return rec
 
 
-@router.get("/storage/retrieve/{item_id}", summary="Read an item (checksum verified)",
-            description="Bytes items stream as application/octet-stream, JSON items as JSON, tables as an Arrow IPC "
-            "stream (or JSON rows with ?format=json). `columns` projects table columns.")
+@router.get(
+    "/storage/retrieve/{item_id}",
+    summary="Read an item (checksum verified)",
+    description="Bytes items stream as application/octet-stream, JSON items as JSON, tables as an Arrow IPC "
+    "stream (or JSON rows with ?format=json). `columns` projects table columns.",
+)
 async def retrieve(
     item_id: str = ITEM_PATH,
     columns: list[str] | None = Query(None),
@@ -175,25 +211,34 @@ async def retrieve(
             w.write_table(value)
         buf = sink.getvalue()
         return StreamingResponse(_slices(memoryview(buf)), media_type=ARROW_STREAM, headers=headers)
-    return StreamingResponse(_slices(memoryview(value)), media_type="application/octet-stream",
-                             headers={**headers, "Content-Length": str(len(value))})
+    return StreamingResponse(
+        _slices(memoryview(value)),
+        media_type="application/octet-stream",
+        headers={**headers, "Content-Length": str(len(value))},
+    )
 
 
 def _slices(mv: memoryview, size: int = 1 << 20):
     for i in range(0, len(mv), size):
-        yield bytes(mv[i:i + size])
+        yield bytes(mv[i : i + size])
 
 
 @router.delete("/storage/items/{item_id}", response_model=DeleteResponse, summary="Delete an item")
-async def delete_item(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)) -> Any:
+async def delete_item(
+    request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(current_principal)
+) -> Any:
     out = await _client().delete_async(item_id, caller=_caller(principal))
     audit(request, "storage.delete", item_id, "ok", service=out.get("service"))
     return out
 
 
 @router.get("/storage/items", response_model=list[ItemInfo], summary="List items (read)")
-async def list_items(service: str | None = Query(None, max_length=63), tier: str | None = Query(None),
-                     limit: int = Query(1000, ge=1, le=100_000), principal: Principal = Depends(require_read)) -> Any:
+async def list_items(
+    service: str | None = Query(None, max_length=63),
+    tier: str | None = Query(None),
+    limit: int = Query(1000, ge=1, le=100_000),
+    principal: Principal = Depends(require_read),
+) -> Any:
     return await _client().list_items_async(service, tier, limit)
 
 
@@ -209,7 +254,9 @@ async def explain(item_id: str = ITEM_PATH, principal: Principal = Depends(curre
 
 # -- backups -----------------------------------------------------------------------------------------
 @router.post("/storage/backup", summary="Incremental deduplicated snapshot (admin)")
-async def backup(body: BackupRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def backup(
+    body: BackupRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     try:
         out = await _client().backup_async(body.source, body.tag)
     except Exception as e:
@@ -225,7 +272,9 @@ async def snapshots(principal: Principal = Depends(require_read)) -> list[dict[s
 
 
 @router.post("/storage/restore", summary="Restore a snapshot into the store or a folder (admin)")
-async def restore(body: RestoreRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def restore(
+    body: RestoreRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     try:
         out = await _client().restore_async(body.snapshot_id, body.item_ids, body.target)
     except Exception as e:
@@ -238,8 +287,15 @@ async def restore(body: RestoreRequest, request: Request, principal: Principal =
 @router.post("/storage/check", summary="Verify the backup repository (admin)")
 async def check(body: CheckRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
     out = await _client().check_async(body.read_data, body.repair)
-    audit(request, "storage.check", None, "ok", read_data=body.read_data, repair=body.repair,
-          damaged_chunks=out.get("damaged_chunks", 0))
+    audit(
+        request,
+        "storage.check",
+        None,
+        "ok",
+        read_data=body.read_data,
+        repair=body.repair,
+        damaged_chunks=out.get("damaged_chunks", 0),
+    )
     return out
 
 
@@ -251,7 +307,9 @@ async def prune(body: PruneRequest, request: Request, principal: Principal = Dep
 
 
 @router.post("/storage/repair/{item_id}", summary="Restore a damaged item from the latest snapshot that has it (admin)")
-async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def repair(
+    request: Request, item_id: str = ITEM_PATH, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     out = await _client().repair_async(item_id)
     audit(request, "storage.repair", item_id, "ok", snapshot=out["snapshot"])
     return out
@@ -259,10 +317,18 @@ async def repair(request: Request, item_id: str = ITEM_PATH, principal: Principa
 
 # -- lifecycle, metrics, services ----------------------------------------------------------------------
 @router.post("/storage/optimize-tiering", summary="Run a lifecycle pass now (admin)")
-async def optimize_tiering(body: TieringRequest, request: Request, principal: Principal = Depends(require_admin)) -> dict[str, Any]:
+async def optimize_tiering(
+    body: TieringRequest, request: Request, principal: Principal = Depends(require_admin)
+) -> dict[str, Any]:
     out = await _client().optimize_tiering_async(body.dry_run)
-    audit(request, "storage.optimize_tiering", None, "dry_run" if body.dry_run else "ok",
-          migrated=len(out["migrated"]), failed=len(out["failed"]))
+    audit(
+        request,
+        "storage.optimize_tiering",
+        None,
+        "dry_run" if body.dry_run else "ok",
+        migrated=len(out["migrated"]),
+        failed=len(out["failed"]),
+    )
     return out
 
 
@@ -272,8 +338,9 @@ async def metrics(principal: Principal = Depends(require_read)) -> dict[str, Any
 
 
 @router.post("/storage/optimize-service", summary="A service's default tier, codec and lifecycle thresholds")
-async def optimize_service(body: OptimizeServiceRequest, request: Request,
-                           principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+async def optimize_service(
+    body: OptimizeServiceRequest, request: Request, principal: Principal = Depends(current_principal)
+) -> dict[str, Any]:
     _check_service(body.service_name)
     authorize_service(principal, body.service_name, write=True)
     from serve_apps.http import enforce_caps  # service keys: only within the caps an admin sets

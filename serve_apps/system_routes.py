@@ -74,8 +74,12 @@ class SystemMetrics(BaseModel):
     savings: Savings
 
 
-@router.get("/system/metrics", response_model=SystemMetrics, response_model_exclude_none=False,
-            summary="Every engine's figures, computed from their counters now")
+@router.get(
+    "/system/metrics",
+    response_model=SystemMetrics,
+    response_model_exclude_none=False,
+    summary="Every engine's figures, computed from their counters now",
+)
 async def get_system_metrics(request: Request, principal: Principal = Depends(require_read)) -> Any:
     return await system_metrics(context(request).settings)
 
@@ -83,9 +87,12 @@ async def get_system_metrics(request: Request, principal: Principal = Depends(re
 # -- optimize-all ------------------------------------------------------------------------------------
 class OptimizeAllRequest(BaseModel):
     dry_run: bool = Field(default=False, description="say what each pass would do, change nothing")
-    passes: list[str] | None = Field(default=None, max_length=10,
-                                     description="a subset of memory.gc, memory.pool_sweep, storage.tiering, "
-                                                 "network.cache_sweep, cpu.rebalance (default all)")
+    passes: list[str] | None = Field(
+        default=None,
+        max_length=10,
+        description="a subset of memory.gc, memory.pool_sweep, storage.tiering, "
+        "network.cache_sweep, cpu.rebalance (default all)",
+    )
 
 
 class PassResult(BaseModel):
@@ -106,26 +113,37 @@ class OptimizeAllResponse(BaseModel):
     passes: dict[str, PassResult]
 
 
-@router.post("/system/optimize-all", response_model=OptimizeAllResponse,
-             summary="Every engine's optimisation pass, concurrently (admin; audited)")
-async def post_optimize_all(request: Request, body: OptimizeAllRequest | None = None,
-                            principal: Principal = Depends(require_admin)) -> Any:
+@router.post(
+    "/system/optimize-all",
+    response_model=OptimizeAllResponse,
+    summary="Every engine's optimisation pass, concurrently (admin; audited)",
+)
+async def post_optimize_all(
+    request: Request, body: OptimizeAllRequest | None = None, principal: Principal = Depends(require_admin)
+) -> Any:
     body = body or OptimizeAllRequest()
     try:
         result = await optimize_all(context(request).settings, dry_run=body.dry_run, passes=body.passes)
     except CognoptError as e:
         audit(request, "system.optimize_all", None, f"error: {e}", dry_run=body.dry_run)
         raise
-    audit(request, "system.optimize_all", ",".join(result["passes"]), "dry_run" if body.dry_run else result["status"],
-          dry_run=body.dry_run, actions={k: v.get("action") or v.get("error") for k, v in result["passes"].items()})
+    audit(
+        request,
+        "system.optimize_all",
+        ",".join(result["passes"]),
+        "dry_run" if body.dry_run else result["status"],
+        dry_run=body.dry_run,
+        actions={k: v.get("action") or v.get("error") for k, v in result["passes"].items()},
+    )
     return result
 
 
 # -- cleanup and quarantine --------------------------------------------------------------------------
 class CleanupRequest(BaseModel):
     dry_run: bool = False
-    categories: list[str] | None = Field(default=None, max_length=10,
-                                         description="network_cache, memory_allocations, storage_snapshots (default all)")
+    categories: list[str] | None = Field(
+        default=None, max_length=10, description="network_cache, memory_allocations, storage_snapshots (default all)"
+    )
 
 
 class QuarantineItem(BaseModel):
@@ -148,10 +166,14 @@ class CleanupResponse(BaseModel):
     retention_s: float
 
 
-@router.post("/system/cleanup", response_model=CleanupResponse,
-             summary="Expired and unreferenced data to the quarantine (reversible; admin; audited)")
-async def post_cleanup(request: Request, body: CleanupRequest | None = None,
-                       principal: Principal = Depends(require_admin)) -> Any:
+@router.post(
+    "/system/cleanup",
+    response_model=CleanupResponse,
+    summary="Expired and unreferenced data to the quarantine (reversible; admin; audited)",
+)
+async def post_cleanup(
+    request: Request, body: CleanupRequest | None = None, principal: Principal = Depends(require_admin)
+) -> Any:
     body = body or CleanupRequest()
     settings = context(request).settings
     try:
@@ -159,10 +181,17 @@ async def post_cleanup(request: Request, body: CleanupRequest | None = None,
     except CognoptError as e:
         audit(request, "system.cleanup", None, f"error: {e}", dry_run=body.dry_run)
         raise
-    audit(request, "system.cleanup", ",".join(body.categories or CATEGORIES),
-          "dry_run" if body.dry_run else ("ok" if not result["errors"] else "partial"),
-          dry_run=body.dry_run, by_category=result["by_category"], errors=result["errors"],
-          quarantined=[i.get("id") for i in result["items"]], purged=[p["id"] for p in result["purged"]])
+    audit(
+        request,
+        "system.cleanup",
+        ",".join(body.categories or CATEGORIES),
+        "dry_run" if body.dry_run else ("ok" if not result["errors"] else "partial"),
+        dry_run=body.dry_run,
+        by_category=result["by_category"],
+        errors=result["errors"],
+        quarantined=[i.get("id") for i in result["items"]],
+        purged=[p["id"] for p in result["purged"]],
+    )
     return result
 
 
@@ -178,8 +207,9 @@ class RestoreResponse(BaseModel):
     result: dict[str, Any] | None = None
 
 
-@router.post("/system/cleanup/restore", response_model=RestoreResponse,
-             summary="Bring a quarantined item back (admin; audited)")
+@router.post(
+    "/system/cleanup/restore", response_model=RestoreResponse, summary="Bring a quarantined item back (admin; audited)"
+)
 async def post_restore(request: Request, body: RestoreRequest, principal: Principal = Depends(require_admin)) -> Any:
     settings = context(request).settings
     loop = asyncio.get_running_loop()
@@ -188,22 +218,30 @@ async def post_restore(request: Request, body: RestoreRequest, principal: Princi
     except CognoptError as e:
         audit(request, "system.cleanup_restore", body.id, f"error: {e}", dry_run=body.dry_run)
         raise
-    audit(request, "system.cleanup_restore", body.id, "dry_run" if body.dry_run else "ok",
-          category=result["entry"]["category"], item=result["entry"]["target"])
+    audit(
+        request,
+        "system.cleanup_restore",
+        body.id,
+        "dry_run" if body.dry_run else "ok",
+        category=result["entry"]["category"],
+        item=result["entry"]["target"],
+    )
     return result
 
 
 @router.get("/system/quarantine", response_model=list[QuarantineItem], summary="What the quarantine holds (admin)")
-def get_quarantine(request: Request, category: str | None = Query(None, max_length=40),
-                   principal: Principal = Depends(require_admin)) -> Any:
+def get_quarantine(
+    request: Request, category: str | None = Query(None, max_length=40), principal: Principal = Depends(require_admin)
+) -> Any:
     return quarantine_for(context(request).settings).list(category)
 
 
 # -- automation --------------------------------------------------------------------------------------
 class AutomationRequest(BaseModel):
     action: Literal["start", "stop", "run_now"]
-    loop: str | None = Field(default=None, max_length=40, description="for run_now: gc, tiering, cache_sweep, "
-                                                                        "pool_sweep or scheduler_check")
+    loop: str | None = Field(
+        default=None, max_length=40, description="for run_now: gc, tiering, cache_sweep, pool_sweep or scheduler_check"
+    )
 
 
 @router.get("/system/automation", summary="The automation loops: intervals, last run and result (read)")
@@ -212,7 +250,9 @@ async def get_automation(request: Request, principal: Principal = Depends(requir
 
 
 @router.post("/system/automation", summary="Start, stop or run a loop now (admin; audited)")
-async def post_automation(request: Request, body: AutomationRequest, principal: Principal = Depends(require_admin)) -> Any:
+async def post_automation(
+    request: Request, body: AutomationRequest, principal: Principal = Depends(require_admin)
+) -> Any:
     if body.action == "start":
         result = await automation.astart(context(request).settings)
     elif body.action == "stop":
@@ -231,10 +271,14 @@ async def post_automation(request: Request, body: AutomationRequest, principal: 
 
 
 # -- report ------------------------------------------------------------------------------------------
-@router.get("/system/report", summary="The savings report from the engines' counters (read); JSON or Markdown",
-            responses={200: {"content": {"application/json": {}, "text/markdown": {}}}})
-async def get_report(request: Request, format: Literal["json", "markdown"] = Query("json"),
-                     principal: Principal = Depends(require_read)) -> Any:
+@router.get(
+    "/system/report",
+    summary="The savings report from the engines' counters (read); JSON or Markdown",
+    responses={200: {"content": {"application/json": {}, "text/markdown": {}}}},
+)
+async def get_report(
+    request: Request, format: Literal["json", "markdown"] = Query("json"), principal: Principal = Depends(require_read)
+) -> Any:
     doc = await system_report(context(request).settings)
     if format == "markdown":
         return PlainTextResponse(to_markdown(doc), media_type="text/markdown; charset=utf-8")

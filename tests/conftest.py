@@ -77,8 +77,13 @@ class ApiServer:
 
 
 #: Keys the test apps accept, by role.
-ROLES = {"admin": ["admin"], "read": ["read"], "svc_ai": ["service:ai_models"], "svc_pay": ["service:payment_processing"],
-         "svc_code": ["service:code_generation"]}
+ROLES = {
+    "admin": ["admin"],
+    "read": ["read"],
+    "svc_ai": ["service:ai_models"],
+    "svc_pay": ["service:payment_processing"],
+    "svc_code": ["service:code_generation"],
+}
 MAX_BODY = 1024 * 1024
 
 
@@ -134,8 +139,15 @@ def origin():
 
 
 #: The engines every module of the session shares (made by the session's Serve apps and clients).
-SHARED_ENGINES = {"cognopt.cpu", "cognopt.memory", "cognopt.memory_cache", "cognopt.storage", "cognopt.network",
-                  "cognopt.network_cache", "cognopt.system"}
+SHARED_ENGINES = {
+    "cognopt.cpu",
+    "cognopt.memory",
+    "cognopt.memory_cache",
+    "cognopt.storage",
+    "cognopt.network",
+    "cognopt.network_cache",
+    "cognopt.system",
+}
 
 
 @pytest.fixture(autouse=True, scope="module")

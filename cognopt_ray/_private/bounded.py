@@ -63,7 +63,9 @@ def _zlib(data: bytes, wbits: int, max_size: int | None) -> bytes:
     return bytes(out)
 
 
-def zstd(data: bytes | memoryview, max_size: int | None, *, dict_data: zstandard.ZstdCompressionDict | None = None) -> bytes:
+def zstd(
+    data: bytes | memoryview, max_size: int | None, *, dict_data: zstandard.ZstdCompressionDict | None = None
+) -> bytes:
     """zstd frames (concatenated frames too), stopping past ``max_size`` bytes of output."""
     dctx = zstandard.ZstdDecompressor(dict_data=dict_data) if dict_data is not None else zstandard.ZstdDecompressor()
     reader = dctx.stream_reader(io.BytesIO(bytes(data)), read_across_frames=True)
@@ -90,7 +92,7 @@ def _brotli(data: bytes, max_size: int | None) -> bytes:
     # Fed in small pieces so that one call's output stays small; checked after each.
     for i in range(0, len(data), 256):
         try:
-            out += d.process(data[i:i + 256])
+            out += d.process(data[i : i + 256])
         except brotli.error as e:
             raise ValueError(f"corrupt brotli data: {e}") from None
         if max_size is not None and len(out) > max_size:

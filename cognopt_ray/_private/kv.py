@@ -95,16 +95,24 @@ class RedisState:
         if first:
             self.fallbacks += 1
             self.down_since = time.time()
-            logger.warning("Redis at %s unreachable (%s); %s falls back to the in-cluster backend",
-                           redact_url(self.url), self.reason, self.what)
+            logger.warning(
+                "Redis at %s unreachable (%s); %s falls back to the in-cluster backend",
+                redact_url(self.url),
+                self.reason,
+                self.what,
+            )
         return first
 
     def recovered(self) -> bool:
         """Redis answered a call; returns True when it was down until now."""
         if self.up:
             return False
-        logger.warning("Redis at %s is back after %.1f s; %s uses it again", redact_url(self.url),
-                       time.time() - (self.down_since or time.time()), self.what)
+        logger.warning(
+            "Redis at %s is back after %.1f s; %s uses it again",
+            redact_url(self.url),
+            time.time() - (self.down_since or time.time()),
+            self.what,
+        )
         self.up, self.reason, self.down_since = True, None, None
         return True
 
@@ -113,9 +121,12 @@ class RedisState:
         if self.up:
             return {"status": "up", "backend": "redis"}
         since = time.strftime("%H:%M:%S", time.gmtime(self.down_since or time.time()))
-        return {"status": "degraded", "backend": "in_cluster",
-                "reason": f"Redis at {redact_url(self.url)} is unreachable ({self.reason}); "
-                          f"serving from the in-cluster backend since {since} UTC"}
+        return {
+            "status": "degraded",
+            "backend": "in_cluster",
+            "reason": f"Redis at {redact_url(self.url)} is unreachable ({self.reason}); "
+            f"serving from the in-cluster backend since {since} UTC",
+        }
 
 
 # -- the asyncio form ----------------------------------------------------------------------------------
@@ -211,8 +222,9 @@ class FallbackBackend:
 
     name = "redis+fallback"
 
-    def __init__(self, primary: RedisBackend, secondary: KVBackend, retry_s: float = 2.0, *,
-                 what: str = "the cache") -> None:
+    def __init__(
+        self, primary: RedisBackend, secondary: KVBackend, retry_s: float = 2.0, *, what: str = "the cache"
+    ) -> None:
         self.primary = primary
         self.secondary = secondary
         self.state = RedisState(primary.url, retry_s, what=what)
@@ -272,8 +284,11 @@ class FallbackBackend:
         return self.state.health()
 
     async def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": "in_cluster (Redis down)" if self.using_fallback else "redis",
-                               "fallbacks": self.state.fallbacks, "errors": self.state.errors}
+        out: dict[str, Any] = {
+            "backend": "in_cluster (Redis down)" if self.using_fallback else "redis",
+            "fallbacks": self.state.fallbacks,
+            "errors": self.state.errors,
+        }
         try:
             out["secondary"] = await self.secondary.stats()
         except Exception as e:  # noqa: BLE001

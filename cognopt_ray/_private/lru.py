@@ -36,8 +36,9 @@ class ByteLRU(Generic[V]):
         clock: seconds, for expiry (``time.time``; ``time.monotonic`` for process-local caches).
     """
 
-    def __init__(self, max_bytes: int, max_entries: int | None = None, *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, max_bytes: int, max_entries: int | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.clock = clock
@@ -84,8 +85,9 @@ class ByteLRU(Generic[V]):
         self._drop(key)
         if n > self.max_bytes:
             return False
-        while self._data and (self.bytes + n > self.max_bytes or
-                              (self.max_entries is not None and len(self._data) >= self.max_entries)):
+        while self._data and (
+            self.bytes + n > self.max_bytes or (self.max_entries is not None and len(self._data) >= self.max_entries)
+        ):
             self._drop(next(iter(self._data)))
             self.evictions += 1
         self._data[key] = (value, None if ttl is None else self.clock() + ttl, n)
@@ -136,9 +138,16 @@ class ByteLRU(Generic[V]):
 
     def stats(self) -> dict[str, Any]:
         """``entries``, ``bytes``, ``max_bytes``, ``evictions``, ``expired``, ``hits``, ``misses``, ``sets``."""
-        return {"entries": len(self._data), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                "evictions": self.evictions, "expired": self.expired, "hits": self.hits,
-                "misses": self.misses, "sets": self.sets}
+        return {
+            "entries": len(self._data),
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
+            "evictions": self.evictions,
+            "expired": self.expired,
+            "hits": self.hits,
+            "misses": self.misses,
+            "sets": self.sets,
+        }
 
 
 __all__ = ["ByteLRU"]

@@ -87,8 +87,10 @@ class Sealer:
         try:
             return self._aead.decrypt(blob[3:15], blob[15:], aad)
         except InvalidTag:
-            raise IntegrityError("an encrypted blob failed authentication (damaged or wrong key)",
-                                 hint="check encryption_key, or restore the item with repair(item_id)") from None
+            raise IntegrityError(
+                "an encrypted blob failed authentication (damaged or wrong key)",
+                hint="check encryption_key, or restore the item with repair(item_id)",
+            ) from None
 
     def keyed_name(self, name: str) -> str:
         """A keyed hash of ``name`` (hex), for names that must not reveal what they name."""
@@ -128,12 +130,16 @@ class Signer:
         """The payload of a signed blob; :class:`IntegrityError` unless the tag checks out."""
         blob = bytes(blob)
         if not blob.startswith(SIGNED_MAGIC) or len(blob) < 3 + _TAG_LEN:
-            raise IntegrityError("a value that must be signed by this installation carries no signature",
-                                 hint="it was not written by this installation; it is refused, not decoded")
-        tag, payload = blob[3:3 + _TAG_LEN], blob[3 + _TAG_LEN:]
+            raise IntegrityError(
+                "a value that must be signed by this installation carries no signature",
+                hint="it was not written by this installation; it is refused, not decoded",
+            )
+        tag, payload = blob[3 : 3 + _TAG_LEN], blob[3 + _TAG_LEN :]
         if not hmac.compare_digest(tag, self.tag(payload, name)):
-            raise IntegrityError("a signed value failed its signature check (written elsewhere or tampered with)",
-                                 hint="it is refused, not decoded")
+            raise IntegrityError(
+                "a signed value failed its signature check (written elsewhere or tampered with)",
+                hint="it is refused, not decoded",
+            )
         return payload
 
 
@@ -176,8 +182,10 @@ def installation_secret(settings: Any) -> bytes:
                 os.close(fd)
             break
     if raw is None:
-        raise IntegrityError(f"the installation secret {path} is not 32 bytes",
-                             hint="remove it only if nothing signed with it must be read again")
+        raise IntegrityError(
+            f"the installation secret {path} is not 32 bytes",
+            hint="remove it only if nothing signed with it must be read again",
+        )
     secret = derive_key(raw + base64.b64decode(enc.get_secret_value()), b"cognopt installation") if enc else raw
     _secrets[cache_key] = secret
     return secret

@@ -25,10 +25,8 @@ KiB = 1024
 MiB = 1024 * KiB
 
 
-
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
 
 
 def check_service_name(name: str) -> str:
@@ -38,5 +36,3 @@ def check_service_name(name: str) -> str:
             f"service name {name!r} is invalid: use 1-63 characters a-z, 0-9 and _, starting with a letter"
         )
     return name
-
-

@@ -125,9 +125,15 @@ class MemoryEngineSettings(_Model):
 
     enabled: bool = True
     sweep_interval_s: float = Field(default=30.0, ge=0, le=86400)
-    evict_to: str | None = Field(default="cognopt_ray.memory.spill:evict_to_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    load_evicted: str | None = Field(default="cognopt_ray.memory.spill:load_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    delete_evicted: str | None = Field(default="cognopt_ray.memory.spill:delete_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    evict_to: str | None = Field(
+        default="cognopt_ray.memory.spill:evict_to_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
+    load_evicted: str | None = Field(
+        default="cognopt_ray.memory.spill:load_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
+    delete_evicted: str | None = Field(
+        default="cognopt_ray.memory.spill:delete_from_warm", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
     cache_max_bytes: int = Field(default=256 * MiB, ge=1 * KiB, le=1024 * 1024 * MiB)
     cache_default_ttl_s: float = Field(default=3600.0, ge=0, le=365 * 86400)
     cache_redis_retry_s: float = Field(default=2.0, gt=0, le=3600)
@@ -333,7 +339,8 @@ class SystemSettings(_Model):
     pool_sweep_interval_s: float = Field(default=60.0, ge=0)
     scheduler_check_interval_s: float = Field(default=30.0, ge=0)
     efficiency_weights: dict[str, float] = Field(
-        default_factory=lambda: {"cpu": 0.25, "memory": 0.25, "storage": 0.25, "network": 0.25})
+        default_factory=lambda: {"cpu": 0.25, "memory": 0.25, "storage": 0.25, "network": 0.25}
+    )
     quarantine_retention_s: float = Field(default=7 * 86400.0, ge=0)
     snapshot_keep_last: int = Field(default=10, ge=1)
     critical_p99_target_s: float = Field(default=0.5, gt=0)
@@ -350,5 +357,3 @@ class SystemSettings(_Model):
 
 
 # ---------------------------------------------------------------------------------------------
-
-

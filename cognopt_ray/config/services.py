@@ -166,5 +166,3 @@ class ApiKeyRecord(_Model):
             if not SCOPE_RE.match(s):
                 raise ValueError(f"scope {s!r} is not one of 'admin', 'read', 'service:<name>'")
         return v
-
-

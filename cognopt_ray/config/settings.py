@@ -196,14 +196,13 @@ class Settings(_Model):
             raise ConfigError(_explain(e, sources)) from None
 
 
-
 def _from_environ(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     data: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key, raw in env.items():
         if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or key == "COGNOPT_LOCAL_STATE":
             continue
-        parts = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
             continue
         value: Any = raw
@@ -259,8 +258,10 @@ def _allowed_fields(err: ValidationError, loc: tuple) -> list[str]:
                 continue
             return []
         ann = field.annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (
-            ServiceSettings if part == "services" else None
+        model = (
+            ann
+            if isinstance(ann, type) and issubclass(ann, BaseModel)
+            else (ServiceSettings if part == "services" else None)
         )
         if model is None:
             return []

@@ -119,7 +119,6 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
             signer = self._signer = Signer.from_settings(self._settings, TASKS_PURPOSE)
         return signer
 
-
     # -- public actor methods ---------------------------------------------------------------
     async def run(self, key: str, blob: bytes | None, name: str, payload: tuple, opts: dict[str, Any]) -> Any:
         """Run one task by priority and return its value (or raise its exception)."""
@@ -149,8 +148,9 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
     def _lookup(self, name: str) -> tuple[str, bytes]:
         found = self._registry.get(name)
         if found is None:
-            raise UnknownTask(f"no task is registered as {name!r}",
-                              hint="register it with cognopt_ray.cpu.register_task(name, fn)")
+            raise UnknownTask(
+                f"no task is registered as {name!r}", hint="register it with cognopt_ray.cpu.register_task(name, fn)"
+            )
         return found
 
     async def register(self, name: str, key: str, blob: bytes) -> None:
@@ -220,16 +220,26 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
     def task_status(self, task_id: str) -> dict[str, Any]:
         e = self._records.get(task_id)
         if e is None:
-            raise UnknownTask(f"no task has id {task_id!r}",
-                              hint="ids are kept for the last cpu.results_kept tasks submitted over REST")
+            raise UnknownTask(
+                f"no task has id {task_id!r}",
+                hint="ids are kept for the last cpu.results_kept tasks submitted over REST",
+            )
         return self._status(e)
 
     @staticmethod
     def _status(e: _Entry) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "id": e.id, "name": e.name, "state": e.state, "priority": Priority(e.base).name.lower(),
-            "effective_priority": Priority(e.prio).name.lower(), "task_type": e.kind, "service": e.service,
-            "num_cpus": e.cpus, "attempts": e.attempts, "submitted_at": e.submit_ts, "started_at": e.start_ts,
+            "id": e.id,
+            "name": e.name,
+            "state": e.state,
+            "priority": Priority(e.base).name.lower(),
+            "effective_priority": Priority(e.prio).name.lower(),
+            "task_type": e.kind,
+            "service": e.service,
+            "num_cpus": e.cpus,
+            "attempts": e.attempts,
+            "submitted_at": e.submit_ts,
+            "started_at": e.start_ts,
             "finished_at": e.end_ts,
             "wait_s": (e.start_ts - e.submit_ts) if e.start_ts else None,
         }
@@ -302,8 +312,10 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
             "tasks_aged": st.aged,
             "cpu_efficiency": st.cpu_efficiency(now),
             "load_balance_score": st.load_balance_score(now, node_cpus),
-            "nodes": [{**node_doc(n), "cpu_percent_mean": util.get(n.id), "task_busy_share": busy.get(n.id)}
-                      for n in self._nodes.values()],
+            "nodes": [
+                {**node_doc(n), "cpu_percent_mean": util.get(n.id), "task_busy_share": busy.get(n.id)}
+                for n in self._nodes.values()
+            ],
             "services": services,
             "pipeline_depth": self._cfg.pipeline_depth,
             "pack_budget_s": self._cfg.pack_budget_s,
@@ -320,4 +332,3 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
 
     def ping(self) -> str:
         return self._incarnation
-

@@ -48,9 +48,32 @@ TASK_TYPES = ("cpu", "io")
 
 class _Entry:
     __slots__ = (
-        "id", "key", "blob", "name", "payload", "prio", "base", "cpus", "kind", "service", "preemptible",
-        "max_retries", "submit_ts", "enq_ts", "fut", "node", "pack", "start_ts", "admit_ts", "attempts",
-        "state", "result", "error", "end_ts", "seq", "run_level",
+        "id",
+        "key",
+        "blob",
+        "name",
+        "payload",
+        "prio",
+        "base",
+        "cpus",
+        "kind",
+        "service",
+        "preemptible",
+        "max_retries",
+        "submit_ts",
+        "enq_ts",
+        "fut",
+        "node",
+        "pack",
+        "start_ts",
+        "admit_ts",
+        "attempts",
+        "state",
+        "result",
+        "error",
+        "end_ts",
+        "seq",
+        "run_level",
     )
 
     def __init__(self, **kw: Any) -> None:
@@ -61,8 +84,7 @@ class _Entry:
 class _Pack:
     """One Ray call: one task, or several short tasks of one level run one after the other."""
 
-    __slots__ = ("entries", "cpus", "kind", "node", "ref", "prio", "admit_ts", "cancelling", "withdrawn",
-                 "pipelined")
+    __slots__ = ("entries", "cpus", "kind", "node", "ref", "prio", "admit_ts", "cancelling", "withdrawn", "pipelined")
 
     def __init__(self, entries: list[_Entry], node: str, pipelined: bool) -> None:
         first = entries[0]
@@ -84,7 +106,6 @@ class _Pack:
     @property
     def retriable(self) -> bool:
         return all(e.max_retries for e in self.entries)
-
 
 
 class Admission:
@@ -230,8 +251,7 @@ class Admission:
         """
         budget = self._cfg.pack_budget_s
         est = self._est.get(e.key)
-        if (budget <= 0 or est is None or est * 2 > budget or e.preemptible or e.kind != "cpu"
-                or self._guarded(e)):
+        if budget <= 0 or est is None or est * 2 > budget or e.preemptible or e.kind != "cpu" or self._guarded(e):
             return []
         svc = self._service(e.service)
         cap = svc.max_workers if svc is not None and svc.max_workers else None
@@ -241,8 +261,14 @@ class Admission:
         while j < len(q) and len(out) + 1 < self._cfg.max_pack and j - i < SCAN_LIMIT:
             c = q[j]
             ce = self._est.get(c.key)
-            if (c.kind != "cpu" or c.preemptible or c.cpus != e.cpus or c.max_retries != e.max_retries
-                    or c.service != e.service or ce is None):
+            if (
+                c.kind != "cpu"
+                or c.preemptible
+                or c.cpus != e.cpus
+                or c.max_retries != e.max_retries
+                or c.service != e.service
+                or ce is None
+            ):
                 j += 1
                 continue
             if total + ce > budget or (room_svc is not None and room_svc <= 0):
@@ -280,7 +306,11 @@ class Admission:
         if e.kind == "cpu":
             node.inflight += e.cpus
             svc = self._service(e.service)
-            cores = tuple(svc.cpu_affinity) if svc is not None and svc.cpu_affinity is not None else tuple(self._cfg.cpu_affinity)
+            cores = (
+                tuple(svc.cpu_affinity)
+                if svc is not None and svc.cpu_affinity is not None
+                else tuple(self._cfg.cpu_affinity)
+            )
             spread = len(self._nodes) > 1
             ck = (e.cpus, e.max_retries, node.id if spread else None)
             rf = self._optioned.get(ck)
@@ -337,8 +367,11 @@ class Admission:
         """
         if any(pk.cancelling and pk.withdrawn for pk in self._packs):
             return  # one withdrawal at a time
-        victims = [pk for pk in self._packs
-                   if pk.pipelined and pk.kind == "cpu" and pk.prio > level and not pk.cancelling and pk.retriable]
+        victims = [
+            pk
+            for pk in self._packs
+            if pk.pipelined and pk.kind == "cpu" and pk.prio > level and not pk.cancelling and pk.retriable
+        ]
         if not victims:
             return
         pk = max(victims, key=lambda p: p.admit_ts)
@@ -360,8 +393,11 @@ class Admission:
         if len(waiting) <= self._preempting_for:
             return
         crit = waiting[self._preempting_for]
-        victims = [pk for pk in self._packs
-                   if pk.preemptible and not pk.cancelling and pk.kind == "cpu" and pk.prio > Priority.CRITICAL]
+        victims = [
+            pk
+            for pk in self._packs
+            if pk.preemptible and not pk.cancelling and pk.kind == "cpu" and pk.prio > Priority.CRITICAL
+        ]
         if not victims:
             return
         victims.sort(key=lambda pk: (pk.prio, pk.admit_ts), reverse=True)
@@ -401,7 +437,9 @@ class Admission:
         cpus = float(opts.get("num_cpus", 1))
         if kind == "cpu":
             if not cpus > 0:
-                raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
+                raise InvalidInput(
+                    f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot"
+                )
             biggest = self._max_node_cpus()
             if cpus > biggest:
                 raise Unschedulable(
@@ -410,18 +448,38 @@ class Admission:
                 )
         if self._queued >= self._cfg.max_queued:
             self._stats.rejected += 1
-            raise QueueFull(f"the scheduler already holds {self._queued} queued tasks (max_queued)",
-                            hint="wait for work to drain or raise cpu.max_queued")
+            raise QueueFull(
+                f"the scheduler already holds {self._queued} queued tasks (max_queued)",
+                hint="wait for work to drain or raise cpu.max_queued",
+            )
         if blob is None and key not in self._specs:
             raise UnknownTask(f"function {name!r} is not known to this scheduler", hint="submit it again")
         now = time.time()
         submit_ts = float(opts.get("submit_ts") or now)
         return _Entry(
-            id=opts.get("task_id") or uuid.uuid4().hex[:16], key=key, blob=blob, name=name, payload=payload,
-            prio=prio, base=prio, cpus=cpus, kind=kind, service=service,
-            preemptible=bool(opts.get("preemptible", False)), max_retries=int(opts.get("max_retries", 3)),
-            submit_ts=min(submit_ts, now), enq_ts=now, fut=asyncio.get_event_loop().create_future(), node=None,
-            pack=None, start_ts=None, admit_ts=None, attempts=0, state="queued", seq=next(self._seq), run_level=prio,
+            id=opts.get("task_id") or uuid.uuid4().hex[:16],
+            key=key,
+            blob=blob,
+            name=name,
+            payload=payload,
+            prio=prio,
+            base=prio,
+            cpus=cpus,
+            kind=kind,
+            service=service,
+            preemptible=bool(opts.get("preemptible", False)),
+            max_retries=int(opts.get("max_retries", 3)),
+            submit_ts=min(submit_ts, now),
+            enq_ts=now,
+            fut=asyncio.get_event_loop().create_future(),
+            node=None,
+            pack=None,
+            start_ts=None,
+            admit_ts=None,
+            attempts=0,
+            state="queued",
+            seq=next(self._seq),
+            run_level=prio,
         )
 
     def _enqueue(self, e: _Entry, front: bool = False) -> None:
@@ -439,4 +497,3 @@ class Admission:
             self._io_q[level] += delta
         elif e.cpus < 1.0 - 1e-9:
             self._small[level] += delta
-

@@ -63,9 +63,15 @@ class CPUTask:
 
     def _options(self, submit_ts: float) -> dict[str, Any]:
         """The scheduler options of this task, as the actor takes them."""
-        return {"priority": self.priority, "num_cpus": self.num_cpus, "task_type": self.task_type,
-                "service": self.service, "preemptible": bool(self.preemptible),
-                "max_retries": int(self.max_retries), "submit_ts": submit_ts}
+        return {
+            "priority": self.priority,
+            "num_cpus": self.num_cpus,
+            "task_type": self.task_type,
+            "service": self.service,
+            "preemptible": bool(self.preemptible),
+            "max_retries": int(self.max_retries),
+            "submit_ts": submit_ts,
+        }
 
 
 class NamedTask(CPUTask):
@@ -186,7 +192,9 @@ class PriorityScheduler(EngineClient):
         if task.task_type == "io":
             return
         if not cpus > 0:
-            raise InvalidInput(f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot")
+            raise InvalidInput(
+                f"num_cpus must be > 0, got {cpus:g}", hint="use task_type='io' for tasks that need no CPU slot"
+            )
         if cpus > self._max_cpus:  # ask the scheduler only then; it checks every task against the live cluster too
             biggest = self._max_cpus = float(self._call("cluster")["max_node_cpus"])
             if cpus > biggest:
@@ -230,8 +238,17 @@ class PriorityScheduler(EngineClient):
             InvalidInput: a bad priority, num_cpus or task_type (nothing is queued).
             Unschedulable: ``num_cpus`` larger than any node offers.
         """
-        task = CPUTask(fn, args, kwargs, priority=priority, num_cpus=num_cpus, task_type=task_type,
-                       service=service, preemptible=preemptible, max_retries=max_retries)
+        task = CPUTask(
+            fn,
+            args,
+            kwargs,
+            priority=priority,
+            num_cpus=num_cpus,
+            task_type=task_type,
+            service=service,
+            preemptible=preemptible,
+            max_retries=max_retries,
+        )
         method = self._run_retry if max_retries and self._retry else self._run_once
         return method.remote(*self._wire(task, time.time()))
 
@@ -252,7 +269,7 @@ class PriorityScheduler(EngineClient):
         size = max(1, chunk_size or self._chunk)
         refs: list[ray.ObjectRef] = []
         for i in range(0, len(specs), size):
-            chunk = specs[i:i + size]
+            chunk = specs[i : i + size]
             retry = self._retry and all(c[5] for c in chunk)
             body = [c[:5] for c in chunk]
             if len(body) == 1:
@@ -260,7 +277,8 @@ class PriorityScheduler(EngineClient):
                 refs.append(method.remote(*body[0]))
             else:
                 out = self._actor.run_batch.options(
-                    num_returns=len(body), max_task_retries=RESTART_RETRIES if retry else 0).remote(body)
+                    num_returns=len(body), max_task_retries=RESTART_RETRIES if retry else 0
+                ).remote(body)
                 refs.extend(out)
         return refs
 
@@ -480,7 +498,9 @@ def _name(fn: Callable[..., Any]) -> str:
 
 def _check_task_name(name: str) -> str:
     if not isinstance(name, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_.-]{0,127}$", name):
-        raise InvalidInput(f"task name {name!r} is invalid: use 1-128 characters A-Z a-z 0-9 _ . -, starting with a letter")
+        raise InvalidInput(
+            f"task name {name!r} is invalid: use 1-128 characters A-Z a-z 0-9 _ . -, starting with a letter"
+        )
     return name
 
 

@@ -43,8 +43,14 @@ class _Node:
 
 def node_doc(n: _Node) -> dict[str, Any]:
     """A node as the scheduler sees it (``cluster()`` and ``metrics()["nodes"]``)."""
-    return {"node_id": n.id, "ip": n.ip, "cpus": n.cpus, "inflight_cpus": n.inflight,
-            "io_inflight": n.io_inflight, "cpu_percent": n.load}
+    return {
+        "node_id": n.id,
+        "ip": n.ip,
+        "cpus": n.cpus,
+        "inflight_cpus": n.inflight,
+        "io_inflight": n.io_inflight,
+        "cpu_percent": n.load,
+    }
 
 
 class NodeView:
@@ -121,7 +127,9 @@ class NodeView:
                     continue  # a slow monitor (a loaded node, a worker still starting) is kept
                 except Exception:  # noqa: BLE001 - a monitor that died is recreated next tick
                     node.monitor = None
-            self._metrics.update({p: len(q) for p, q in self._queues.items()}, self._stats.processed, len(self._running))
+            self._metrics.update(
+                {p: len(q) for p, q in self._queues.items()}, self._stats.processed, len(self._running)
+            )
 
     def _pick_node(self, cpus: float, kind: str, relaxed: bool = False, pipeline: bool = True) -> _Node | None:
         """The least-loaded node with room: by in-flight share of its CPUs, then psutil load.

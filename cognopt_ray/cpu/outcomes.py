@@ -74,8 +74,9 @@ class Outcomes:
         node = pk.node
         if pk.kind == "cpu" and node in self._nodes and results:
             cfg = self._cfg
-            self._nodes[node].observe(time.time() - results[0][0], cfg.pipeline_depth, cfg.pipeline_budget_s,
-                                      cfg.max_pipeline_depth)
+            self._nodes[node].observe(
+                time.time() - results[0][0], cfg.pipeline_depth, cfg.pipeline_budget_s, cfg.max_pipeline_depth
+            )
         self._release(pk)
         for e, (start, end, ok, value) in zip(pk.entries, results):
             run_s = max(0.0, end - start)
@@ -93,8 +94,17 @@ class Outcomes:
             self._est.clear()
         self._pump()
 
-    def _finish(self, e: _Entry, start: float | None, end: float | None, state: str, node: str | None = None, *,
-                value: Any = None, error: BaseException | None = None) -> None:
+    def _finish(
+        self,
+        e: _Entry,
+        start: float | None,
+        end: float | None,
+        state: str,
+        node: str | None = None,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
         """Record the outcome, then the state: a reader that sees a final state sees its value too.
 
         The record's result (or error text) is written *before* ``state`` leaves queued/running, in
@@ -116,7 +126,6 @@ class Outcomes:
             if e.kind == "cpu":
                 self._stats.task_finished(node, e.cpus, run_s, now)
             self._stats.processed += 1
-
 
     async def _execute_quiet(self, e: _Entry) -> Any:
         try:
@@ -143,4 +152,3 @@ def _deliver(e: _Entry, value: Any = None, exc: BaseException | None = None) -> 
         e.fut.set_exception(exc)
     else:
         e.fut.set_result(value)
-

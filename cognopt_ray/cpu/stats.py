@@ -174,8 +174,14 @@ class EngineStats:
             out[n] = round(sum(vals) / len(vals), 2) if vals else None
         return out
 
-    def recommendations(self, now: float, targets: dict[str, float], node_cpus: dict[str, float],
-                        queued_total: int, services: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def recommendations(
+        self,
+        now: float,
+        targets: dict[str, float],
+        node_cpus: dict[str, float],
+        queued_total: int,
+        services: dict[str, dict[str, Any]],
+    ) -> list[dict[str, Any]]:
         """Advice computed from the window's figures; each names the figure that triggered it."""
         since = now - self.window_s
         recs: list[dict[str, Any]] = []
@@ -183,41 +189,60 @@ class EngineStats:
             target = targets.get(p.name.lower())
             p95 = _pct(self.wait[p.value].window(since), 95)
             if target is not None and p95 is not None and p95 > target:
-                recs.append({
-                    "kind": "priority_wait",
-                    "priority": p.name.lower(),
-                    "figure": "wait_p95_s", "value": round(p95, 4), "threshold": target,
-                    "message": f"{p.name.lower()} tasks waited {p95:.3g} s at p95 (target {target:g} s): "
-                               "add CPUs, lower the priority of bulk work, or mark it preemptible",
-                })
+                recs.append(
+                    {
+                        "kind": "priority_wait",
+                        "priority": p.name.lower(),
+                        "figure": "wait_p95_s",
+                        "value": round(p95, 4),
+                        "threshold": target,
+                        "message": f"{p.name.lower()} tasks waited {p95:.3g} s at p95 (target {target:g} s): "
+                        "add CPUs, lower the priority of bulk work, or mark it preemptible",
+                    }
+                )
         had_work = any(had for t, _dt, _c, had in self.capacity if t >= since)
         util = self.node_utilisation(now)
         if len(node_cpus) > 1 and had_work:
             for n, u in util.items():
                 if n in node_cpus and u is not None and u < 10.0:
-                    recs.append({
-                        "kind": "idle_node", "node_id": n,
-                        "figure": "cpu_percent_mean", "value": u, "threshold": 10.0,
-                        "message": f"node {n[:12]} was {u:.1f}% busy on average while work was pending: "
-                                   "check its resources or remove it",
-                    })
+                    recs.append(
+                        {
+                            "kind": "idle_node",
+                            "node_id": n,
+                            "figure": "cpu_percent_mean",
+                            "value": u,
+                            "threshold": 10.0,
+                            "message": f"node {n[:12]} was {u:.1f}% busy on average while work was pending: "
+                            "check its resources or remove it",
+                        }
+                    )
         for svc, hits in self.cap_hits.items():
             n_hits = sum(1 for t in hits if t >= since)
             if n_hits:
                 cap = services.get(svc, {}).get("max_workers")
-                recs.append({
-                    "kind": "service_cap", "service": svc,
-                    "figure": "admissions_refused_by_max_workers", "value": n_hits, "threshold": 0,
-                    "message": f"service {svc!r} hit its max_workers cap ({cap}) {n_hits} times: "
-                               "raise max_workers with cpu/optimize-service if it should get more CPU",
-                })
+                recs.append(
+                    {
+                        "kind": "service_cap",
+                        "service": svc,
+                        "figure": "admissions_refused_by_max_workers",
+                        "value": n_hits,
+                        "threshold": 0,
+                        "message": f"service {svc!r} hit its max_workers cap ({cap}) {n_hits} times: "
+                        "raise max_workers with cpu/optimize-service if it should get more CPU",
+                    }
+                )
         eff = self.cpu_efficiency(now)
         if eff is not None and eff < 0.5 and queued_total == 0:
-            recs.append({
-                "kind": "low_efficiency", "figure": "cpu_efficiency", "value": eff, "threshold": 0.5,
-                "message": f"only {eff:.0%} of the cluster's CPU time ran tasks while work was pending: "
-                           "tasks may be I/O bound (use task_type='io') or too short to amortise dispatch",
-            })
+            recs.append(
+                {
+                    "kind": "low_efficiency",
+                    "figure": "cpu_efficiency",
+                    "value": eff,
+                    "threshold": 0.5,
+                    "message": f"only {eff:.0%} of the cluster's CPU time ran tasks while work was pending: "
+                    "tasks may be I/O bound (use task_type='io') or too short to amortise dispatch",
+                }
+            )
         return recs
 
 

@@ -32,8 +32,12 @@ def run_job(name: str, work: Callable[[], dict[str, Any]], *, address: str = "au
     except Exception as e:  # noqa: BLE001 - the job reports every failure and exits non-zero
         traceback.print_exc(file=sys.stderr)
         print(f"{name} failed: {type(e).__name__}: {e}", file=sys.stderr)
-        summary = {"job": name, "ok": False, "seconds": round(time.time() - started, 3),
-                   "error": f"{type(e).__name__}: {e}"}
+        summary = {
+            "job": name,
+            "ok": False,
+            "seconds": round(time.time() - started, 3),
+            "error": f"{type(e).__name__}: {e}",
+        }
         code = 1
     sys.stdout.flush()
     print(json.dumps(summary, default=str), flush=True)

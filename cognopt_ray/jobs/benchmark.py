@@ -57,8 +57,10 @@ def run_benchmark(name: str, *, quick: bool = True, timeout_s: float = 900.0) ->
     """Run ``benchmarks/<name>.py`` in a child process and return its closing JSON line."""
     names = available()
     if name not in names:
-        raise InvalidInput(f"unknown benchmark {name!r}; available: {', '.join(names)}",
-                           hint="pass --name with one of the available names")
+        raise InvalidInput(
+            f"unknown benchmark {name!r}; available: {', '.join(names)}",
+            hint="pass --name with one of the available names",
+        )
     script = benchmarks_dir() / f"{name}.py"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])

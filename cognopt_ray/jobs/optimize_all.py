@@ -22,8 +22,13 @@ def _work(dry_run: bool) -> dict[str, Any]:
 
     settings = get_settings()
     result = asyncio.run(optimize_all(settings, dry_run=dry_run))
-    AuditLog(settings.root).record("job", "system.optimize_all", ",".join(result["passes"]),
-                                   "dry_run" if dry_run else result["status"], dry_run=dry_run)
+    AuditLog(settings.root).record(
+        "job",
+        "system.optimize_all",
+        ",".join(result["passes"]),
+        "dry_run" if dry_run else result["status"],
+        dry_run=dry_run,
+    )
     failed = {k: v["error"] for k, v in result["passes"].items() if v["status"] != "ok"}
     if failed:
         raise RuntimeError(f"passes failed: {failed}")

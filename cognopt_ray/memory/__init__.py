@@ -37,5 +37,17 @@ from cognopt_ray.memory.gc_tuner import GcTuner, runtime_env_with_tuner
 # The GC tuner reaches every worker of a job that cognopt_ray.init() starts or joins.
 _runtime.add_runtime_env_hook(runtime_env_with_tuner)
 
-__all__ = ["MemoryPools", "MemoryPool", "PortableValue", "AllocationRequest", "PoolChange", "PoolFull",
-           "NotAcceptable", "SharedCache", "GcTuner", "client", "ACTOR_NAME", "CACHE_ACTOR_NAME"]
+__all__ = [
+    "MemoryPools",
+    "MemoryPool",
+    "PortableValue",
+    "AllocationRequest",
+    "PoolChange",
+    "PoolFull",
+    "NotAcceptable",
+    "SharedCache",
+    "GcTuner",
+    "client",
+    "ACTOR_NAME",
+    "CACHE_ACTOR_NAME",
+]

@@ -33,11 +33,10 @@ import ray
 from cognopt_ray import runtime
 from cognopt_ray.config import MemoryServiceSettings, Settings
 from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
-from cognopt_ray.memory import _values
+from cognopt_ray.memory import _values, figures
 from cognopt_ray.memory.allocations import Allocation, AllocationRequest, Pool, PoolChange
 from cognopt_ray.memory.errors import PoolFull
 from cognopt_ray.memory.gc_reports import GcReports
-from cognopt_ray.memory.object_store import object_store_by_node
 from cognopt_ray.memory.persist import DurableCopies, PoolState
 from cognopt_ray.memory.spill_ledger import Spilled, SpillLedger
 
@@ -79,8 +78,8 @@ class _MemoryPoolsActor:
         self.sweep_task: asyncio.Task | None = None
         self.gc = GcReports()
         self.reloaded = 0
-        self.store_cache: tuple[float, list[dict[str, Any]]] | None = None
-        self._gauges: dict[str, Any] | None = None
+        self.object_store = figures.ObjectStoreUse()
+        self.gauges = figures.PoolGauges()
         self._reload()
 
     def _reload(self) -> None:
@@ -120,7 +119,7 @@ class _MemoryPoolsActor:
             await asyncio.sleep(interval)
             try:
                 self._sweep()
-                self._export({name: self._figures(p) for name, p in self.pools.items()})
+                self.gauges.export({name: self._figures(p) for name, p in self.pools.items()})
             except Exception:  # noqa: BLE001
                 logger.exception("memory sweep failed")
 
@@ -145,8 +144,13 @@ class _MemoryPoolsActor:
             else:
                 try:
                     stored = self.evict_to(pool.service, alloc.id, ray.get(alloc.ref), alloc.meta())
-                    entry = Spilled(pool.service, alloc.nbytes, stored if isinstance(stored, int) else alloc.nbytes,
-                                    alloc.expires, time.time())
+                    entry = Spilled(
+                        pool.service,
+                        alloc.nbytes,
+                        stored if isinstance(stored, int) else alloc.nbytes,
+                        alloc.expires,
+                        time.time(),
+                    )
                     self.spill.add(alloc.id, entry, limit)
                 except Exception:  # noqa: BLE001 - eviction must not fail the allocation that caused it
                     logger.exception("evict_to hook failed for %s; the allocation is dropped", alloc.id)
@@ -178,7 +182,9 @@ class _MemoryPoolsActor:
                 f"{for_what} needs {need} blocks",
                 hint="raise pool_size (POST memory/optimize-service) or deallocate"
                 + ("" if pool.config.eviction == "lru" else ", or set eviction 'lru'"),
-                service=pool.service, blocks_needed=need, blocks_free=capacity - pool.used_blocks,
+                service=pool.service,
+                blocks_needed=need,
+                blocks_free=capacity - pool.used_blocks,
             )
         for v in victims:
             self._evict(pool, v)
@@ -206,14 +212,22 @@ class _MemoryPoolsActor:
                 f"{pool.config.pool_size} blocks of {pool.config.block_size} bytes "
                 f"({pool.config.pool_size * pool.config.block_size} bytes)",
                 hint="split the data or raise the pool's pool_size/block_size (POST memory/optimize-service)",
-                service=service, pool_bytes=pool.config.pool_size * pool.config.block_size,
+                service=service,
+                pool_bytes=pool.config.pool_size * pool.config.block_size,
             )
         evicted = self._make_room(pool, need, for_what=f"an allocation of {nbytes} bytes")
         now = time.time()
         ttl = ttl_s if ttl_s is not None else (pool.config.transient_ttl_s or None)
         alloc = Allocation(
-            id=f"{service}.{secrets.token_hex(8)}", service=service, memory_type=memory_type, pinned=request.pin,
-            kind=kind, nbytes=nbytes, blocks=need, created=now, last_used=now,
+            id=f"{service}.{secrets.token_hex(8)}",
+            service=service,
+            memory_type=memory_type,
+            pinned=request.pin,
+            kind=kind,
+            nbytes=nbytes,
+            blocks=need,
+            created=now,
+            last_used=now,
             expires=(now + ttl) if (ttl and memory_type == "transient") else None,
         )
         if memory_type == "persistent":
@@ -223,8 +237,17 @@ class _MemoryPoolsActor:
         pool.used_blocks += need
         pool.allocations_total += 1
         self.index[alloc.id] = alloc
-        return {"allocation_id": alloc.id, "service_name": service, "memory_type": memory_type, "pinned": alloc.pinned,
-                "kind": kind, "nbytes": nbytes, "blocks": need, "evicted": evicted, "expires": alloc.expires}
+        return {
+            "allocation_id": alloc.id,
+            "service_name": service,
+            "memory_type": memory_type,
+            "pinned": alloc.pinned,
+            "kind": kind,
+            "nbytes": nbytes,
+            "blocks": need,
+            "evicted": evicted,
+            "expires": alloc.expires,
+        }
 
     async def touch(self, counts: dict[str, int]) -> None:
         """Hits that clients answered from their lease (see ``client_lease_s``): count and LRU-touch."""
@@ -305,8 +328,13 @@ class _MemoryPoolsActor:
             if service is not None and self.spill.get(allocation_id) is not None:
                 entry = self._free_spilled(self._pool(service), allocation_id, "deallocated")
                 self.spill.save()
-                return {"allocation_id": allocation_id, "service_name": service, "blocks_freed": 0,
-                        "nbytes": entry.nbytes if entry else 0, "spilled": True}
+                return {
+                    "allocation_id": allocation_id,
+                    "service_name": service,
+                    "blocks_freed": 0,
+                    "nbytes": entry.nbytes if entry else 0,
+                    "spilled": True,
+                }
             if service is not None:
                 raise NotFound(f"allocation {allocation_id!r} was evicted and is already freed")
             raise self._unknown(allocation_id)
@@ -314,8 +342,13 @@ class _MemoryPoolsActor:
         self._drop(pool, alloc)
         pool.deallocations += 1
         self._remember(self.freed, alloc.id, alloc.service)
-        return {"allocation_id": allocation_id, "service_name": alloc.service, "blocks_freed": alloc.blocks,
-                "nbytes": alloc.nbytes, "spilled": False}
+        return {
+            "allocation_id": allocation_id,
+            "service_name": alloc.service,
+            "blocks_freed": alloc.blocks,
+            "nbytes": alloc.nbytes,
+            "spilled": False,
+        }
 
     async def describe(self, allocation_id: str) -> dict[str, Any]:
         alloc = self.index.get(allocation_id)
@@ -336,8 +369,12 @@ class _MemoryPoolsActor:
             self.state.retired.add(service)
             self.state.save()
             held = len(self.pools[service].allocations) if service in self.pools else 0
-            return {"service_name": service, "removed": True, "allocations_to_free": held,
-                    "note": "the cleanup sweep frees its allocations"}
+            return {
+                "service_name": service,
+                "removed": True,
+                "allocations_to_free": held,
+                "note": "the cleanup sweep frees its allocations",
+            }
         pool = self._pool(service)
         before = self._figures(pool)
         old = pool.config
@@ -374,11 +411,20 @@ class _MemoryPoolsActor:
         self.state.retired.discard(service)
         self.state.overrides[service] = {**self.state.overrides.get(service, {}), **parameters}
         self.state.save()
-        return {"service_name": service, "optimization_type": optimization_type, "before": before,
-                "after": self._figures(pool), "evicted": evicted}
+        return {
+            "service_name": service,
+            "optimization_type": optimization_type,
+            "before": before,
+            "after": self._figures(pool),
+            "evicted": evicted,
+        }
 
-    async def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None,
-                              delete_evicted: Callable[..., Any] | None = None) -> None:
+    async def set_evict_hooks(
+        self,
+        evict_to: Callable[..., Any] | None,
+        load_evicted: Callable[..., Any] | None,
+        delete_evicted: Callable[..., Any] | None = None,
+    ) -> None:
         """Point eviction at another store (the storage engine's WARM tier after the merge)."""
         self.evict_to = evict_to
         self.load_evicted = load_evicted
@@ -411,22 +457,32 @@ class _MemoryPoolsActor:
         self.spill.save()
         self.sweeps += 1
         self.last_sweep = now
-        return {"expired_freed": expired, "retired_freed": retired, "spilled_freed": spilled_freed,
-                "sweeps": self.sweeps}
+        return {
+            "expired_freed": expired,
+            "retired_freed": retired,
+            "spilled_freed": spilled_freed,
+            "sweeps": self.sweeps,
+        }
 
     async def sweep(self) -> dict[str, Any]:
         """Run the cleanup sweep now: expired transient allocations, allocations of removed services."""
         return self._sweep()
 
     def _sweepable(self, now: float) -> list[Allocation]:
-        return [a for p in self.pools.values() for a in p.allocations.values()
-                if p.service in self.state.retired or (a.expires is not None and a.expires <= now)]
+        return [
+            a
+            for p in self.pools.values()
+            for a in p.allocations.values()
+            if p.service in self.state.retired or (a.expires is not None and a.expires <= now)
+        ]
 
     async def expired_allocations(self) -> list[dict[str, Any]]:
         """What the next sweep would free: expired transient allocations and those of removed services."""
         now = time.time()
-        return [{**a.meta(), "reason": "retired_service" if a.service in self.state.retired else "expired"}
-                for a in self._sweepable(now)]
+        return [
+            {**a.meta(), "reason": "retired_service" if a.service in self.state.retired else "expired"}
+            for a in self._sweepable(now)
+        ]
 
     async def take_allocations(self, allocation_ids: list[str]) -> list[tuple[dict[str, Any], Any]]:
         """Free the given allocations (still sweepable ones only) and hand back ``(meta, value)`` of each,
@@ -466,9 +522,18 @@ class _MemoryPoolsActor:
         self._make_room(pool, need, for_what=f"restoring allocation {alloc_id}")
         now = time.time()
         ttl = ttl_s if ttl_s is not None else (pool.config.transient_ttl_s or None)
-        alloc = Allocation(id=alloc_id, service=service, memory_type=meta.get("memory_type", "transient"),
-                            pinned=bool(meta.get("pinned")), kind=kind, nbytes=nbytes, blocks=need, created=now,
-                            last_used=now, expires=(now + ttl) if (ttl and meta.get("memory_type", "transient") == "transient") else None)
+        alloc = Allocation(
+            id=alloc_id,
+            service=service,
+            memory_type=meta.get("memory_type", "transient"),
+            pinned=bool(meta.get("pinned")),
+            kind=kind,
+            nbytes=nbytes,
+            blocks=need,
+            created=now,
+            last_used=now,
+            expires=(now + ttl) if (ttl and meta.get("memory_type", "transient") == "transient") else None,
+        )
         if alloc.memory_type == "persistent":
             self.copies.save(alloc, value)
         alloc.ref = ray.put(value)
@@ -482,74 +547,26 @@ class _MemoryPoolsActor:
     async def metrics(self) -> dict[str, Any]:
         """Per-pool figures, totals, the cleanup sweep and object-store use per node.
 
-        - ``pool_hit_rate`` = Σ hits / Σ (hits + misses) over all pools, where a hit is a get
-          answered from the pool and a miss a get of an allocation the pool evicted; ``None``
-          before any such get.
-        - ``memory_efficiency`` = Σ bytes held / Σ (blocks used × block_size): the share of the
-          reserved blocks that holds data (1.0 = no block waste); ``None`` when nothing is held.
+        The totals and rates are computed by :func:`cognopt_ray.memory.figures.totals` (formulas there).
         """
         self._ensure_sweeper()
         pools = {name: self._figures(p) for name, p in sorted(self.pools.items())}
-        self._export(pools)
-        hits = sum(p["hits"] for p in pools.values())
-        misses = sum(p["misses"] for p in pools.values())
-        held = sum(p["bytes_used"] for p in pools.values())
-        reserved = sum(p["bytes_reserved"] for p in pools.values())
+        self.gauges.export(pools)
         return {
             "pools": pools,
-            "totals": {
-                "allocations": sum(p["allocations"] for p in pools.values()),
-                "bytes_used": held,
-                "bytes_reserved": reserved,
-                "evictions": sum(p["evictions"] for p in pools.values()),
-                "hits": hits,
-                "misses": misses,
-            },
-            "pool_hit_rate": (hits / (hits + misses)) if (hits + misses) else None,
-            "memory_efficiency": (held / reserved) if reserved else None,
+            **figures.totals(pools),
             "cleanup": {
                 "sweeps": self.sweeps,
                 "last_sweep": self.last_sweep,
                 "interval_s": self.settings.memory.sweep_interval_s,
-                "expired_freed": sum(p["expired_freed"] for p in pools.values()),
-                "spilled": sum(p["spilled"] for p in pools.values()),
-                "spilled_bytes": sum(p["spilled_bytes"] for p in pools.values()),
-                "spill_dropped": sum(p["spill_dropped"] for p in pools.values()),
-                "retired_freed": sum(p["retired_freed"] for p in pools.values()),
+                **figures.cleanup_totals(pools),
                 "retired_services": sorted(self.state.retired),
             },
-            "object_store": self._object_store(),
+            "object_store": self.object_store.read(),
             "gc": self.gc.summary(),
             "reloaded_persistent": self.reloaded,
             "evict_to": getattr(self.evict_to, "__qualname__", None) if self.evict_to else None,
         }
-
-    def _export(self, pools: dict[str, dict[str, Any]]) -> None:
-        """Publish the pool figures as Prometheus gauges through ``ray.util.metrics``."""
-        try:
-            if self._gauges is None:
-                from ray.util.metrics import Gauge
-
-                names = {
-                    "blocks_used": "blocks in use", "blocks_free": "free blocks", "bytes_used": "bytes held",
-                    "allocations": "live allocations", "evictions": "evictions since start",
-                    "hits": "gets answered from the pool", "misses": "gets of evicted allocations",
-                }
-                self._gauges = {k: Gauge(f"cognopt_memory_pool_{k}", description=f"memory pool: {d}",
-                                         tag_keys=("service",)) for k, d in names.items()}
-            for service, fig in pools.items():
-                for key, gauge in self._gauges.items():
-                    gauge.set(float(fig[key]), tags={"service": service})
-        except Exception:  # noqa: BLE001 - metrics export must never break the engine
-            logger.debug("could not export memory gauges", exc_info=True)
-
-    def _object_store(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        if self.store_cache and now - self.store_cache[0] < 2.0:
-            return self.store_cache[1]
-        nodes = object_store_by_node()
-        self.store_cache = (now, nodes)
-        return nodes
 
     # -- GC --------------------------------------------------------------------------------------
     async def report_gc(self, worker: str, report: dict[str, Any]) -> None:
@@ -572,8 +589,12 @@ class _MemoryPoolsActor:
     async def health(self) -> dict[str, Any]:
         self._ensure_sweeper()
         full = [n for n, p in self.pools.items() if p.config.pool_size - p.used_blocks == 0]
-        doc: dict[str, Any] = {"status": "up", "pools": len(self.pools),
-                               "allocations": len(self.index), "gc_workers_reporting": len(self.gc.reports)}
+        doc: dict[str, Any] = {
+            "status": "up",
+            "pools": len(self.pools),
+            "allocations": len(self.index),
+            "gc_workers_reporting": len(self.gc.reports),
+        }
         if full:
             doc["full_pools"] = sorted(full)
         return doc

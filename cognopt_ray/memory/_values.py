@@ -157,8 +157,10 @@ def encode(value: Any, *, signed: bool = False) -> bytes:
             return b"N" + buf.getvalue()
         except ValueError:
             if not signed:
-                raise InvalidInput("numpy object arrays cannot be stored as data (they need pickle)",
-                                   hint="use a numeric dtype, or the memory pools for Python objects") from None
+                raise InvalidInput(
+                    "numpy object arrays cannot be stored as data (they need pickle)",
+                    hint="use a numeric dtype, or the memory pools for Python objects",
+                ) from None
     if mod.startswith("pyarrow") and signed:
         out = _arrow(value)
         if out is not None:
@@ -204,10 +206,11 @@ def _decode(data: bytes | memoryview, *, signed: bool) -> Any:
 
         return np.load(io.BytesIO(body), allow_pickle=False)
     if tag in (b"A", b"O") and not signed:
-        raise IntegrityError(f"a stored value is {'a pickle' if tag == b'O' else 'an Arrow stream'} but carries no "
-                             "signature of this installation",
-                             hint="pickles and Arrow streams are only decoded from blobs this installation signed; "
-                                  "it is refused")
+        raise IntegrityError(
+            f"a stored value is {'a pickle' if tag == b'O' else 'an Arrow stream'} but carries no "
+            "signature of this installation",
+            hint="pickles and Arrow streams are only decoded from blobs this installation signed; it is refused",
+        )
     if tag == b"A":
         import pyarrow as pa
 
@@ -227,8 +230,10 @@ def _decode(data: bytes | memoryview, *, signed: bool) -> Any:
         raise IntegrityError("an Arrow value has an unknown sub-tag", hint="it is refused, not decoded")
     if tag == b"O":
         return pickle.loads(body)
-    raise IntegrityError(f"a stored value has an unknown encoding tag {tag!r}",
-                         hint="it was not written by this version of cognopt_ray; it is refused, not decoded")
+    raise IntegrityError(
+        f"a stored value has an unknown encoding tag {tag!r}",
+        hint="it was not written by this version of cognopt_ray; it is refused, not decoded",
+    )
 
 
 def seal_signed(value: Any, signer: Signer, name: bytes) -> bytes:
@@ -259,8 +264,10 @@ def to_http_bytes(value: Any, kind: str) -> tuple[bytes, dict[str, str]]:
 
         arr = np.ascontiguousarray(value)
         if arr.dtype.hasobject:
-            raise NotAcceptable("this allocation is a numpy array of Python objects, which has no byte form",
-                                hint="read it with the Python client (MemoryPools.get)")
+            raise NotAcceptable(
+                "this allocation is a numpy array of Python objects, which has no byte form",
+                hint="read it with the Python client (MemoryPools.get)",
+            )
         return arr.tobytes(), {"X-Cognopt-Dtype": arr.dtype.str, "X-Cognopt-Shape": ",".join(map(str, arr.shape))}
     if kind == "arrow":
         out = _arrow(value)
@@ -268,6 +275,8 @@ def to_http_bytes(value: Any, kind: str) -> tuple[bytes, dict[str, str]]:
             if out[1:2] == b"U":
                 return out[2:], {}
             return out[2:], {"X-Cognopt-Encoding": "arrow-ipc-stream"}
-    raise NotAcceptable(f"this allocation holds a Python object ({type(value).__name__}), which is not sent over "
-                        "REST (it would need pickle, which a reader must never load from a server)",
-                        hint="read it with the Python client (MemoryPools.get), or allocate bytes, JSON, numpy or Arrow")
+    raise NotAcceptable(
+        f"this allocation holds a Python object ({type(value).__name__}), which is not sent over "
+        "REST (it would need pickle, which a reader must never load from a server)",
+        hint="read it with the Python client (MemoryPools.get), or allocate bytes, JSON, numpy or Arrow",
+    )

@@ -205,5 +205,14 @@ class Pool:
         }
 
 
-__all__ = ["AllocationRequest", "PoolChange", "Allocation", "Pool", "MemoryType", "MEMORY_TYPES",
-           "POOL_PARAMETERS", "split_allocation_id", "checked_service"]
+__all__ = [
+    "AllocationRequest",
+    "PoolChange",
+    "Allocation",
+    "Pool",
+    "MemoryType",
+    "MEMORY_TYPES",
+    "POOL_PARAMETERS",
+    "split_allocation_id",
+    "checked_service",
+]

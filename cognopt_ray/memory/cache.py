@@ -59,7 +59,10 @@ decode = _values.decode
 
 def _check_key(key: Any) -> str:
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LEN or "\x00" in key:
-        raise InvalidInput(f"cache key {str(key)[:40]!r} is invalid", hint=f"use a non-empty string of at most {MAX_KEY_LEN} characters")
+        raise InvalidInput(
+            f"cache key {str(key)[:40]!r} is invalid",
+            hint=f"use a non-empty string of at most {MAX_KEY_LEN} characters",
+        )
     return key
 
 
@@ -109,11 +112,15 @@ class _InClusterCacheActor:
         rh, rm = self.client_counts.get("redis_hits", 0), self.client_counts.get("redis_misses", 0)
         return {
             "in_cluster": {**lru, "hit_rate": (lru["hits"] / gets) if gets else None},
-            "redis": {"hits": rh, "misses": rm, "sets": self.client_counts.get("redis_sets", 0),
-                      "errors": self.client_counts.get("redis_errors", 0),
-                      "fallbacks": self.client_counts.get("fallbacks", 0),
-                      "hit_rate": (rh / (rh + rm)) if (rh + rm) else None,
-                      "urls": {redact_url(u): s for u, s in self.redis.items()}},
+            "redis": {
+                "hits": rh,
+                "misses": rm,
+                "sets": self.client_counts.get("redis_sets", 0),
+                "errors": self.client_counts.get("redis_errors", 0),
+                "fallbacks": self.client_counts.get("fallbacks", 0),
+                "hit_rate": (rh / (rh + rm)) if (rh + rm) else None,
+                "urls": {redact_url(u): s for u, s in self.redis.items()},
+            },
         }
 
     def health(self) -> dict[str, Any]:
@@ -129,8 +136,9 @@ class _InClusterCacheActor:
                 down.append(f"Redis at {redact_url(url)} is unreachable ({reason})")
         doc: dict[str, Any] = {"status": "up", "entries": len(self.lru), "bytes": self.lru.bytes}
         if down:
-            doc.update(status="degraded",
-                       reason="; ".join(down) + "; the shared cache is serving from the in-cluster backend")
+            doc.update(
+                status="degraded", reason="; ".join(down) + "; the shared cache is serving from the in-cluster backend"
+            )
         return doc
 
 
@@ -151,7 +159,10 @@ def _redis_client(url: str, timeout_s: float) -> Any:
         pool = _redis_pools.get((url, timeout_s))
         if pool is None:
             pool = redis.ConnectionPool.from_url(
-                url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0),
+                url,
+                socket_connect_timeout=timeout_s,
+                socket_timeout=timeout_s,
+                retry=Retry(NoBackoff(), 0),
             )
             _redis_pools[(url, timeout_s)] = pool
     return redis.Redis(connection_pool=pool)
@@ -171,8 +182,9 @@ class SharedCache:
         {'a': 1}
     """
 
-    def __init__(self, settings: Settings | None = None, *, namespace: str = KEY_PREFIX,
-                 actor_name: str = CACHE_ACTOR_NAME) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, namespace: str = KEY_PREFIX, actor_name: str = CACHE_ACTOR_NAME
+    ) -> None:
         self.settings = settings or runtime.get_settings()
         self.ms = self.settings.memory
         self.url = self.settings.redis_url
@@ -314,8 +326,12 @@ class SharedCache:
             h, m = c.get(f"{prefix}_hits", 0), c.get(f"{prefix}_misses", 0)
             return (h / (h + m)) if (h + m) else None
 
-        return {"backend": self.backend, "counts": c, "redis_hit_rate": rate("redis"),
-                "in_cluster_hit_rate": rate("in_cluster")}
+        return {
+            "backend": self.backend,
+            "counts": c,
+            "redis_hit_rate": rate("redis"),
+            "in_cluster_hit_rate": rate("in_cluster"),
+        }
 
     def flush_stats(self) -> None:
         """Push this process's counters to the in-cluster actor now (they are pushed every 2 s anyway)."""

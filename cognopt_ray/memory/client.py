@@ -84,13 +84,15 @@ class MemoryPool:
         self._pools = pools
         self.service = checked_service(service)
 
-    def allocate(self, data: Any, memory_type: MemoryType = "transient", pin: bool = False,
-                 ttl_s: float | None = None) -> str:
+    def allocate(
+        self, data: Any, memory_type: MemoryType = "transient", pin: bool = False, ttl_s: float | None = None
+    ) -> str:
         """Put ``data`` into this pool; returns the allocation id (see :meth:`MemoryPools.allocate`)."""
         return self._pools.allocate(self.service, data, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
 
-    async def allocate_async(self, data: Any, memory_type: MemoryType = "transient", pin: bool = False,
-                             ttl_s: float | None = None) -> str:
+    async def allocate_async(
+        self, data: Any, memory_type: MemoryType = "transient", pin: bool = False, ttl_s: float | None = None
+    ) -> str:
         """Async twin of :meth:`allocate`."""
         return await self._pools.allocate_async(self.service, data, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
 
@@ -124,8 +126,9 @@ class MemoryPool:
 
     async def resize_async(self, pool_size: int | None = None, block_size: int | None = None) -> dict[str, Any]:
         """Async twin of :meth:`resize`."""
-        return await self._pools.optimize_service_async(self.service, "resize",
-                                                        _resize_parameters(pool_size, block_size))
+        return await self._pools.optimize_service_async(
+            self.service, "resize", _resize_parameters(pool_size, block_size)
+        )
 
 
 def _resize_parameters(pool_size: int | None, block_size: int | None) -> dict[str, Any]:
@@ -164,8 +167,9 @@ class MemoryPools(EngineClient):
         self._lease_lock = threading.Lock()
 
     @classmethod
-    def connect(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
-                state_dir: str | None = None, **options: Any) -> MemoryPools:
+    def connect(
+        cls, settings: Settings | None = None, *, name: str = ACTOR_NAME, state_dir: str | None = None, **options: Any
+    ) -> MemoryPools:
         """Get or create the pools actor ``name`` (``state_dir`` defaults to ``<root>/memory``)."""
         settings = settings or runtime.get_settings()
         handle = runtime.get_or_create_actor(_MemoryPoolsRemote, name, settings, state_dir, **options)
@@ -249,8 +253,15 @@ class MemoryPools(EngineClient):
             raise translate_error(e, self.engine) from None
 
     # -- allocations -----------------------------------------------------------------------------
-    def allocate(self, service: str, data: Any, *, memory_type: MemoryType = "transient", pin: bool = False,
-                 ttl_s: float | None = None) -> str:
+    def allocate(
+        self,
+        service: str,
+        data: Any,
+        *,
+        memory_type: MemoryType = "transient",
+        pin: bool = False,
+        ttl_s: float | None = None,
+    ) -> str:
         """Put ``data`` into ``service``'s pool; returns the allocation id.
 
         Args:
@@ -268,19 +279,40 @@ class MemoryPools(EngineClient):
         """
         return self.allocate_info(service, data, memory_type=memory_type, pin=pin, ttl_s=ttl_s)["allocation_id"]
 
-    async def allocate_async(self, service: str, data: Any, *, memory_type: MemoryType = "transient",
-                             pin: bool = False, ttl_s: float | None = None) -> str:
+    async def allocate_async(
+        self,
+        service: str,
+        data: Any,
+        *,
+        memory_type: MemoryType = "transient",
+        pin: bool = False,
+        ttl_s: float | None = None,
+    ) -> str:
         """Async twin of :meth:`allocate`."""
         doc = await self.allocate_info_async(service, data, memory_type=memory_type, pin=pin, ttl_s=ttl_s)
         return doc["allocation_id"]
 
-    def allocate_info(self, service: str, data: Any, *, memory_type: MemoryType = "transient", pin: bool = False,
-                      ttl_s: float | None = None) -> dict[str, Any]:
+    def allocate_info(
+        self,
+        service: str,
+        data: Any,
+        *,
+        memory_type: MemoryType = "transient",
+        pin: bool = False,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
         """Like :meth:`allocate`, returning the whole record (kind, nbytes, blocks, evicted ids, expiry)."""
         return self._call("allocate", AllocationRequest(service, memory_type, pin, ttl_s), data)
 
-    async def allocate_info_async(self, service: str, data: Any, *, memory_type: MemoryType = "transient",
-                                  pin: bool = False, ttl_s: float | None = None) -> dict[str, Any]:
+    async def allocate_info_async(
+        self,
+        service: str,
+        data: Any,
+        *,
+        memory_type: MemoryType = "transient",
+        pin: bool = False,
+        ttl_s: float | None = None,
+    ) -> dict[str, Any]:
         """Async twin of :meth:`allocate_info`."""
         return await self._acall("allocate", AllocationRequest(service, memory_type, pin, ttl_s), data)
 
@@ -361,8 +393,9 @@ class MemoryPools(EngineClient):
         """Async twin of :meth:`pool_info`."""
         return await self._acall("pool_figures", checked_service(service))
 
-    def optimize_service(self, service: str, optimization_type: str,
-                         parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    def optimize_service(
+        self, service: str, optimization_type: str, parameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Resize, re-policy or remove ``service``'s pool; returns its figures before and after.
 
         Args:
@@ -377,8 +410,9 @@ class MemoryPools(EngineClient):
         """
         return self._call("optimize_service", PoolChange(service, optimization_type, parameters or {}))
 
-    async def optimize_service_async(self, service: str, optimization_type: str,
-                                     parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def optimize_service_async(
+        self, service: str, optimization_type: str, parameters: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Async twin of :meth:`optimize_service`."""
         return await self._acall("optimize_service", PoolChange(service, optimization_type, parameters or {}))
 
@@ -456,13 +490,18 @@ class MemoryPools(EngineClient):
         """Put an allocation taken by :meth:`take_allocations` back under its id (a fresh TTL if transient)."""
         return self._call("restore_allocation", meta, value, ttl_s)
 
-    async def restore_allocation_async(self, meta: dict[str, Any], value: Any,
-                                       ttl_s: float | None = None) -> dict[str, Any]:
+    async def restore_allocation_async(
+        self, meta: dict[str, Any], value: Any, ttl_s: float | None = None
+    ) -> dict[str, Any]:
         """Async twin of :meth:`restore_allocation`."""
         return await self._acall("restore_allocation", meta, value, ttl_s)
 
-    def set_evict_hooks(self, evict_to: Callable[..., Any] | None, load_evicted: Callable[..., Any] | None = None,
-                        delete_evicted: Callable[..., Any] | None = None) -> None:
+    def set_evict_hooks(
+        self,
+        evict_to: Callable[..., Any] | None,
+        load_evicted: Callable[..., Any] | None = None,
+        delete_evicted: Callable[..., Any] | None = None,
+    ) -> None:
         """Send evicted transient allocations to ``evict_to(service, id, value, meta)`` (which may return
         the bytes it stored), answer gets of evicted ids with ``load_evicted(service, id)`` (raise
         ``KeyError`` for none) and delete a copy with ``delete_evicted(service, id)``.
@@ -470,9 +509,12 @@ class MemoryPools(EngineClient):
         settings for that."""
         self._call("set_evict_hooks", evict_to, load_evicted, delete_evicted)
 
-    async def set_evict_hooks_async(self, evict_to: Callable[..., Any] | None,
-                                    load_evicted: Callable[..., Any] | None = None,
-                                    delete_evicted: Callable[..., Any] | None = None) -> None:
+    async def set_evict_hooks_async(
+        self,
+        evict_to: Callable[..., Any] | None,
+        load_evicted: Callable[..., Any] | None = None,
+        delete_evicted: Callable[..., Any] | None = None,
+    ) -> None:
         """Async twin of :meth:`set_evict_hooks`."""
         await self._acall("set_evict_hooks", evict_to, load_evicted, delete_evicted)
 

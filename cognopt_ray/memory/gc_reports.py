@@ -61,10 +61,15 @@ class GcReports:
         :func:`~cognopt_ray.memory.gc_tuner.probe_pauses`) run under the thresholds before and
         after the pass, side by side; workers apply the same rule on their next pass.
         """
-        tuner = current_tuner() or GcTuner(
-            min_threshold0=ms.gc_min_threshold0, max_threshold0=ms.gc_max_threshold0,
-            pressure_percent=ms.gc_pressure_percent, plenty_percent=ms.gc_plenty_percent,
-        ).install()
+        tuner = (
+            current_tuner()
+            or GcTuner(
+                min_threshold0=ms.gc_min_threshold0,
+                max_threshold0=ms.gc_max_threshold0,
+                pressure_percent=ms.gc_pressure_percent,
+                plenty_percent=ms.gc_plenty_percent,
+            ).install()
+        )
         result = tuner.tune(probe=True)
         pb, pa = result["pause_before"], result["pause_after"]
         out = {

@@ -142,7 +142,7 @@ class GcTuner:
         """
         pauses = [p for (t, _g, p) in list(self._pauses) if since is None or t >= since]
         by_gen: dict[str, int] = {}
-        for (t, g, _p) in list(self._pauses):
+        for t, g, _p in list(self._pauses):
             if since is None or t >= since:
                 by_gen[str(g)] = by_gen.get(str(g), 0) + 1
         ms = [p * 1000.0 for p in pauses]
@@ -336,8 +336,10 @@ def setup_worker() -> None:
                 plenty_percent=ms.gc_plenty_percent,
             ).install()
             _thread = threading.Thread(
-                target=_worker_loop, args=(_tuner, ms.gc_interval_s, ms.gc_freeze_after_s),
-                name="cognopt-gc-tuner", daemon=True,
+                target=_worker_loop,
+                args=(_tuner, ms.gc_interval_s, ms.gc_freeze_after_s),
+                name="cognopt-gc-tuner",
+                daemon=True,
             )
             _thread.start()
     except Exception:  # noqa: BLE001
@@ -410,5 +412,13 @@ def runtime_env_with_tuner(settings: Any, runtime_env: Any) -> Any:
     return merge_setup_hook(runtime_env) if settings.memory.gc_tuning else runtime_env
 
 
-__all__ = ["GcTuner", "probe_pauses", "setup_worker", "current_tuner", "merge_setup_hook", "runtime_env_with_tuner",
-           "SETUP_HOOK", "INCREMENTAL_GC"]
+__all__ = [
+    "GcTuner",
+    "probe_pauses",
+    "setup_worker",
+    "current_tuner",
+    "merge_setup_hook",
+    "runtime_env_with_tuner",
+    "SETUP_HOOK",
+    "INCREMENTAL_GC",
+]

@@ -62,7 +62,9 @@ class DurableCopies:
         if self._sealer is not None:  # the checksum is of the stored (sealed) bytes
             data = self._sealer.seal(data, alloc.id.encode())
         atomic_write(self.dir / f"{alloc.id}.bin", data)
-        atomic_write(self.dir / f"{alloc.id}.json", json.dumps({**alloc.meta(), "sha256": _values.sha256(data)}).encode())
+        atomic_write(
+            self.dir / f"{alloc.id}.json", json.dumps({**alloc.meta(), "sha256": _values.sha256(data)}).encode()
+        )
 
     def delete(self, alloc_id: str) -> None:
         """Delete an allocation's copy: the record first, since it is the commit."""
@@ -87,13 +89,17 @@ class DurableCopies:
             )
         if data.startswith(SEALED_MAGIC):
             if self._sealer is None:
-                raise IntegrityError(f"the durable copy of allocation {alloc.id!r} is encrypted but no "
-                                     "encryption_key is configured", hint="configure the encryption_key it was made with")
+                raise IntegrityError(
+                    f"the durable copy of allocation {alloc.id!r} is encrypted but no encryption_key is configured",
+                    hint="configure the encryption_key it was made with",
+                )
             data = self._sealer.open(data, alloc.id.encode())
         elif self._sealer is not None:
-            raise IntegrityError(f"the durable copy of allocation {alloc.id!r} is not encrypted although an "
-                                 "encryption_key is configured; it is refused, not read",
-                                 hint="deallocate it and allocate the data again")
+            raise IntegrityError(
+                f"the durable copy of allocation {alloc.id!r} is not encrypted although an "
+                "encryption_key is configured; it is refused, not read",
+                hint="deallocate it and allocate the data again",
+            )
         return _values.open_signed(data, self._signer, alloc.id.encode())
 
     def records(self) -> Iterator[Allocation]:

@@ -118,5 +118,8 @@ class SpillLedger:
         return [i for i, e in self.entries.items() if e.expires is not None and e.expires <= now]
 
     def figures(self, service: str) -> dict[str, int]:
-        return {"spilled": sum(1 for e in self.entries.values() if e.service == service),
-                "spilled_bytes": self.bytes.get(service, 0), "spill_dropped": self.dropped.get(service, 0)}
+        return {
+            "spilled": sum(1 for e in self.entries.values() if e.service == service),
+            "spilled_bytes": self.bytes.get(service, 0),
+            "spill_dropped": self.dropped.get(service, 0),
+        }

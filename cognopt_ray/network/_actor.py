@@ -20,12 +20,27 @@ from typing import Any
 import ray
 
 from cognopt_ray._private.files import atomic_write
+from cognopt_ray._private.gauges import Gauges
 from cognopt_ray._private.kv import FallbackBackend, RedisBackend
 from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import InClusterBackend
 from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
 
 logger = logging.getLogger(__name__)
+
+#: the network engine's Prometheus gauges (its metrics counters): name -> (description, label keys)
+GAUGES = {
+    "cognopt_network_requests": ("network engine: requests", ()),
+    "cognopt_network_hits": ("network engine: hits", ()),
+    "cognopt_network_misses": ("network engine: misses", ()),
+    "cognopt_network_coalesced": ("network engine: coalesced", ()),
+    "cognopt_network_origin_requests": ("network engine: origin_requests", ()),
+    "cognopt_network_bytes_from_origin": ("network engine: bytes_from_origin", ()),
+    "cognopt_network_bytes_served": ("network engine: bytes_served", ()),
+    "cognopt_network_cache_hit_rate": ("network engine: cache_hit_rate", ()),
+    "cognopt_network_bandwidth_saved_mb": ("network engine: bandwidth_saved_mb", ()),
+    "cognopt_network_compression_ratio": ("network engine: compression_ratio", ()),
+}
 
 ACTOR_NAME = "cognopt.network"
 CACHE_ACTOR_NAME = "cognopt.network_cache"
@@ -44,8 +59,12 @@ def build_backend(settings: Settings, cache_actor_name: str = CACHE_ACTOR_NAME) 
         if not settings.redis_url:
             logger.warning("cache_backend=redis but redis_url is not set; using the in-cluster backend")
             return in_cluster, in_cluster
-        return FallbackBackend(RedisBackend(settings.redis_url, net.redis_namespace, max_ttl_s=net.max_cache_ttl_s),
-                               in_cluster, net.redis_retry_s, what="network cache"), in_cluster
+        return FallbackBackend(
+            RedisBackend(settings.redis_url, net.redis_namespace, max_ttl_s=net.max_cache_ttl_s),
+            in_cluster,
+            net.redis_retry_s,
+            what="network cache",
+        ), in_cluster
     return in_cluster, in_cluster
 
 
@@ -61,7 +80,7 @@ class _NetworkActor:
         self.state_path = Path(settings.root) / "network" / f"state-{cache_actor_name.removeprefix('cognopt.')}.json"
         self._load_state()
         self._maintenance: asyncio.Task | None = None
-        self._gauges: dict[str, Any] | None = None
+        self.gauges = Gauges(GAUGES)
 
     def _ensure_maintenance(self) -> None:
         interval = self.settings.network.maintenance_interval_s
@@ -79,15 +98,14 @@ class _NetworkActor:
                 logger.warning("network maintenance pass failed: %s: %s", type(e).__name__, e)
 
     def _export_metrics(self) -> None:
-        from ray.util.metrics import Gauge
-
+        """Publish the engine's counters as Prometheus gauges (:data:`GAUGES`)."""
         snap = self.client.metrics.snapshot()
-        names = ("requests", "hits", "misses", "coalesced", "origin_requests", "bytes_from_origin", "bytes_served",
-                 "cache_hit_rate", "bandwidth_saved_mb", "compression_ratio")
-        if self._gauges is None:
-            self._gauges = {n: Gauge(f"cognopt_network_{n}", description=f"network engine: {n}") for n in names}
-        for n in names:
-            self._gauges[n].set(float(snap[n]))
+
+        def fill() -> None:
+            for name in GAUGES:
+                self.gauges.set(name, snap[name.removeprefix("cognopt_network_")])
+
+        self.gauges.export(fill, "network")
 
     def _load_state(self) -> None:
         try:
@@ -103,12 +121,15 @@ class _NetworkActor:
             self.client.pool = PoolConfig(**state["pool"])
 
     def _save_state(self) -> None:
-        state = {"services": {k: v.model_dump() for k, v in self.client.services.items()},
-                 "pool": self.client.pool.model_dump()}
+        state = {
+            "services": {k: v.model_dump() for k, v in self.client.services.items()},
+            "pool": self.client.pool.model_dump(),
+        }
         atomic_write(self.state_path, json.dumps(state, indent=1).encode())
 
-    async def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None,
-                      **kw: Any) -> NetworkResponse:
+    async def request(
+        self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None, **kw: Any
+    ) -> NetworkResponse:
         self._ensure_maintenance()
         return await self.client.request(url, method, headers, body, **kw)
 

@@ -41,8 +41,20 @@ MANIFEST = "manifest.json"
 IMMUTABLE = "public, max-age=31536000, immutable"
 REVALIDATE = "public, no-cache"
 #: Types that are already compressed: no variants for them.
-_COMPRESSED_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "video/", "audio/",
-                     "application/zip", "application/gzip", "application/zstd", "font/woff", "font/woff2")
+_COMPRESSED_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "image/avif",
+    "video/",
+    "audio/",
+    "application/zip",
+    "application/gzip",
+    "application/zstd",
+    "font/woff",
+    "font/woff2",
+)
 _SUFFIX = {"gzip": ".gz", "br": ".br", "zstd": ".zst"}
 
 
@@ -54,8 +66,10 @@ def _fingerprinted(rel: str, digest: str) -> str:
 
 
 def _variants(data: bytes) -> dict[str, bytes]:
-    out = {"gzip": gzip.compress(data, compresslevel=9, mtime=0),
-           "zstd": zstandard.ZstdCompressor(level=19).compress(data)}
+    out = {
+        "gzip": gzip.compress(data, compresslevel=9, mtime=0),
+        "zstd": zstandard.ZstdCompressor(level=19).compress(data),
+    }
     if brotli is not None:
         out["br"] = brotli.compress(data, quality=11)
     return out
@@ -86,8 +100,14 @@ def build(src: str | os.PathLike, dst: str | os.PathLike) -> dict[str, Any]:
         target = dst_p / out_rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
-        entry: dict[str, Any] = {"path": out_rel, "size": len(data), "sha256": digest, "etag": f'"{digest[:32]}"',
-                                 "content_type": ctype, "encodings": {}}
+        entry: dict[str, Any] = {
+            "path": out_rel,
+            "size": len(data),
+            "sha256": digest,
+            "etag": f'"{digest[:32]}"',
+            "content_type": ctype,
+            "encodings": {},
+        }
         smallest = len(data)
         if not ctype.startswith(_COMPRESSED_TYPES):
             for coding, packed in _variants(data).items():
@@ -120,7 +140,9 @@ def upload(dst: str | os.PathLike, uri: str) -> int:
     try:
         fs, root = pafs.FileSystem.from_uri(uri)
     except (pa.ArrowInvalid, ValueError, OSError) as e:
-        raise InvalidInput(f"cannot open {uri!r}: {e}", hint="use a pyarrow.fs URI such as s3://bucket/path or file:///abs/path") from None
+        raise InvalidInput(
+            f"cannot open {uri!r}: {e}", hint="use a pyarrow.fs URI such as s3://bucket/path or file:///abs/path"
+        ) from None
     fs.create_dir(root, recursive=True)
     local = pafs.LocalFileSystem()
     pafs.copy_files(str(src), root, source_filesystem=local, destination_filesystem=fs)
@@ -140,12 +162,15 @@ def _load_manifest(root: Path) -> dict[str, Any]:
     try:
         return json.loads((root / MANIFEST).read_text())
     except FileNotFoundError:
-        raise NotFound(f"no {MANIFEST} in the assets folder {str(root)!r}",
-                       hint="run `cognopt assets build SRC DST` and set settings.network.assets_dir to DST") from None
+        raise NotFound(
+            f"no {MANIFEST} in the assets folder {str(root)!r}",
+            hint="run `cognopt assets build SRC DST` and set settings.network.assets_dir to DST",
+        ) from None
 
 
-def resolve(root: str | os.PathLike, name: str, *, if_none_match: str | None = None,
-            accept_encoding: str | None = None) -> AssetResponse:
+def resolve(
+    root: str | os.PathLike, name: str, *, if_none_match: str | None = None, accept_encoding: str | None = None
+) -> AssetResponse:
     """The answer for ``GET <assets>/<name>`` (see module docstring).
 
     Raises:
@@ -161,9 +186,16 @@ def resolve(root: str | os.PathLike, name: str, *, if_none_match: str | None = N
         immutable = entry is not None
     if entry is None:
         raise NotFound(f"asset {name[:200]!r} does not exist", hint="use a name listed in manifest.json")
-    headers = {"ETag": entry["etag"], "Cache-Control": IMMUTABLE if immutable else REVALIDATE,
-               "Content-Type": entry["content_type"], "Vary": "Accept-Encoding"}
-    if if_none_match and (if_none_match.strip() == "*" or entry["etag"] in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]):
+    headers = {
+        "ETag": entry["etag"],
+        "Cache-Control": IMMUTABLE if immutable else REVALIDATE,
+        "Content-Type": entry["content_type"],
+        "Vary": "Accept-Encoding",
+    }
+    if if_none_match and (
+        if_none_match.strip() == "*"
+        or entry["etag"] in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    ):
         return AssetResponse(304, headers, b"")
     available = list(entry.get("encodings", {}))
     offered = [c for c in ("br", "zstd", "gzip") if c in available]

@@ -53,14 +53,16 @@ class NetworkEngine(EngineClient):
 
     engine = "network"
 
-    def __init__(self, handle: Any, *, near_cache_ttl_s: float = 0.0, near_cache_max_bytes: int = 16 << 20,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, handle: Any, *, near_cache_ttl_s: float = 0.0, near_cache_max_bytes: int = 16 << 20, **kwargs: Any
+    ) -> None:
         super().__init__(handle, **kwargs)
         self._near = NearCache(near_cache_ttl_s, near_cache_max_bytes)
 
     @classmethod
-    def get_or_create(cls, settings: Settings | None = None, *, name: str = ACTOR_NAME,
-                      cache_actor_name: str = CACHE_ACTOR_NAME) -> NetworkEngine:
+    def get_or_create(
+        cls, settings: Settings | None = None, *, name: str = ACTOR_NAME, cache_actor_name: str = CACHE_ACTOR_NAME
+    ) -> NetworkEngine:
         """The engine named ``name`` (created with ``settings`` if it does not exist yet).
 
         Args:
@@ -70,20 +72,28 @@ class NetworkEngine(EngineClient):
         """
         settings = settings or runtime.get_settings()
         handle = runtime.get_or_create_actor(_NetworkActor, name, settings, cache_actor_name)
-        return cls(handle, near_cache_ttl_s=settings.network.near_cache_ttl_s,
-                   near_cache_max_bytes=settings.network.near_cache_max_bytes)
+        return cls(
+            handle,
+            near_cache_ttl_s=settings.network.near_cache_ttl_s,
+            near_cache_max_bytes=settings.network.near_cache_max_bytes,
+        )
 
     # -- the near cache ---------------------------------------------------------------------------
-    def _near_lookup(self, url: str, method: str, headers: Any, body: Any,
-                     kw: dict[str, Any]) -> tuple[str | None, NetworkResponse | None]:
+    def _near_lookup(
+        self, url: str, method: str, headers: Any, body: Any, kw: dict[str, Any]
+    ) -> tuple[str | None, NetworkResponse | None]:
         if not self._near.enabled:
             return None, None
         t0 = time.perf_counter()
         key = near_key(url, method, headers, body, kw)
         hit = self._near.get(key) if key is not None else None
         if hit is not None:
-            hit = hit.model_copy(update={"request_id": kw.get("request_id"),
-                                         "timings_ms": {"total": (time.perf_counter() - t0) * 1000, "near_cache": 1.0}})
+            hit = hit.model_copy(
+                update={
+                    "request_id": kw.get("request_id"),
+                    "timings_ms": {"total": (time.perf_counter() - t0) * 1000, "near_cache": 1.0},
+                }
+            )
             if time.monotonic() - self._near.last_flush > 1.0:
                 self._flush_near()
         return key, hit
@@ -104,10 +114,20 @@ class NetworkEngine(EngineClient):
                 logger.debug("could not report near-cache hits", exc_info=True)
 
     # -- requests ---------------------------------------------------------------------------------
-    def request(self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None, *,
-                service: str | None = None, cache_strategy: str | None = None,
-                compression_level: str | None = None, follow_redirects: bool = True,
-                request_id: str | None = None, timeout_s: float | None = None) -> NetworkResponse:
+    def request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Any = None,
+        body: bytes | str | None = None,
+        *,
+        service: str | None = None,
+        cache_strategy: str | None = None,
+        compression_level: str | None = None,
+        follow_redirects: bool = True,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> NetworkResponse:
         """Perform a request through the engine's guard, cache, coalescing and pool.
 
         Args:
@@ -139,11 +159,20 @@ class NetworkEngine(EngineClient):
         self._near_store(key, resp, method, url)
         return resp
 
-    async def request_async(self, url: str, method: str = "GET", headers: Any = None,
-                            body: bytes | str | None = None, *, service: str | None = None,
-                            cache_strategy: str | None = None, compression_level: str | None = None,
-                            follow_redirects: bool = True, request_id: str | None = None,
-                            timeout_s: float | None = None) -> NetworkResponse:
+    async def request_async(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: Any = None,
+        body: bytes | str | None = None,
+        *,
+        service: str | None = None,
+        cache_strategy: str | None = None,
+        compression_level: str | None = None,
+        follow_redirects: bool = True,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> NetworkResponse:
         """Async twin of :meth:`request`."""
         kw = _options(service, cache_strategy, compression_level, follow_redirects, request_id, timeout_s)
         key, hit = self._near_lookup(url, method, headers, body, kw)
@@ -265,10 +294,22 @@ class NetworkEngine(EngineClient):
         return await self._acall("health")
 
 
-def _options(service: str | None, cache_strategy: str | None, compression_level: str | None,
-             follow_redirects: bool, request_id: str | None, timeout_s: float | None) -> dict[str, Any]:
-    return {"service": service, "cache_strategy": cache_strategy, "compression_level": compression_level,
-            "follow_redirects": follow_redirects, "request_id": request_id, "timeout_s": timeout_s}
+def _options(
+    service: str | None,
+    cache_strategy: str | None,
+    compression_level: str | None,
+    follow_redirects: bool,
+    request_id: str | None,
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    return {
+        "service": service,
+        "cache_strategy": cache_strategy,
+        "compression_level": compression_level,
+        "follow_redirects": follow_redirects,
+        "request_id": request_id,
+        "timeout_s": timeout_s,
+    }
 
 
 def client() -> NetworkEngine:

@@ -112,4 +112,13 @@ def choose_encoding(accept: str | None, offered: Sequence[str]) -> str | None:
     return best
 
 
-__all__ = ["OutputTooLarge", "available", "accept_encoding", "encode", "decode", "choose_encoding", "parse_accept_encoding", "LEVELS"]
+__all__ = [
+    "OutputTooLarge",
+    "available",
+    "accept_encoding",
+    "encode",
+    "decode",
+    "choose_encoding",
+    "parse_accept_encoding",
+    "LEVELS",
+]

@@ -71,8 +71,15 @@ class BadEntry(ValueError):
     under another key, or unsealed where a sealed one is expected. It is treated as a miss."""
 
 
-def pack(variants: list[StoredResponse], cache_key: str, *, sealer: Sealer | None = None,
-         aad: bytes = b"", level: int = 3, max_raw: int | None = None) -> bytes:
+def pack(
+    variants: list[StoredResponse],
+    cache_key: str,
+    *,
+    sealer: Sealer | None = None,
+    aad: bytes = b"",
+    level: int = 3,
+    max_raw: int | None = None,
+) -> bytes:
     """Serialise the variants of one cache entry: a JSON header naming ``cache_key`` + the bodies,
     zstd-compressed, then sealed by ``sealer`` (AES-GCM, ``aad`` bound) when one is given.
 
@@ -81,9 +88,19 @@ def pack(variants: list[StoredResponse], cache_key: str, *, sealer: Sealer | Non
     """
     meta = []
     for v in variants:
-        meta.append({"url": v.url, "status": v.status, "headers": v.headers, "request_time": v.request_time,
-                     "response_time": v.response_time, "vary": v.vary, "strategy": v.strategy,
-                     "hf": v.heuristic_fraction, "len": len(v.body)})
+        meta.append(
+            {
+                "url": v.url,
+                "status": v.status,
+                "headers": v.headers,
+                "request_time": v.request_time,
+                "response_time": v.response_time,
+                "vary": v.vary,
+                "strategy": v.strategy,
+                "hf": v.heuristic_fraction,
+                "len": len(v.body),
+            }
+        )
     head = json.dumps({"key": cache_key, "variants": meta}, separators=(",", ":")).encode()
     size = 4 + len(head) + sum(len(v.body) for v in variants)
     if max_raw is not None and size > max_raw:
@@ -93,8 +110,9 @@ def pack(variants: list[StoredResponse], cache_key: str, *, sealer: Sealer | Non
     return sealer.seal(data, aad) if sealer is not None else data
 
 
-def unpack(data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: bytes = b"",
-           max_raw: int | None = None) -> list[StoredResponse]:
+def unpack(
+    data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: bytes = b"", max_raw: int | None = None
+) -> list[StoredResponse]:
     """The inverse of :func:`pack`, decompressing at most ``max_raw`` bytes.
 
     With a ``sealer`` only a sealed entry whose ``aad`` checks is read; without one a sealed entry
@@ -117,16 +135,27 @@ def unpack(data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: by
     try:
         raw = bounded.zstd(memoryview(data)[4:], max_raw)
         (n,) = struct.unpack(">I", raw[:4])
-        doc = json.loads(raw[4:4 + n])
+        doc = json.loads(raw[4 : 4 + n])
         if doc.get("key") != cache_key:
             raise BadEntry("entry was written under another cache key")
         pos = 4 + n
         out = []
         for m in doc["variants"]:
-            body = raw[pos:pos + m["len"]]
+            body = raw[pos : pos + m["len"]]
             pos += m["len"]
-            out.append(StoredResponse(m["url"], m["status"], [tuple(h) for h in m["headers"]], body,
-                                      m["request_time"], m["response_time"], m["vary"], m["strategy"], m.get("hf", 0.1)))
+            out.append(
+                StoredResponse(
+                    m["url"],
+                    m["status"],
+                    [tuple(h) for h in m["headers"]],
+                    body,
+                    m["request_time"],
+                    m["response_time"],
+                    m["vary"],
+                    m["strategy"],
+                    m.get("hf", 0.1),
+                )
+            )
         return out
     except BadEntry:
         raise
@@ -134,7 +163,9 @@ def unpack(data: bytes, cache_key: str, *, sealer: Sealer | None = None, aad: by
         raise BadEntry(f"malformed entry: {type(e).__name__}: {e}") from None
 
 
-def entry_key_of(data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"", max_raw: int | None = None) -> str | None:
+def entry_key_of(
+    data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"", max_raw: int | None = None
+) -> str | None:
     """The cache key an entry names (None when it cannot be read)."""
     try:
         if sealer is not None:
@@ -143,7 +174,7 @@ def entry_key_of(data: bytes, *, sealer: Sealer | None = None, aad: bytes = b"",
             return None
         raw = bounded.zstd(memoryview(data)[4:], max_raw)
         (n,) = struct.unpack(">I", raw[:4])
-        key = json.loads(raw[4:4 + n]).get("key")
+        key = json.loads(raw[4 : 4 + n]).get("key")
         return key if isinstance(key, str) else None
     except (ValueError, IntegrityError, struct.error, AttributeError):
         return None
@@ -235,7 +266,7 @@ class CacheStore:
         entry = dataclasses.replace(entry, headers=without(entry.headers, *NEVER_STORED_HEADERS))
         try:
             variants = [v for v in await self.load(key) if set(v.vary) == set(entry.vary) and v.vary != entry.vary]
-            variants = (variants + [entry])[-self.net.cache_max_variants:]
+            variants = (variants + [entry])[-self.net.cache_max_variants :]
             while True:
                 try:
                     data = pack(variants, key.logical, sealer=self.sealer, aad=name.encode(), max_raw=self.max_raw)

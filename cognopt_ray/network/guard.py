@@ -166,7 +166,9 @@ class SsrfGuard:
         try:
             u = url if isinstance(url, URL) else URL(str(url))
         except (ValueError, TypeError) as e:
-            raise InvalidRequest(f"URL {str(url)[:200]!r} is not valid: {e}", hint="send an absolute http(s) URL") from None
+            raise InvalidRequest(
+                f"URL {str(url)[:200]!r} is not valid: {e}", hint="send an absolute http(s) URL"
+            ) from None
         if u.scheme and u.scheme.lower() not in ("http", "https"):
             raise _refused(str(url), "scheme", f"scheme {u.scheme!r} is not allowed; only http and https are")
         if not u.is_absolute() or not u.scheme:
@@ -182,7 +184,9 @@ class SsrfGuard:
         if numeric is not None:
             rule = self.check_address(numeric)
             if rule is not None:
-                raise _refused(str(url), rule, f"address {numeric} (host {host!r}) is not global and not in the allowlist")
+                raise _refused(
+                    str(url), rule, f"address {numeric} (host {host!r}) is not global and not in the allowlist"
+                )
             canonical = str(numeric) if numeric.version == 4 else f"[{numeric}]"
             if canonical.strip("[]") != host.strip("[]"):
                 u = u.with_host(str(numeric))
@@ -203,7 +207,9 @@ class SsrfGuard:
         for a in addrs:
             rule = self.check_address(a.split("%", 1)[0])
             if rule is not None:
-                raise _refused(host, rule, f"host {host!r} resolves to {a}, which is not global and not in the allowlist")
+                raise _refused(
+                    host, rule, f"host {host!r} resolves to {a}, which is not global and not in the allowlist"
+                )
         return addrs
 
 
@@ -221,11 +227,15 @@ class GuardedResolver(AbstractResolver):
     def __init__(self, guard: SsrfGuard) -> None:
         self.guard = guard
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         loop = asyncio.get_running_loop()
         numeric = parse_numeric_host(host)
         if numeric is not None:
-            infos: list[Any] = [(socket.AF_INET if numeric.version == 4 else socket.AF_INET6, 0, 0, "", (str(numeric), port))]
+            infos: list[Any] = [
+                (socket.AF_INET if numeric.version == 4 else socket.AF_INET6, 0, 0, "", (str(numeric), port))
+            ]
         else:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
         addresses = [info[4][0] for info in infos]
@@ -235,8 +245,16 @@ class GuardedResolver(AbstractResolver):
             raise GuardRefusal(e) from None
         out: list[ResolveResult] = []
         for fam, _, proto, _, sockaddr in infos:
-            out.append({"hostname": host, "host": sockaddr[0], "port": port, "family": fam, "proto": proto,
-                        "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV})
+            out.append(
+                {
+                    "hostname": host,
+                    "host": sockaddr[0],
+                    "port": port,
+                    "family": fam,
+                    "proto": proto,
+                    "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                }
+            )
         return out
 
     async def close(self) -> None:

@@ -21,16 +21,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 from yarl import URL
 
 from cognopt_ray.config import NetworkServiceSettings, Settings, check_service_name
@@ -40,6 +37,21 @@ from cognopt_ray.network.backends import CacheBackend, LocalBackend
 from cognopt_ray.network.entries import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard
+from cognopt_ray.network.messages import (
+    METHODS,
+    REDIRECTS,
+    TRANSFER_HEADERS,
+    Inflight,
+    NetworkResponse,
+    OriginReply,
+    Outcome,
+    PoolConfig,
+    PoolSlot,
+    clean_headers,
+    entry_fresh_for,
+    request_timeout,
+    too_large,
+)
 from cognopt_ray.network.metrics import NetworkMetrics
 from cognopt_ray.network.rules import (
     CREDENTIAL_HEADERS,
@@ -59,87 +71,6 @@ from cognopt_ray.network.rules import (
 
 logger = logging.getLogger(__name__)
 
-CacheStatus = Literal["HIT", "MISS", "REVALIDATED", "STALE", "BYPASS"]
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-REDIRECTS = (301, 302, 303, 307, 308)
-#: Request headers a caller may not set (the client owns them).
-_OWNED_REQUEST_HEADERS = {"host", "connection", "content-length", "transfer-encoding", "accept-encoding", "te",
-                          "upgrade", "keep-alive", "proxy-connection", "trailer", "expect"}
-#: Response headers that describe the transfer, not the (decoded) body.
-_TRANSFER_HEADERS = ("connection", "keep-alive", "transfer-encoding", "content-encoding", "content-length",
-                     "proxy-connection", "trailer", "upgrade", "te")
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-#: The total timeout of the request being served (``timeout_s``), seen by every hop it makes.
-_request_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("cognopt_request_timeout", default=None)
-
-
-class PoolConfig(BaseModel):
-    """The connection pool: aiohttp ``TCPConnector`` limits."""
-
-    limit: int = Field(default=100, ge=0, le=100_000, description="total connections; 0 = no limit")
-    limit_per_host: int = Field(default=20, ge=0, le=100_000, description="connections per host; 0 = no limit")
-    keepalive_timeout_s: float = Field(default=30.0, gt=0, le=3600)
-
-
-class NetworkResponse(BaseModel):
-    """What a request through the engine returns.
-
-    ``cache_status``: ``HIT`` (fresh from the cache), ``MISS`` (from the origin), ``REVALIDATED``
-    (stored body confirmed by a 304), ``STALE`` (served stale under stale-while-revalidate or
-    stale-if-error), ``BYPASS`` (the cache was not used: unsafe method, ``no_cache``, no-store).
-    """
-
-    request_id: str | None = None
-    url: str
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    cache_status: CacheStatus
-    coalesced: bool = False
-    redirects: list[str] = Field(default_factory=list)
-    timings_ms: dict[str, float] = Field(default_factory=dict)
-    fresh_for_s: float = Field(default=0.0, description="seconds the answer stays fresh in the cache (0 = not stored or stale)")
-
-    def header(self, name: str) -> str | None:
-        return header(self.headers, name)
-
-    def json(self) -> Any:  # type: ignore[override]
-        import json
-
-        return json.loads(self.body)
-
-
-@dataclass
-class _Origin:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    request_time: float
-    response_time: float
-
-
-@dataclass
-class _Result:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    cache_status: CacheStatus
-    coalesced: bool = False
-    fresh_for: float = 0.0
-
-
-@dataclass
-class _Slot:
-    session: aiohttp.ClientSession
-    inflight: int = 0
-    retired: bool = False
-
-
-@dataclass
-class _Inflight:
-    future: asyncio.Future
-    waiters: int = 0
-
 
 class OptimizedClient:
     """HTTP client with a shared RFC 9111 cache, request coalescing, pooling and an SSRF guard.
@@ -156,21 +87,29 @@ class OptimizedClient:
         'MISS'
     """
 
-    def __init__(self, settings: Settings | None = None, *, backend: CacheBackend | None = None,
-                 metrics: NetworkMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        backend: CacheBackend | None = None,
+        metrics: NetworkMetrics | None = None,
+    ) -> None:
         self.settings = settings or Settings.load()
         self.net = self.settings.network
         self.guard = SsrfGuard(self.net.allowlist)
         self.backend: CacheBackend = backend or LocalBackend(self.net.cache_max_bytes)
         self.metrics = metrics or NetworkMetrics()
-        self.pool = PoolConfig(limit=self.net.pool_limit, limit_per_host=self.net.pool_limit_per_host,
-                               keepalive_timeout_s=self.net.keepalive_timeout_s)
+        self.pool = PoolConfig(
+            limit=self.net.pool_limit,
+            limit_per_host=self.net.pool_limit_per_host,
+            keepalive_timeout_s=self.net.keepalive_timeout_s,
+        )
         self.services: dict[str, NetworkServiceSettings] = {}
         self.store = CacheStore(self.settings, self.backend, lambda: self.metrics)
         #: request headers that carry credentials: not sent across origins, not cached for others
         self.credential_headers = CREDENTIAL_HEADERS | {h.lower() for h in self.net.credential_headers}
-        self._slot: _Slot | None = None
-        self._inflight: dict[tuple, _Inflight] = {}
+        self._slot: PoolSlot | None = None
+        self._inflight: dict[tuple, Inflight] = {}
         self._background: set[asyncio.Task] = set()
         self._closed = False
 
@@ -196,9 +135,11 @@ class OptimizedClient:
             new = NetworkServiceSettings(**{**current.model_dump(), **params})
         except ValidationError as e:
             msg = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise InvalidInput(f"invalid network settings for service {service!r}: {msg}",
-                               hint="parameters: cache_strategy (no_cache, short_term, medium_term, long_term, "
-                                    "persistent), compression_level (none, fast, balanced, max), compress_request_bodies") from None
+            raise InvalidInput(
+                f"invalid network settings for service {service!r}: {msg}",
+                hint="parameters: cache_strategy (no_cache, short_term, medium_term, long_term, "
+                "persistent), compression_level (none, fast, balanced, max), compress_request_bodies",
+            ) from None
         self.services[service] = new
         return new
 
@@ -215,40 +156,58 @@ class OptimizedClient:
         trace.on_connection_create_end.append(created)
         trace.on_connection_reuseconn.append(reused)
         connector = aiohttp.TCPConnector(
-            limit=self.pool.limit, limit_per_host=self.pool.limit_per_host,
-            keepalive_timeout=self.pool.keepalive_timeout_s, enable_cleanup_closed=True,
-            resolver=GuardedResolver(self.guard), ttl_dns_cache=10,
+            limit=self.pool.limit,
+            limit_per_host=self.pool.limit_per_host,
+            keepalive_timeout=self.pool.keepalive_timeout_s,
+            enable_cleanup_closed=True,
+            resolver=GuardedResolver(self.guard),
+            ttl_dns_cache=10,
         )
-        return aiohttp.ClientSession(connector=connector, auto_decompress=False, trace_configs=[trace],
-                                     cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+        return aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            trace_configs=[trace],
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
+        )
 
-    def _acquire(self) -> _Slot:
+    def _acquire(self) -> PoolSlot:
         if self._closed:
             raise CognoptError("the client is closed")
         if self._slot is None:
-            self._slot = _Slot(self._new_session())
+            self._slot = PoolSlot(self._new_session())
         self._slot.inflight += 1
         return self._slot
 
-    async def _release(self, slot: _Slot) -> None:
+    async def _release(self, slot: PoolSlot) -> None:
         slot.inflight -= 1
         if slot.retired and slot.inflight == 0:
             await slot.session.close()
 
-    async def configure_pooling(self, limit: int | None = None, limit_per_host: int | None = None,
-                                keepalive_timeout_s: float | None = None) -> PoolConfig:
+    async def configure_pooling(
+        self, limit: int | None = None, limit_per_host: int | None = None, keepalive_timeout_s: float | None = None
+    ) -> PoolConfig:
         """Replace the connection pool; requests in flight finish on the old one, which closes after.
 
         Raises:
             InvalidInput: a value out of range; the pool is unchanged.
         """
-        params = {k: v for k, v in {"limit": limit, "limit_per_host": limit_per_host,
-                                     "keepalive_timeout_s": keepalive_timeout_s}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {
+                "limit": limit,
+                "limit_per_host": limit_per_host,
+                "keepalive_timeout_s": keepalive_timeout_s,
+            }.items()
+            if v is not None
+        }
         try:
             new = PoolConfig(**{**self.pool.model_dump(), **params})
         except ValidationError as e:
             msg = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
-            raise InvalidInput(f"invalid pool settings: {msg}", hint="limit and limit_per_host >= 0, keepalive_timeout_s > 0") from None
+            raise InvalidInput(
+                f"invalid pool settings: {msg}", hint="limit and limit_per_host >= 0, keepalive_timeout_s > 0"
+            ) from None
         self.pool = new
         old, self._slot = self._slot, None
         if old is not None:
@@ -270,11 +229,20 @@ class OptimizedClient:
             self._slot = None
 
     # -- public entry ----------------------------------------------------------------------------------
-    async def request(self, url: str, method: str = "GET", headers: dict[str, str] | list | None = None,
-                      body: bytes | str | None = None, *, service: str | None = None,
-                      cache_strategy: str | None = None, compression_level: str | None = None,
-                      follow_redirects: bool = True, request_id: str | None = None,
-                      timeout_s: float | None = None) -> NetworkResponse:
+    async def request(
+        self,
+        url: str,
+        method: str = "GET",
+        headers: dict[str, str] | list | None = None,
+        body: bytes | str | None = None,
+        *,
+        service: str | None = None,
+        cache_strategy: str | None = None,
+        compression_level: str | None = None,
+        follow_redirects: bool = True,
+        request_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> NetworkResponse:
         """Perform a request through guard, cache, coalescing and the pool.
 
         The cache is partitioned by ``service``. ``cache_strategy`` may ask for less caching than
@@ -291,24 +259,28 @@ class OptimizedClient:
         method = (method or "GET").upper()
         if method not in METHODS:
             raise InvalidRequest(f"method {method!r} is not supported", hint=f"use one of {', '.join(METHODS)}")
-        hdrs = _clean_headers(headers)
+        hdrs = clean_headers(headers)
         svc = self.service_settings(service)
         level = compression_level or svc.compression_level
         if cache_strategy is not None and cache_strategy not in STRATEGY_ORDER:
-            raise InvalidRequest(f"cache_strategy {cache_strategy!r} is unknown",
-                                 hint="use no_cache, short_term, medium_term, long_term or persistent")
+            raise InvalidRequest(
+                f"cache_strategy {cache_strategy!r} is unknown",
+                hint="use no_cache, short_term, medium_term, long_term or persistent",
+            )
         strategy = clamp_strategy(cache_strategy, svc.cache_strategy)
         if level not in encoding.LEVELS and level != "none":
             raise InvalidRequest(f"compression_level {level!r} is unknown", hint="use none, fast, balanced or max")
         if timeout_s is not None and not (0 < timeout_s <= 3600):
             raise InvalidRequest(f"timeout_s {timeout_s!r} must be > 0 and <= 3600")
-        _request_timeout.set(min(timeout_s, self.net.total_timeout_s) if timeout_s else None)
+        request_timeout.set(min(timeout_s, self.net.total_timeout_s) if timeout_s else None)
         data = body.encode() if isinstance(body, str) else body
         if data is not None and len(data) > self.settings.max_body_bytes:
             from cognopt_ray.errors import PayloadTooLarge
 
-            raise PayloadTooLarge(f"request body of {len(data)} bytes is over the limit of {self.settings.max_body_bytes}",
-                                  hint="send a smaller body or raise max_body_bytes")
+            raise PayloadTooLarge(
+                f"request body of {len(data)} bytes is over the limit of {self.settings.max_body_bytes}",
+                hint="send a smaller body or raise max_body_bytes",
+            )
         try:
             checked = self.guard.check_url(url)
         except UrlRefused:
@@ -325,8 +297,10 @@ class OptimizedClient:
             if not (follow_redirects and res.status in REDIRECTS and location):
                 break
             if len(redirects) >= self.net.max_redirects:
-                raise BadGateway(f"more than {self.net.max_redirects} redirects starting at {url[:200]!r}",
-                                 hint="request the final URL directly or raise settings.network.max_redirects")
+                raise BadGateway(
+                    f"more than {self.net.max_redirects} redirects starting at {url[:200]!r}",
+                    hint="request the final URL directly or raise settings.network.max_redirects",
+                )
             try:
                 nxt = current.join(URL(location))
             except ValueError:
@@ -345,8 +319,14 @@ class OptimizedClient:
             current = nxt_checked.url
         self.metrics.record(res.cache_status, served=len(res.body), coalesced=res.coalesced)
         return NetworkResponse(
-            request_id=request_id, url=str(current), status=res.status, headers=res.headers, body=res.body,
-            cache_status=res.cache_status, coalesced=res.coalesced, redirects=redirects,
+            request_id=request_id,
+            url=str(current),
+            status=res.status,
+            headers=res.headers,
+            body=res.body,
+            cache_status=res.cache_status,
+            coalesced=res.coalesced,
+            redirects=redirects,
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
             fresh_for_s=0.0 if redirects else max(0.0, min(res.fresh_for, 1e9)),
         )
@@ -355,7 +335,9 @@ class OptimizedClient:
         """Drop every service's entry of ``url``, or every entry whose URL starts with ``prefix``;
         returns how many."""
         if bool(url) == bool(prefix):
-            raise InvalidInput("give exactly one of url or prefix", hint='{"url": "https://host/path"} or {"prefix": "https://host/"}')
+            raise InvalidInput(
+                "give exactly one of url or prefix", hint='{"url": "https://host/path"} or {"prefix": "https://host/"}'
+            )
         try:
             if url:
                 return await self.store.drop_url(str(URL(url).with_fragment(None)))
@@ -364,14 +346,23 @@ class OptimizedClient:
             raise InvalidInput(f"invalid URL: {e}") from None
 
     # -- one hop ---------------------------------------------------------------------------------------
-    async def _one(self, url: URL, method: str, hdrs: list[tuple[str, str]], data: bytes | None,
-                   strategy: str, level: str, svc: NetworkServiceSettings, service: str | None) -> _Result:
+    async def _one(
+        self,
+        url: URL,
+        method: str,
+        hdrs: list[tuple[str, str]],
+        data: bytes | None,
+        strategy: str,
+        level: str,
+        svc: NetworkServiceSettings,
+        service: str | None,
+    ) -> Outcome:
         req_cc = parse_cache_control(header(hdrs, "cache-control"))
         if method != "GET" or strategy == "no_cache" or "no-store" in req_cc:
             origin = await self._fetch(url, method, hdrs, data, level, svc)
             if invalidates(method, origin.status):
                 await self._invalidate(url, origin.headers)
-            return _Result(origin.status, origin.headers, origin.body, "BYPASS")
+            return Outcome(origin.status, origin.headers, origin.body, "BYPASS")
         key = entry_key(url, service)
         variants = await self.store.load(key)
         entry = next((v for v in variants if v.matches(hdrs)), None)
@@ -380,15 +371,21 @@ class OptimizedClient:
         ckey = (key, tuple(sorted((k.lower(), v) for k, v in hdrs)))
         if entry is not None:
             if entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
-                return _Result(entry.status, entry.response_headers(now), entry.body, "HIT", fresh_for=_fresh_for(entry))
+                return Outcome(
+                    entry.status, entry.response_headers(now), entry.body, "HIT", fresh_for=entry_fresh_for(entry)
+                )
             if entry.may_serve_while_revalidating(now) and "no-cache" not in req_cc:
                 self._revalidate_in_background(ckey, key, entry, url, hdrs, strategy, level, svc)
-                return _Result(entry.status, entry.response_headers(now) + [("Warning", '110 - "Response is Stale"')],
-                               entry.body, "STALE")
+                return Outcome(
+                    entry.status,
+                    entry.response_headers(now) + [("Warning", '110 - "Response is Stale"')],
+                    entry.body,
+                    "STALE",
+                )
             return await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc))
         return await self._coalesced(ckey, lambda: self._miss(key, url, hdrs, strategy, level, svc))
 
-    async def _coalesced(self, ckey: tuple, make: Callable[[], Awaitable[_Result]]) -> _Result:
+    async def _coalesced(self, ckey: tuple, make: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """Run ``make`` once for concurrent identical requests; the others wait for its result."""
         inflight = self._inflight.get(ckey)
         if inflight is not None:
@@ -399,10 +396,16 @@ class OptimizedClient:
                 logger.info("coalesced request waited %.1f s; fetching on its own", self.net.coalesce_timeout_s)
                 return await make()
             # a waiter never gets the cookie the origin set for the leader
-            return _Result(res.status, without(res.headers, *NEVER_STORED_HEADERS), res.body, res.cache_status,
-                           coalesced=True, fresh_for=res.fresh_for)
+            return Outcome(
+                res.status,
+                without(res.headers, *NEVER_STORED_HEADERS),
+                res.body,
+                res.cache_status,
+                coalesced=True,
+                fresh_for=res.fresh_for,
+            )
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight[ckey] = _Inflight(fut)
+        self._inflight[ckey] = Inflight(fut)
         try:
             res = await make()
         except BaseException as e:
@@ -416,46 +419,80 @@ class OptimizedClient:
         finally:
             self._inflight.pop(ckey, None)
 
-    async def _miss(self, key: EntryKey, url: URL, hdrs: list, strategy: str, level: str,
-                    svc: NetworkServiceSettings) -> _Result:
+    async def _miss(
+        self, key: EntryKey, url: URL, hdrs: list, strategy: str, level: str, svc: NetworkServiceSettings
+    ) -> Outcome:
         origin = await self._fetch(url, "GET", hdrs, None, level, svc)
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
+        return Outcome(origin.status, origin.headers, origin.body, "MISS", fresh_for=entry_fresh_for(stored))
 
-    async def _revalidate(self, key: EntryKey, entry: StoredResponse, url: URL, hdrs: list, strategy: str, level: str,
-                          svc: NetworkServiceSettings, *, background: bool = False) -> _Result:
+    async def _revalidate(
+        self,
+        key: EntryKey,
+        entry: StoredResponse,
+        url: URL,
+        hdrs: list,
+        strategy: str,
+        level: str,
+        svc: NetworkServiceSettings,
+        *,
+        background: bool = False,
+    ) -> Outcome:
         conditional = without(hdrs, "if-none-match", "if-modified-since") + entry.validators()
         now = time.time()
         try:
             origin = await self._fetch(url, "GET", conditional, None, level, svc)
         except (OriginTimeout, BadGateway) as e:
             if entry.may_serve_on_error(now, hdrs):
-                return _Result(entry.status, entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
-                               entry.body, "STALE")
+                return Outcome(
+                    entry.status,
+                    entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
+                    entry.body,
+                    "STALE",
+                )
             if entry.must_revalidate():
                 raise OriginTimeout(
                     f"the cached response of {str(url)[:200]!r} must be revalidated and the origin is unreachable ({e.message})",
-                    hint="retry when the origin is back", rule="must-revalidate") from None
+                    hint="retry when the origin is back",
+                    rule="must-revalidate",
+                ) from None
             raise
         if origin.status == 304:
             fresh = entry.refreshed(origin.headers, origin.request_time, origin.response_time)
             await self.store.save(key, fresh)
-            return _Result(fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED", fresh_for=_fresh_for(fresh))
+            return Outcome(
+                fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED", fresh_for=entry_fresh_for(fresh)
+            )
         if origin.status >= 500 and entry.may_serve_on_error(now, hdrs):
-            return _Result(entry.status, entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
-                           entry.body, "STALE")
+            return Outcome(
+                entry.status,
+                entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
+                entry.body,
+                "STALE",
+            )
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return _Result(origin.status, origin.headers, origin.body, "MISS", fresh_for=_fresh_for(stored))
+        return Outcome(origin.status, origin.headers, origin.body, "MISS", fresh_for=entry_fresh_for(stored))
 
-    def _revalidate_in_background(self, ckey: tuple, key: EntryKey, entry: StoredResponse, url: URL, hdrs: list,
-                                  strategy: str, level: str, svc: NetworkServiceSettings) -> None:
+    def _revalidate_in_background(
+        self,
+        ckey: tuple,
+        key: EntryKey,
+        entry: StoredResponse,
+        url: URL,
+        hdrs: list,
+        strategy: str,
+        level: str,
+        svc: NetworkServiceSettings,
+    ) -> None:
         if ckey in self._inflight:
             return
 
         async def run() -> None:
             self.metrics.background_revalidations += 1
             try:
-                await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc, background=True))
+                await self._coalesced(
+                    ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc, background=True)
+                )
             except Exception as e:  # noqa: BLE001 - a background refresh never fails a request
                 logger.info("background revalidation of %s failed: %s", url, e)
 
@@ -464,16 +501,26 @@ class OptimizedClient:
         task.add_done_callback(self._background.discard)
 
     # -- storage -----------------------------------------------------------------------------------------
-    async def _maybe_store(self, key: EntryKey, url: URL, hdrs: list, origin: _Origin, strategy: str) -> StoredResponse | None:
+    async def _maybe_store(
+        self, key: EntryKey, url: URL, hdrs: list, origin: OriginReply, strategy: str
+    ) -> StoredResponse | None:
         ok, why = storable("GET", origin.status, hdrs, origin.headers, strategy, self.credential_headers)
         if not ok:
             self.metrics.not_stored += 1
             logger.debug("not stored %s: %s", url, why)
             return None
         names = vary_names(origin.headers)
-        entry = StoredResponse(str(url), origin.status, without(origin.headers, *NEVER_STORED_HEADERS), origin.body,
-                               origin.request_time, origin.response_time, vary_key(names, hdrs), strategy,
-                               self.net.heuristic_fraction)
+        entry = StoredResponse(
+            str(url),
+            origin.status,
+            without(origin.headers, *NEVER_STORED_HEADERS),
+            origin.body,
+            origin.request_time,
+            origin.response_time,
+            vary_key(names, hdrs),
+            strategy,
+            self.net.heuristic_fraction,
+        )
         return entry if await self.store.save(key, entry) else None
 
     async def _invalidate(self, url: URL, resp_headers: list) -> None:
@@ -497,33 +544,40 @@ class OptimizedClient:
                 logger.warning("cache invalidation of %s failed: %s", t, e)
 
     # -- the origin ---------------------------------------------------------------------------------------
-    async def _fetch(self, url: URL, method: str, hdrs: list, data: bytes | None, level: str,
-                     svc: NetworkServiceSettings) -> _Origin:
+    async def _fetch(
+        self, url: URL, method: str, hdrs: list, data: bytes | None, level: str, svc: NetworkServiceSettings
+    ) -> OriginReply:
         send = list(hdrs) + [("Accept-Encoding", encoding.accept_encoding(level))]
         if data is not None:
             self.metrics.request_bytes_raw += len(data)
-            if svc.compress_request_bodies and level != "none" and len(data) >= 1024 and header(hdrs, "content-encoding") is None:
+            if (
+                svc.compress_request_bodies
+                and level != "none"
+                and len(data) >= 1024
+                and header(hdrs, "content-encoding") is None
+            ):
                 packed = encoding.encode(data, "gzip", level)
                 if len(packed) < len(data):
                     data = packed
                     send.append(("Content-Encoding", "gzip"))
             self.metrics.request_bytes_sent += len(data)
-        total = _request_timeout.get() or self.net.total_timeout_s
+        total = request_timeout.get() or self.net.total_timeout_s
         timeout = aiohttp.ClientTimeout(total=total, connect=min(self.net.connect_timeout_s, total))
         limit = self.net.max_response_bytes
         slot = self._acquire()
         request_time = time.time()
         try:
-            async with slot.session.request(method, url, headers=send, data=data, allow_redirects=False,
-                                            timeout=timeout) as r:
+            async with slot.session.request(
+                method, url, headers=send, data=data, allow_redirects=False, timeout=timeout
+            ) as r:
                 declared = r.content_length
                 if declared is not None and declared > limit:
-                    raise _too_large(url, limit)
+                    raise too_large(url, limit)
                 chunks, size = [], 0
                 async for chunk in r.content.iter_chunked(64 * 1024):
                     size += len(chunk)
                     if size > limit:
-                        raise _too_large(url, limit)
+                        raise too_large(url, limit)
                     chunks.append(chunk)
                 wire = b"".join(chunks)
                 response_time = time.time()
@@ -531,16 +585,19 @@ class OptimizedClient:
                 try:
                     body = encoding.decode(wire, coding, max_size=limit)
                 except encoding.OutputTooLarge:
-                    raise BadGateway(f"the {coding} body of {str(url)[:200]!r} decodes to more than {limit} bytes "
-                                     f"({len(wire)} bytes on the wire); decoding stopped there",
-                                     hint="raise settings.network.max_response_bytes if this origin's answers are "
-                                          "really that large", rule="max-response-bytes") from None
+                    raise BadGateway(
+                        f"the {coding} body of {str(url)[:200]!r} decodes to more than {limit} bytes "
+                        f"({len(wire)} bytes on the wire); decoding stopped there",
+                        hint="raise settings.network.max_response_bytes if this origin's answers are really that large",
+                        rule="max-response-bytes",
+                    ) from None
                 except ValueError as e:
-                    raise BadGateway(f"the origin's body could not be decoded: {e}",
-                                     hint="check the origin's Content-Encoding") from None
-                headers = without([(k, v) for k, v in r.headers.items()], *_TRANSFER_HEADERS)
+                    raise BadGateway(
+                        f"the origin's body could not be decoded: {e}", hint="check the origin's Content-Encoding"
+                    ) from None
+                headers = without([(k, v) for k, v in r.headers.items()], *TRANSFER_HEADERS)
                 self.metrics.origin(len(wire), len(body))
-                return _Origin(r.status, headers, body, request_time, response_time)
+                return OriginReply(r.status, headers, body, request_time, response_time)
         except CognoptError:
             self.metrics.origin_errors += 1
             raise
@@ -548,48 +605,26 @@ class OptimizedClient:
             self.metrics.origin_errors += 1
             if isinstance(e.os_error, GuardRefusal):
                 raise e.os_error.refused from None
-            raise BadGateway(f"cannot connect to {url.host}:{url.port}: {e.os_error or e}",
-                             hint="check that the origin is up and reachable") from None
+            raise BadGateway(
+                f"cannot connect to {url.host}:{url.port}: {e.os_error or e}",
+                hint="check that the origin is up and reachable",
+            ) from None
         except asyncio.TimeoutError:
             self.metrics.origin_errors += 1
-            raise OriginTimeout(f"the origin {url.host}:{url.port} did not answer within the timeout "
-                                f"(connect {min(self.net.connect_timeout_s, total):g} s, total {total:g} s)",
-                                hint="retry later or raise settings.network.total_timeout_s") from None
+            raise OriginTimeout(
+                f"the origin {url.host}:{url.port} did not answer within the timeout "
+                f"(connect {min(self.net.connect_timeout_s, total):g} s, total {total:g} s)",
+                hint="retry later or raise settings.network.total_timeout_s",
+            ) from None
         except aiohttp.InvalidURL as e:
             raise InvalidRequest(f"URL {str(url)[:200]!r} is not valid: {e}") from None
         except aiohttp.ClientError as e:
             self.metrics.origin_errors += 1
-            raise BadGateway(f"the origin {url.host}:{url.port} failed: {type(e).__name__}: {e}",
-                             hint="check the origin") from None
+            raise BadGateway(
+                f"the origin {url.host}:{url.port} failed: {type(e).__name__}: {e}", hint="check the origin"
+            ) from None
         finally:
             await self._release(slot)
-
-
-def _too_large(url: URL, limit: int) -> BadGateway:
-    return BadGateway(f"the response of {str(url)[:200]!r} is over the limit of {limit} bytes",
-                      hint="raise settings.network.max_response_bytes", rule="max-response-bytes")
-
-
-def _fresh_for(entry: StoredResponse | None) -> float:
-    if entry is None or entry.vary:  # variants are selected by the engine, not by a near cache
-        return 0.0
-    return max(0.0, entry.lifetime() - entry.current_age())
-
-
-def _clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]]:
-    items = list(headers.items()) if isinstance(headers, dict) else [tuple(h) for h in (headers or [])]
-    out = []
-    for item in items:
-        if len(item) != 2:
-            raise InvalidRequest("headers must be name/value pairs")
-        k, v = item
-        if not isinstance(k, str) or not isinstance(v, str) or not _TOKEN.match(k) or any(c in v for c in "\r\n\x00"):
-            raise InvalidRequest(f"header {str(k)[:100]!r} has an invalid name or value",
-                                 hint="header names are tokens; values must not contain CR, LF or NUL")
-        if k.lower() in _OWNED_REQUEST_HEADERS:
-            continue
-        out.append((k, v))
-    return out
 
 
 __all__ = ["OptimizedClient", "NetworkResponse", "PoolConfig", "METHODS"]

@@ -71,7 +71,9 @@ class NetworkMetrics:
         self.bytes_served += served
         if coalesced:
             self.coalesced += 1
-        key = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated", "MISS": "misses", "BYPASS": "bypass"}[cache_status]
+        key = {"HIT": "hits", "STALE": "stale", "REVALIDATED": "revalidated", "MISS": "misses", "BYPASS": "bypass"}[
+            cache_status
+        ]
         setattr(self, key, getattr(self, key) + 1)
 
     def origin(self, wire: int, decoded: int) -> None:
@@ -88,7 +90,9 @@ class NetworkMetrics:
         d["cache_hit_rate"] = (self.hits + self.stale + self.revalidated) / lookups if lookups else 0.0
         d["origin_requests_avoided"] = self.hits + self.stale + self.coalesced
         d["bandwidth_saved_mb"] = (self.bytes_served - self.bytes_from_origin) / 1e6
-        d["compression_ratio"] = (self.bytes_decoded_from_origin / self.bytes_from_origin) if self.bytes_from_origin else 1.0
+        d["compression_ratio"] = (
+            (self.bytes_decoded_from_origin / self.bytes_from_origin) if self.bytes_from_origin else 1.0
+        )
         conns = self.connections_created + self.connections_reused
         d["connection_reuse_rate"] = self.connections_reused / conns if conns else 0.0
         d["uptime_s"] = time.time() - self.started

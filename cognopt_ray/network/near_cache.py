@@ -65,19 +65,29 @@ class NearCache:
             headers.append((k, v))
         if not has_age:  # stored from a MISS: its age is the time since then (RFC 9111 5.1)
             headers.append(("Age", str(int(elapsed))))
-        return resp.model_copy(update={"headers": headers, "cache_status": "HIT", "coalesced": False,
-                                       "fresh_for_s": max(0.0, resp.fresh_for_s - elapsed)})
+        return resp.model_copy(
+            update={
+                "headers": headers,
+                "cache_status": "HIT",
+                "coalesced": False,
+                "fresh_for_s": max(0.0, resp.fresh_for_s - elapsed),
+            }
+        )
 
     def put(self, key: str, resp: NetworkResponse) -> None:
         with self._lock:
-            self._lru.set(key, (resp, time.monotonic()), min(self.ttl_s, resp.fresh_for_s),
-                          size=len(resp.body) + _ENTRY_OVERHEAD)
+            self._lru.set(
+                key, (resp, time.monotonic()), min(self.ttl_s, resp.fresh_for_s), size=len(resp.body) + _ENTRY_OVERHEAD
+            )
 
     def drop_url(self, url: str | None = None, prefix: str | None = None) -> None:
         """Forget the answers of ``url`` or of every URL starting with ``prefix``."""
         with self._lock:
-            self._lru.delete_where(lambda k: (url is not None and _url_of(k) == url) or
-                                   (prefix is not None and _url_of(k).startswith(prefix)))
+            self._lru.delete_where(
+                lambda k: (
+                    (url is not None and _url_of(k) == url) or (prefix is not None and _url_of(k).startswith(prefix))
+                )
+            )
 
     def take_pending(self) -> tuple[int, int]:
         """The hits and bytes served since the last call (reset to zero)."""
@@ -93,13 +103,20 @@ def near_key(url: str, method: str, headers: Any, body: Any, kw: dict[str, Any])
     if (method or "GET").upper() != "GET" or body:
         return None
     try:
-        items = sorted((str(k).lower(), str(v)) for k, v in (headers.items() if isinstance(headers, dict) else headers or []))
+        items = sorted(
+            (str(k).lower(), str(v)) for k, v in (headers.items() if isinstance(headers, dict) else headers or [])
+        )
     except (TypeError, ValueError):
         return None
     if any(k in ("cache-control", "pragma") for k, _ in items):
         return None
-    rest = [items, kw.get("service"), kw.get("cache_strategy"), kw.get("compression_level"),
-            kw.get("follow_redirects", True)]
+    rest = [
+        items,
+        kw.get("service"),
+        kw.get("cache_strategy"),
+        kw.get("compression_level"),
+        kw.get("follow_redirects", True),
+    ]
     return f"{url}\x00{json.dumps(rest, separators=(',', ':'))}"
 
 

@@ -53,7 +53,9 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 #: Strategies from the least to the most caching.
 STRATEGY_ORDER = ("no_cache", "short_term", "medium_term", "long_term", "persistent")
 #: Request headers that carry a credential (lower-case); ``settings.network.credential_headers`` adds more.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"})
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "api-key", "x-auth-token"}
+)
 #: Response headers a shared cache never stores nor replays.
 NEVER_STORED_HEADERS = ("set-cookie", "set-cookie2")
 #: Headers a 304 does not carry over to the stored response (RFC 9111 3.2).
@@ -155,9 +157,14 @@ def clamp_strategy(requested: str | None, configured: str) -> str:
 
 
 # -- storing ------------------------------------------------------------------------------------
-def storable(method: str, status: int, request_headers: Sequence[tuple[str, str]],
-             response_headers: Sequence[tuple[str, str]], strategy: str,
-             credential_headers: Iterable[str] = ()) -> tuple[bool, str]:
+def storable(
+    method: str,
+    status: int,
+    request_headers: Sequence[tuple[str, str]],
+    response_headers: Sequence[tuple[str, str]],
+    strategy: str,
+    credential_headers: Iterable[str] = (),
+) -> tuple[bool, str]:
     """Whether a shared cache may store this response (RFC 9111 3, 3.5), and why not.
 
     ``credential_headers`` are header names that carry credentials besides :data:`CREDENTIAL_HEADERS`.
@@ -184,15 +191,19 @@ def storable(method: str, status: int, request_headers: Sequence[tuple[str, str]
         return False, "Vary: * never matches a later request"
     creds = credentials_in(request_headers, credential_headers)
     if creds and not ("public" in cc or "s-maxage" in cc):
-        return False, f"request carries credentials ({', '.join(creds)}) and the response does not say public or s-maxage"
+        return (
+            False,
+            f"request carries credentials ({', '.join(creds)}) and the response does not say public or s-maxage",
+        )
     explicit = "s-maxage" in cc or "max-age" in cc or header(response_headers, "expires") is not None
     if not explicit and status not in HEURISTIC_STATUSES and "public" not in cc:
         return False, f"status {status} needs explicit freshness to be cached"
     return True, ""
 
 
-def freshness_lifetime(status: int, response_headers: Sequence[tuple[str, str]], strategy: str,
-                       *, heuristic_fraction: float = 0.1) -> float:
+def freshness_lifetime(
+    status: int, response_headers: Sequence[tuple[str, str]], strategy: str, *, heuristic_fraction: float = 0.1
+) -> float:
     """Seconds the response stays fresh (RFC 9111 4.2.1, 4.2.2), capped by the strategy.
 
     Formula: the first of ``s-maxage``, ``max-age``, ``Expires − Date``; else, with
@@ -296,12 +307,14 @@ class StoredResponse:
 
     def lifetime(self) -> float:
         if self._lifetime is None:
-            self._lifetime = freshness_lifetime(self.status, self.headers, self.strategy,
-                                                heuristic_fraction=self.heuristic_fraction)
+            self._lifetime = freshness_lifetime(
+                self.status, self.headers, self.strategy, heuristic_fraction=self.heuristic_fraction
+            )
         return self._lifetime
 
-    def is_fresh(self, now: float | None = None, request_headers: Sequence[tuple[str, str]] = (),
-                 cap: float = math.inf) -> bool:
+    def is_fresh(
+        self, now: float | None = None, request_headers: Sequence[tuple[str, str]] = (), cap: float = math.inf
+    ) -> bool:
         """Fresh for this request: age below the lifetime (at most ``cap``, the request's strategy)
         and the request's own limits."""
         req_cc = parse_cache_control(header(request_headers, "cache-control")) if request_headers else {}
@@ -334,9 +347,14 @@ class StoredResponse:
         """RFC 5861 4: stale by no more than ``stale-if-error`` (response or request) seconds."""
         if self.must_revalidate():
             return False
-        windows = [w for w in (_seconds(self.cache_control, "stale-if-error"),
-                               _seconds(parse_cache_control(header(request_headers, "cache-control")), "stale-if-error"))
-                   if w is not None]
+        windows = [
+            w
+            for w in (
+                _seconds(self.cache_control, "stale-if-error"),
+                _seconds(parse_cache_control(header(request_headers, "cache-control")), "stale-if-error"),
+            )
+            if w is not None
+        ]
         return bool(windows) and self.staleness(now) <= max(windows)
 
     def stale_window(self) -> float:
@@ -361,15 +379,28 @@ class StoredResponse:
         """Whether a request selects this variant (RFC 9111 4.1)."""
         return all(_norm(header(request_headers, n)) == v for n, v in self.vary.items())
 
-    def refreshed(self, not_modified_headers: Sequence[tuple[str, str]], request_time: float,
-                  response_time: float) -> StoredResponse:
+    def refreshed(
+        self, not_modified_headers: Sequence[tuple[str, str]], request_time: float, response_time: float
+    ) -> StoredResponse:
         """This response with its headers updated from a 304 (RFC 9111 4.3.4)."""
-        update = [(k, v) for k, v in not_modified_headers
-                  if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS]
+        update = [
+            (k, v)
+            for k, v in not_modified_headers
+            if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS
+        ]
         names = {k.lower() for k, _ in update}
         headers = [(k, v) for k, v in self.headers if k.lower() not in names] + update
-        return StoredResponse(self.url, self.status, headers, self.body, request_time, response_time,
-                              dict(self.vary), self.strategy, self.heuristic_fraction)
+        return StoredResponse(
+            self.url,
+            self.status,
+            headers,
+            self.body,
+            request_time,
+            response_time,
+            dict(self.vary),
+            self.strategy,
+            self.heuristic_fraction,
+        )
 
     def ttl(self, keep_stale_s: float) -> float | None:
         """How long a backend keeps the entry: freshness + the stale window, plus ``keep_stale_s``

@@ -86,7 +86,9 @@ class AuditLog:
         """
         out = []
         for e in self._lines():
-            if action and not (e.get("action") == action or (action.endswith(".") and str(e.get("action", "")).startswith(action))):
+            if action and not (
+                e.get("action") == action or (action.endswith(".") and str(e.get("action", "")).startswith(action))
+            ):
                 continue
             if key_id and e.get("key_id") != key_id:
                 continue

@@ -55,8 +55,13 @@ def configured_caps(settings: Settings, service: str) -> ServiceCaps:
     """The caps a service has before any admin change: its configured values."""
     svc = settings.service(service)
     affinity = svc.cpu.cpu_affinity if svc.cpu.cpu_affinity is not None else (settings.cpu.cpu_affinity or None)
-    return ServiceCaps(max_workers=svc.cpu.max_workers, cpu_affinity=affinity, default_tier=svc.storage.default_tier,
-                       hot_to_warm_idle_s=svc.storage.hot_to_warm_idle_s, cache_strategy=svc.network.cache_strategy)
+    return ServiceCaps(
+        max_workers=svc.cpu.max_workers,
+        cpu_affinity=affinity,
+        default_tier=svc.storage.default_tier,
+        hot_to_warm_idle_s=svc.storage.hot_to_warm_idle_s,
+        cache_strategy=svc.network.cache_strategy,
+    )
 
 
 def effective_caps(settings: Settings, service: str, overrides: dict[str, dict[str, Any]]) -> ServiceCaps:
@@ -67,8 +72,9 @@ def effective_caps(settings: Settings, service: str, overrides: dict[str, dict[s
     return ServiceCaps(**base)
 
 
-def over_caps(settings: Settings, service: str, engine: str, changes: dict[str, Any],
-              overrides: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def over_caps(
+    settings: Settings, service: str, engine: str, changes: dict[str, Any], overrides: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The changes that go past a cap: ``[{"parameter", "value", "cap", "limit"}]`` (empty: all within)."""
     caps = effective_caps(settings, service, overrides)
     out = []
@@ -142,6 +148,6 @@ class CapsStore:
         raise Forbidden(
             f"service {service!r} may not set {names}: over its caps",
             hint=f"an admin raises services.{service}.caps.{first['cap']} in the settings or with "
-                 f"PUT services/{service}/caps; or ask within the caps",
+            f"PUT services/{service}/caps; or ask within the caps",
             over=over,
         )

@@ -60,7 +60,11 @@ def parse_time(value: str) -> _dt.datetime:
 
 
 def generate_key(
-    scopes: Iterable[str], *, note: str | None = None, expires_at: str | None = None, ttl_s: float | None = None,
+    scopes: Iterable[str],
+    *,
+    note: str | None = None,
+    expires_at: str | None = None,
+    ttl_s: float | None = None,
 ) -> tuple[str, ApiKeyRecord]:
     """A new key and the record to store for it. The key itself is shown once and never stored.
 
@@ -80,8 +84,9 @@ def generate_key(
         expiry = _iso(t)
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    record = ApiKeyRecord(id=key_id, hash=hash_secret(secret), scopes=list(scopes), created=_iso(_now()),
-                          note=note, expires_at=expiry)
+    record = ApiKeyRecord(
+        id=key_id, hash=hash_secret(secret), scopes=list(scopes), created=_iso(_now()), note=note, expires_at=expiry
+    )
     return f"cok_{key_id}.{secret}", record
 
 
@@ -240,6 +245,7 @@ class KeyStore:
 
         Only the hash is stored, so a later start cannot show the key again.
         """
+
         def change(existing: list[dict]) -> str | None:
             for raw in existing:
                 rec = ApiKeyRecord.model_validate(raw)
@@ -261,4 +267,3 @@ def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | 
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
     return None
-

@@ -13,5 +13,18 @@ from cognopt_ray.storage.codecs import CODEC_CHOICES, CODECS, TIERS, CodecChoice
 from cognopt_ray.storage.models import DEFAULT_SERVICE, ItemInfo, PutRequest
 from cognopt_ray.storage.store import TieredStore
 
-__all__ = ["StorageClient", "client", "ACTOR_NAME", "PutRequest", "ItemInfo", "DEFAULT_SERVICE", "TieredStore",
-           "BackupRepository", "CodecChoice", "choose_codec", "TIERS", "CODECS", "CODEC_CHOICES"]
+__all__ = [
+    "StorageClient",
+    "client",
+    "ACTOR_NAME",
+    "PutRequest",
+    "ItemInfo",
+    "DEFAULT_SERVICE",
+    "TieredStore",
+    "BackupRepository",
+    "CodecChoice",
+    "choose_codec",
+    "TIERS",
+    "CODECS",
+    "CODEC_CHOICES",
+]

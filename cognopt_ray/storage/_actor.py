@@ -17,12 +17,21 @@ from typing import Any
 
 import ray
 
+from cognopt_ray._private.gauges import Gauges
 from cognopt_ray.config import Settings
 from cognopt_ray.storage.access import Caller
 from cognopt_ray.storage.models import PutRequest
 from cognopt_ray.storage.paths import confine, roots_for
 
 logger = logging.getLogger(__name__)
+
+#: the storage engine's Prometheus gauges: name -> (description, label keys)
+GAUGES = {
+    "cognopt_storage_items": ("storage engine: items per tier", ("tier",)),
+    "cognopt_storage_raw_bytes": ("storage engine: raw bytes per tier", ("tier",)),
+    "cognopt_storage_stored_bytes": ("storage engine: bytes on the tier (after codec and dedup)", ("tier",)),
+    "cognopt_storage_compression_ratio": ("storage engine: raw bytes / stored bytes, all tiers", ()),
+}
 
 
 class _StoreActor:
@@ -39,8 +48,7 @@ class _StoreActor:
         self.store = TieredStore(settings, use_object_store=True)
         self._stop = threading.Event()
         self.last_pass: dict[str, Any] | None = None
-        self._gauges: dict[str, Any] | None = None
-        self._ratio_gauge: Any = None
+        self.gauges = Gauges(GAUGES)
         if settings.storage.lifecycle_enabled:
             threading.Thread(target=self._loop, name="cognopt-storage-lifecycle", daemon=True).start()
         logger.info("storage engine up (recovered: %s)", self.store.recovered)
@@ -61,8 +69,12 @@ class _StoreActor:
             free = root.free_bytes()
             if free is not None and free < self.settings.storage.min_free_bytes:
                 status, reason = "degraded", f"tier {tier} has {free} bytes free (< min_free_bytes)"
-        out = {"status": status, "items": self.store.catalog.query("SELECT COUNT(*) FROM items")[0][0],
-               "recovered": self.store.recovered, "last_lifecycle_pass": self.last_pass}
+        out = {
+            "status": status,
+            "items": self.store.catalog.query("SELECT COUNT(*) FROM items")[0][0],
+            "recovered": self.store.recovered,
+            "last_lifecycle_pass": self.last_pass,
+        }
         if reason:
             out["reason"] = reason
         return out
@@ -73,8 +85,9 @@ class _StoreActor:
     def put_many(self, items: list[PutRequest], caller: Caller | None = None) -> list[dict[str, Any]]:
         return self.store.put_many(items, caller=caller)
 
-    def retrieve(self, item_id: str, columns: list[str] | None = None,
-                 caller: Caller | None = None) -> tuple[dict[str, Any], Any]:
+    def retrieve(
+        self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """``(catalog record, value)`` in one call (what ``GET storage/retrieve`` answers with)."""
         return self.store.info(item_id, caller), self.store.get(item_id, columns=columns, caller=caller)
 
@@ -100,7 +113,9 @@ class _StoreActor:
     def delete(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
         return self.store.delete(item_id, caller)
 
-    def list_items(self, service: str | None = None, tier: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_items(
+        self, service: str | None = None, tier: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         return self.store.list_items(service, tier, limit)
 
     def migrate(self, item_id: str, tier: str) -> dict[str, Any]:
@@ -109,7 +124,9 @@ class _StoreActor:
     def optimize_tiering(self, dry_run: bool = False, now: float | None = None) -> dict[str, Any]:
         return self.store.optimize_tiering(dry_run=dry_run, now=now)
 
-    def optimize_service(self, service: str, parameters: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+    def optimize_service(
+        self, service: str, parameters: dict[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         return self.store.optimize_service(service, parameters, caller)
 
     def train_dictionary(self, service: str) -> dict[str, Any]:
@@ -122,37 +139,32 @@ class _StoreActor:
             snaps = self.store.backups.snapshots()
             repo = self.store.backups.size_on_disk()
             scanned = sum(s["bytes_scanned"] for s in snaps)
-            m["backups"] = {"snapshots": len(snaps), "repository_bytes": repo, "bytes_scanned_total": scanned,
-                            "dedup_ratio": (scanned / repo) if repo else None,
-                            "formula": "dedup_ratio = bytes scanned by all snapshots / repository bytes on disk"}
+            m["backups"] = {
+                "snapshots": len(snaps),
+                "repository_bytes": repo,
+                "bytes_scanned_total": scanned,
+                "dedup_ratio": (scanned / repo) if repo else None,
+                "formula": "dedup_ratio = bytes scanned by all snapshots / repository bytes on disk",
+            }
         except Exception as e:  # noqa: BLE001 - metrics must answer even if the repository is unreadable
             m["backups"] = {"error": str(e)}
         return m
 
     def _export(self, m: dict[str, Any]) -> None:
-        """Publish the tier figures as Prometheus gauges through ``ray.util.metrics``.
+        """Publish the tier figures as Prometheus gauges (:data:`GAUGES`) through ``ray.util.metrics``.
 
         Refreshed whenever the storage metrics are read (``GET storage/metrics``, ``system/metrics``,
         the dashboard): the store is not thread-safe, so no other thread reads it for export.
-        Names: ``cognopt_storage_{items,raw_bytes,stored_bytes}{tier}`` and
-        ``cognopt_storage_compression_ratio`` (raw_bytes / stored_bytes over all tiers; 0 when empty).
+        ``cognopt_storage_compression_ratio`` is raw_bytes / stored_bytes over all tiers (absent when empty).
         """
-        try:
-            if self._gauges is None:
-                from ray.util.metrics import Gauge
 
-                per_tier = {"items": "items per tier", "raw_bytes": "raw bytes per tier",
-                            "stored_bytes": "bytes on the tier (after codec and dedup)"}
-                self._gauges = {k: Gauge(f"cognopt_storage_{k}", description=f"storage engine: {d}", tag_keys=("tier",))
-                                for k, d in per_tier.items()}
-                self._ratio_gauge = Gauge("cognopt_storage_compression_ratio",
-                                          description="storage engine: raw bytes / stored bytes, all tiers")
+        def fill() -> None:
             for tier, fig in m["tiers"].items():
-                for key, gauge in self._gauges.items():
-                    gauge.set(float(fig[key] or 0), tags={"tier": tier})
-            self._ratio_gauge.set(float(m.get("compression_ratio") or 0.0))
-        except Exception:  # noqa: BLE001 - metrics export must never break the engine
-            logger.debug("could not export storage gauges", exc_info=True)
+                for key in ("items", "raw_bytes", "stored_bytes"):
+                    self.gauges.set(f"cognopt_storage_{key}", fig[key], tier=tier)
+            self.gauges.set("cognopt_storage_compression_ratio", m.get("compression_ratio"))
+
+        self.gauges.export(fill, "storage")
 
     def verify(self, item_ids: list[str] | None = None) -> dict[str, Any]:
         return self.store.verify(item_ids)
@@ -169,7 +181,9 @@ class _StoreActor:
         if not source:
             return self.store.backups.backup(self.store, tag=tag)
         roots = roots_for(self.settings)["backup_source_roots"]
-        return self.store.backups.backup(confine(source, roots, "storage.backup_source_roots", "backup source"), tag=tag)
+        return self.store.backups.backup(
+            confine(source, roots, "storage.backup_source_roots", "backup source"), tag=tag
+        )
 
     def snapshots(self) -> list[dict[str, Any]]:
         return self.store.backups.snapshots()
@@ -178,14 +192,19 @@ class _StoreActor:
         """Restore into the store, or into a folder or URI inside ``storage.restore_roots`` (else 403)."""
         where = None
         if target:
-            where = confine(target, roots_for(self.settings)["restore_roots"], "storage.restore_roots", "restore target")
-        return self.store.backups.restore(snapshot_id, item_ids=item_ids, target=where,
-                                          store=None if target else self.store)
+            where = confine(
+                target, roots_for(self.settings)["restore_roots"], "storage.restore_roots", "restore target"
+            )
+        return self.store.backups.restore(
+            snapshot_id, item_ids=item_ids, target=where, store=None if target else self.store
+        )
 
     def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
         return self.store.backups.check(read_data, repair)
 
-    def prune(self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None) -> dict[str, Any]:
+    def prune(
+        self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None
+    ) -> dict[str, Any]:
         return self.store.backups.prune(keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)
 
     def take_snapshot_file(self, snapshot_id: str, dry_run: bool = False) -> bytes:

@@ -57,8 +57,13 @@ class Caller:
     @classmethod
     def from_principal(cls, principal: Any) -> Caller:
         """The caller of a REST request (``principal`` is a :class:`cognopt_ray.security.Principal`)."""
-        return cls(key_id=principal.key_id, admin=principal.is_admin, services=tuple(principal.services()),
-                   read_all=principal.can_read(), external=True)
+        return cls(
+            key_id=principal.key_id,
+            admin=principal.is_admin,
+            services=tuple(principal.services()),
+            read_all=principal.can_read(),
+            external=True,
+        )
 
     def may_write(self, service: str) -> bool:
         return self.admin or self.services is None or service in self.services
@@ -80,8 +85,10 @@ def missing(item_id: str) -> NotFound:
 
 
 def _reserved(item_id: str, prefix: str) -> Forbidden:
-    return Forbidden(f"item id {item_id!r} is reserved: ids starting with {prefix!r} belong to the engines",
-                     hint=f"choose an id that does not start with any of {list(RESERVED_PREFIXES)}")
+    return Forbidden(
+        f"item id {item_id!r} is reserved: ids starting with {prefix!r} belong to the engines",
+        hint=f"choose an id that does not start with any of {list(RESERVED_PREFIXES)}",
+    )
 
 
 def check_write_id(item_id: str, service: str, caller: Caller) -> None:
@@ -92,8 +99,10 @@ def check_write_id(item_id: str, service: str, caller: Caller) -> None:
     if prefix == "chunk:" or caller.external:
         raise _reserved(item_id, prefix)
     if prefix == SPILL_PREFIX and not item_id.startswith(f"{SPILL_PREFIX}{service}:"):
-        raise Forbidden(f"item id {item_id!r} is a spill id of another service than {service!r}",
-                        hint=f"spill ids of service {service!r} start with '{SPILL_PREFIX}{service}:'")
+        raise Forbidden(
+            f"item id {item_id!r} is a spill id of another service than {service!r}",
+            hint=f"spill ids of service {service!r} start with '{SPILL_PREFIX}{service}:'",
+        )
 
 
 def check_read_id(item_id: str, caller: Caller) -> None:
@@ -112,11 +121,24 @@ def check_owner(item_id: str, owner: str, service: str, caller: Caller) -> bool:
         return True
     if not caller.may_read(owner):
         # The caller may not see the owner: the refusal must not say who owns the id.
-        raise Forbidden(f"item id {item_id!r} is not available to service {service!r}",
-                        hint="choose another id (prefixing ids with the service name avoids clashes)")
-    raise Forbidden(f"item {item_id!r} belongs to service {owner!r}, not {service!r}; nothing was written",
-                    hint=f"write it as service {owner!r} with a key for that service, or choose another id")
+        raise Forbidden(
+            f"item id {item_id!r} is not available to service {service!r}",
+            hint="choose another id (prefixing ids with the service name avoids clashes)",
+        )
+    raise Forbidden(
+        f"item {item_id!r} belongs to service {owner!r}, not {service!r}; nothing was written",
+        hint=f"write it as service {owner!r} with a key for that service, or choose another id",
+    )
 
 
-__all__ = ["Caller", "INTERNAL", "RESERVED_PREFIXES", "SPILL_PREFIX", "reserved_prefix", "missing",
-           "check_write_id", "check_read_id", "check_owner"]
+__all__ = [
+    "Caller",
+    "INTERNAL",
+    "RESERVED_PREFIXES",
+    "SPILL_PREFIX",
+    "reserved_prefix",
+    "missing",
+    "check_write_id",
+    "check_read_id",
+    "check_owner",
+]

@@ -34,7 +34,6 @@ import datetime as _dt
 import json
 import logging
 import os
-import random
 import threading
 import time
 import uuid
@@ -86,46 +85,63 @@ class BackupRepository:
         >>> repo.restore(snap["snapshot_id"], target="/tmp/out")  # doctest: +SKIP
     """
 
-    def __init__(self, uri: str, *, key_b64: str | None = None, chunk_avg: int = 64 * 1024,
-                 pack_bytes: int = 16 * 1024 * 1024, progress: bool = True) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        key_b64: str | None = None,
+        chunk_avg: int = 64 * 1024,
+        pack_bytes: int = 16 * 1024 * 1024,
+        progress: bool = True,
+    ) -> None:
         self.root = TierRoot(uri)
         self.uri = uri
         self.progress = progress
         self.pack_bytes = pack_bytes
-        self._lock = threading.RLock()
+        #: held by backup, restore, check and prune for their whole run
+        self.lock = threading.RLock()
         self._fault: str | None = None
         sealer = Sealer(key_b64, b"cognopt backup") if key_b64 else None
         if self.root.exists("config.json"):
             cfg = json.loads(self.root.read("config.json"))
             if cfg.get("encrypted") and sealer is None:
-                raise InvalidInput(f"backup repository {uri} is encrypted", hint="configure the encryption_key it was made with")
+                raise InvalidInput(
+                    f"backup repository {uri} is encrypted", hint="configure the encryption_key it was made with"
+                )
             if sealer is not None and cfg.get("encrypted"):
                 sealer.open(bytes.fromhex(cfg["key_check"]), b"config")
             if sealer is not None and not cfg.get("encrypted"):
                 sealer = None  # an unencrypted repository stays unencrypted
             self.config = cfg
         else:
-            self.config = {"version": FORMAT_VERSION, "id": uuid.uuid4().hex, "created": time.time(),
-                           "chunker": {"avg": chunk_avg, "min": chunk_avg // 4, "max": chunk_avg * 4},
-                           "encrypted": sealer is not None,
-                           "key_check": sealer.seal(b"cognopt", b"config").hex() if sealer else None}
+            self.config = {
+                "version": FORMAT_VERSION,
+                "id": uuid.uuid4().hex,
+                "created": time.time(),
+                "chunker": {"avg": chunk_avg, "min": chunk_avg // 4, "max": chunk_avg * 4},
+                "encrypted": sealer is not None,
+                "key_check": sealer.seal(b"cognopt", b"config").hex() if sealer else None,
+            }
             self.root.write("config.json", json.dumps(self.config).encode())
         self.sealer = sealer
         ch = self.config["chunker"]
         self._cdc = FastCDC(ch["avg"], min_size=ch["min"], max_size=ch["max"])
         self._chunk_max = max(int(ch["max"]), 64 * 1024)  # no chunk (data or tree) decodes to more
         self._tree_cdc = FastCDC(16 * 1024, min_size=4 * 1024, max_size=64 * 1024)
-        self._hkey = blake3.blake3(sealer.key, derive_key_context="cognopt backup chunk id").digest() if sealer else None
+        self._hkey = (
+            blake3.blake3(sealer.key, derive_key_context="cognopt backup chunk id").digest() if sealer else None
+        )
         self.index: dict[str, tuple[str, int, int, int]] = {}
-        self._load_index()
+        self.load_index()
 
     @classmethod
     def for_settings(cls, settings: Any) -> BackupRepository:
         cfg = settings.storage
         uri = cfg.backup_root or f"{settings.storage_root.rstrip('/')}/backups"
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
-        return cls(uri, key_b64=key, chunk_avg=cfg.backup_chunk_avg, pack_bytes=cfg.backup_pack_bytes,
-                   progress=cfg.progress)
+        return cls(
+            uri, key_b64=key, chunk_avg=cfg.backup_chunk_avg, pack_bytes=cfg.backup_pack_bytes, progress=cfg.progress
+        )
 
     def arm_fault(self, point: str | None) -> None:
         """Test hook: exit the process (as if killed) at ``point``."""
@@ -141,7 +157,8 @@ class BackupRepository:
             return blake3.blake3(data, key=self._hkey).hexdigest()
         return blake3.blake3(data).hexdigest()
 
-    def _load_index(self) -> None:
+    def load_index(self) -> None:
+        """Read every pack's index file into :attr:`index` (chunk hash → pack, offset, length, size)."""
         self.index.clear()
         for rel in self.root.listdir("index"):
             pack = rel.rsplit("/", 1)[-1]
@@ -164,7 +181,9 @@ class BackupRepository:
         try:
             data = bounded.zstd(blob[1:], self._chunk_max) if blob[:1] == b"\x01" else blob[1:]
         except (zstandard.ZstdError, ValueError) as e:  # a damaged (or oversized) frame is damage, like a wrong hash
-            raise IntegrityError(f"backup chunk {h[:12]} does not decompress ({e})", hint="run check(read_data=True)") from None
+            raise IntegrityError(
+                f"backup chunk {h[:12]} does not decompress ({e})", hint="run check(read_data=True)"
+            ) from None
         if self._hash(data) != h:
             raise IntegrityError(f"backup chunk {h[:12]} does not match its hash", hint="run check(read_data=True)")
         return data
@@ -180,7 +199,9 @@ class BackupRepository:
             raise IntegrityError(f"backup pack {pack[:12]} is missing", hint="run check()") from None
         return self._decode_chunk(h, blob)
 
-    class _PackWriter:
+    class PackWriter:
+        """Collects encoded chunks into one pack; ``flush`` writes the pack, then its index."""
+
         def __init__(self, repo: BackupRepository) -> None:
             self.repo = repo
             self.parts: list[bytes] = []
@@ -228,7 +249,8 @@ class BackupRepository:
             blob = self.sealer.open(blob, b"snapshot")
         return json.loads(bounded.zstd(blob, MAX_META_BYTES))
 
-    def _snapshot(self, snapshot_id: str) -> dict[str, Any]:
+    def snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        """The record of one snapshot (``"latest"`` for the newest); NotFound when absent."""
         if not isinstance(snapshot_id, str) or not snapshot_id.isalnum():
             raise InvalidInput(f"snapshot id {snapshot_id!r} is not valid", hint="use an id from GET storage/snapshots")
         if snapshot_id == "latest":
@@ -249,9 +271,9 @@ class BackupRepository:
             InvalidInput: the id is not valid.
             NotFound: there is no such snapshot.
         """
-        self._snapshot(snapshot_id)  # validates the id, NotFound when absent
+        self.snapshot(snapshot_id)  # validates the id, NotFound when absent
         rel = f"snapshots/{snapshot_id}"
-        with self._lock:
+        with self.lock:
             blob = self.root.read(rel)
             if not dry_run:
                 self.root.delete(rel)
@@ -266,16 +288,16 @@ class BackupRepository:
         if not isinstance(snapshot_id, str) or not snapshot_id.isalnum():
             raise InvalidInput(f"snapshot id {snapshot_id!r} is not valid")
         rel = f"snapshots/{snapshot_id}"
-        with self._lock:
+        with self.lock:
             if self.root.exists(rel):
                 raise Conflict(f"snapshot {snapshot_id!r} exists already", hint="nothing to restore")
             self.root.write(rel, blob)
-        self._snapshot(snapshot_id)  # reads it back: a blob that is no snapshot fails here
+        self.snapshot(snapshot_id)  # reads it back: a blob that is no snapshot fails here
         return {"snapshot_id": snapshot_id, "bytes": len(blob)}
 
     def tree(self, snapshot_id: str) -> list[dict[str, Any]]:
         """The file entries of a snapshot."""
-        snap = self._snapshot(snapshot_id)
+        snap = self.snapshot(snapshot_id)
         data = b"".join(self.read_chunk(h) for h in snap["tree"])
         return [json.loads(line) for line in data.decode().splitlines() if line]
 
@@ -289,7 +311,7 @@ class BackupRepository:
             the repository by this backup: new packs, their indexes and the snapshot file),
             ``chunks_new``, ``seconds``.
         """
-        with self._lock:
+        with self.lock:
             t0 = time.perf_counter()
             is_store = hasattr(source, "iter_items_for_backup")
             source_name = "store" if is_store else (source.uri if isinstance(source, Confined) else str(source))
@@ -297,12 +319,14 @@ class BackupRepository:
             parent_files: dict[str, dict[str, Any]] = {}
             if parent is not None and not is_store:
                 parent_files = {e["path"]: e for e in self.tree(parent["snapshot_id"])}
-            writer = self._PackWriter(self)
+            writer = self.PackWriter(self)
             entries: list[dict[str, Any]] = []
             stats = {"files": 0, "bytes_scanned": 0, "bytes_read": 0, "chunks_new": 0}
             if is_store:
                 items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
-                self._backup_items(((p, lambda d=d: d, len(d), None, m) for p, d, m in items), writer, entries, stats, None)
+                self._backup_items(
+                    ((p, lambda d=d: d, len(d), None, m) for p, d, m in items), writer, entries, stats, None
+                )
             else:
                 src = SourceFiles(source if isinstance(source, Confined) else str(source))
                 files = src.files()
@@ -310,8 +334,12 @@ class BackupRepository:
                 work = []
                 for rel, size, mtime in files:
                     prev = parent_files.get(rel)
-                    if (prev is not None and prev["size"] == size and prev["mtime_ns"] == mtime
-                            and all(h in self.index for h in prev["chunks"])):
+                    if (
+                        prev is not None
+                        and prev["size"] == size
+                        and prev["mtime_ns"] == mtime
+                        and all(h in self.index for h in prev["chunks"])
+                    ):
                         entries.append(prev)
                         stats["files"] += 1
                         stats["bytes_scanned"] += size
@@ -334,9 +362,17 @@ class BackupRepository:
             writer.flush()
             self._maybe_fail("backup.before_snapshot")
             snap_id = uuid.uuid4().hex[:16]
-            snap = {"snapshot_id": snap_id, "time": time.time(), "tag": tag, "source": source_name,
-                    "parent": parent["snapshot_id"] if parent else None, "tree": tree, **stats,
-                    "bytes_added": 0, "seconds": 0.0}
+            snap = {
+                "snapshot_id": snap_id,
+                "time": time.time(),
+                "tag": tag,
+                "source": source_name,
+                "parent": parent["snapshot_id"] if parent else None,
+                "tree": tree,
+                **stats,
+                "bytes_added": 0,
+                "seconds": 0.0,
+            }
             snap["seconds"] = round(time.perf_counter() - t0, 4)
             blob = self._snapshot_blob(snap)
             snap["bytes_added"] = writer.written + len(blob)
@@ -349,7 +385,7 @@ class BackupRepository:
         blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(snap).encode())
         return self.sealer.seal(blob, b"snapshot") if self.sealer else blob
 
-    def _backup_items(self, work: Iterator[tuple], writer: _PackWriter, entries: list, stats: dict, bar: Any) -> None:
+    def _backup_items(self, work: Iterator[tuple], writer: PackWriter, entries: list, stats: dict, bar: Any) -> None:
         """Read, chunk and hash files on this thread (cheap per byte, but many small calls that
         would fight over the GIL in a pool); compress the new chunks of each batch in a thread
         pool (zstd releases the GIL), then pack them in order."""
@@ -368,7 +404,7 @@ class BackupRepository:
             def finish(job: tuple) -> None:
                 entries_done, chunks, futures = job
                 blobs = [b for f in futures for b in f.result()]
-                order = [c for g in range(len(futures)) for c in chunks[g::len(futures)]]
+                order = [c for g in range(len(futures)) for c in chunks[g :: len(futures)]]
                 by_hash = {h: b for (h, _), b in zip(order, blobs)}
                 for h, piece in chunks:
                     stats["chunks_new"] += 1
@@ -402,8 +438,13 @@ class BackupRepository:
                         seen.add(h)
                         fresh.append((h, bytes(piece)))
                         fresh_bytes += len(piece)
-                entry = {"path": path, "size": len(data), "mtime_ns": mtime, "chunks": hashes,
-                         "blake3": blake3.blake3(data).hexdigest()}
+                entry = {
+                    "path": path,
+                    "size": len(data),
+                    "mtime_ns": mtime,
+                    "chunks": hashes,
+                    "blake3": blake3.blake3(data).hexdigest(),
+                }
                 if meta:
                     entry["meta"] = meta
                 batch.append(entry)
@@ -417,18 +458,25 @@ class BackupRepository:
     def read_entry(self, entry: dict[str, Any]) -> bytes:
         data = b"".join(self.read_chunk(h) for h in entry["chunks"])
         if blake3.blake3(data).hexdigest() != entry["blake3"]:
-            raise IntegrityError(f"restored {entry['path']!r} does not match its checksum", hint="run check(read_data=True)")
+            raise IntegrityError(
+                f"restored {entry['path']!r} does not match its checksum", hint="run check(read_data=True)"
+            )
         return data
 
-    def restore(self, snapshot_id: str, item_ids: list[str] | None = None, target: str | Confined | None = None,
-                store: Any = None) -> dict[str, Any]:
+    def restore(
+        self,
+        snapshot_id: str,
+        item_ids: list[str] | None = None,
+        target: str | Confined | None = None,
+        store: Any = None,
+    ) -> dict[str, Any]:
         """Restore a snapshot (or some items of it) into ``target`` (a folder) or ``store``.
 
         Every file is checked against its BLAKE3 checksum before it is written. Into a local folder,
         every path is checked first (no ``..``, no symlink on the way: 403 and nothing written),
         then written from the folder's root with ``O_NOFOLLOW`` on each component.
         """
-        with self._lock:
+        with self.lock:
             entries = self.tree(snapshot_id)
             if item_ids is not None:
                 wanted = {f"items/{i}" for i in item_ids} | set(item_ids)
@@ -436,7 +484,9 @@ class BackupRepository:
                 found = {e["path"] for e in entries}
                 missing = [i for i in item_ids if f"items/{i}" not in found and i not in found]
                 if missing:
-                    raise NotFound(f"snapshot {snapshot_id!r} does not hold {missing[:5]}", hint="list the snapshot's items")
+                    raise NotFound(
+                        f"snapshot {snapshot_id!r} does not hold {missing[:5]}", hint="list the snapshot's items"
+                    )
             if target is None and store is None:
                 raise InvalidInput("restore needs a target folder or the store")
             shown = target.uri if isinstance(target, Confined) else target
@@ -453,8 +503,9 @@ class BackupRepository:
                     rel = e["path"]
                     if rel.startswith("/") or ".." in rel.split("/"):
                         raise IntegrityError(f"snapshot path {rel!r} escapes the target")
-                    check_no_symlinks(local[0], os.path.join(local[1], rel), "restore target", shown,
-                                      "storage.restore_roots")
+                    check_no_symlinks(
+                        local[0], os.path.join(local[1], rel), "restore target", shown, "storage.restore_roots"
+                    )
             n = size = 0
             bar = progress_bar(sum(e["size"] for e in entries), "restore", self.progress)
             for e in entries:
@@ -468,7 +519,9 @@ class BackupRepository:
                     out_root.write(rel, data)
                 else:
                     if "meta" not in e:
-                        raise InvalidInput("this snapshot is of a folder, not of the store", hint="restore it to a target folder")
+                        raise InvalidInput(
+                            "this snapshot is of a folder, not of the store", hint="restore it to a target folder"
+                        )
                     store.restore_entry(data, e["meta"])
                 n += 1
                 size += len(data)
@@ -488,146 +541,19 @@ class BackupRepository:
 
     # ------------------------------------------------------------------------------- check, prune
     def check(self, read_data: bool | float = False, repair: bool = False) -> dict[str, Any]:
-        """Verify the repository: every snapshot's chunks are indexed and their packs exist; with
-        ``read_data`` (``True`` or a fraction 0..1 of the packs) chunks are read and their hashes
-        checked.
+        """Verify the repository (see :func:`cognopt_ray.storage.backup_upkeep.check`)."""
+        from cognopt_ray.storage import backup_upkeep
 
-        With ``repair``, chunks found damaged are dropped from the index (their pack's index file
-        is rewritten without them; the damaged bytes stay in the pack until ``prune``). The next
-        backup of a source that still has the data writes them again, and since chunks are
-        addressed by content, every older snapshot that names them is whole again.
-        """
-        with self._lock:
-            self._load_index()
-            errors: list[str] = []
-            referenced: set[str] = set()
-            snaps = self.snapshots()
-            for s in snaps:
-                try:
-                    for e in self.tree(s["snapshot_id"]):
-                        referenced.update(e["chunks"])
-                    referenced.update(self._snapshot(s["snapshot_id"])["tree"])
-                except Exception as e:  # noqa: BLE001
-                    errors.append(f"snapshot {s['snapshot_id']}: {e}")
-            packs = {loc[0] for loc in self.index.values()}
-            for p in packs:
-                if not self.root.exists(f"packs/{p[:2]}/{p}"):
-                    errors.append(f"pack {p} is missing")
-            for h in referenced:
-                if h not in self.index:
-                    errors.append(f"chunk {h[:12]} is referenced but not indexed")
-            fraction = 1.0 if read_data is True else float(read_data or 0)
-            if not 0 <= fraction <= 1:
-                raise InvalidInput("read_data must be true, false or a fraction between 0 and 1")
-            chosen = sorted(packs)
-            if fraction < 1:
-                chosen = random.sample(chosen, k=round(len(chosen) * fraction))
-            chosen_set = set(chosen)
-            read = 0
-            damaged: dict[str, list[str]] = {}
-            for h, (pack, _, _, _) in list(self.index.items()):
-                if pack in chosen_set:
-                    try:
-                        self.read_chunk(h)
-                        read += 1
-                    except IntegrityError as e:
-                        errors.append(e.message)
-                        damaged.setdefault(pack, []).append(h)
-            chunks = len(self.index)
-            dropped = self._drop_chunks(damaged) if repair and damaged else 0
-            return {"ok": not errors, "snapshots": len(snaps), "chunks": chunks, "packs": len(packs),
-                    "chunks_read": read, "errors": errors[:100], "damaged_chunks": sum(map(len, damaged.values())),
-                    "dropped_chunks": dropped}
+        return backup_upkeep.check(self, read_data=read_data, repair=repair)
 
-    def _drop_chunks(self, damaged: dict[str, list[str]]) -> int:
-        """Forget damaged chunks: rewrite each pack's index without them (atomic write)."""
-        n = 0
-        for pack, hashes in damaged.items():
-            bad = set(hashes)
-            entries = {h: [off, length, raw_len] for h, (p, off, length, raw_len) in self.index.items()
-                       if p == pack and h not in bad}
-            idx = zstandard.ZstdCompressor(level=3).compress(json.dumps(entries).encode())
-            self.root.write(f"index/{pack}", idx)
-            for h in bad:
-                if self.index.pop(h, None) is not None:
-                    n += 1
-        logger.warning("backup check dropped %d damaged chunks; the next backup writes them again", n)
-        return n
+    def prune(
+        self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None
+    ) -> dict[str, Any]:
+        """Forget snapshots outside the keep policy and free their chunks (see
+        :func:`cognopt_ray.storage.backup_upkeep.prune`)."""
+        from cognopt_ray.storage import backup_upkeep
 
-    def prune(self, keep_last: int | None = None, keep_daily: int | None = None,
-              keep_weekly: int | None = None) -> dict[str, Any]:
-        """Forget snapshots outside the keep policy, then remove chunks no kept snapshot uses.
-
-        Packs whose chunks are all unused are deleted; partly used packs are rewritten with only
-        the used chunks (new pack and index durable first, then the old index and pack removed).
-        """
-        for name, v in (("keep_last", keep_last), ("keep_daily", keep_daily), ("keep_weekly", keep_weekly)):
-            if v is not None and (not isinstance(v, int) or v < 0):
-                raise InvalidInput(f"{name} must be a whole number >= 0")
-        if keep_last is None and keep_daily is None and keep_weekly is None:
-            raise InvalidInput("prune needs at least one of keep_last, keep_daily, keep_weekly",
-                               hint="e.g. prune(keep_last=7)")
-        with self._lock:
-            snaps = self.snapshots()
-            keep: set[str] = set()
-            newest_first = list(reversed(snaps))
-            keep.update(s["snapshot_id"] for s in newest_first[: keep_last or 0])
-            for n, fmt in ((keep_daily, "%Y-%m-%d"), (keep_weekly, "%G-W%V")):
-                buckets: list[str] = []
-                for s in newest_first:
-                    b = _dt.datetime.fromtimestamp(s["time"], _dt.timezone.utc).strftime(fmt)
-                    if n and b not in buckets and len(buckets) < n:
-                        buckets.append(b)
-                        keep.add(s["snapshot_id"])
-            forgotten = [s["snapshot_id"] for s in snaps if s["snapshot_id"] not in keep]
-            for sid in forgotten:
-                self.root.delete(f"snapshots/{sid}")
-            referenced: set[str] = set()
-            for sid in keep:
-                snap = self._snapshot(sid)
-                referenced.update(snap["tree"])
-                for e in self.tree(sid):
-                    referenced.update(e["chunks"])
-            by_pack: dict[str, list[str]] = {}
-            for h, (pack, *_rest) in self.index.items():
-                by_pack.setdefault(pack, []).append(h)
-            removed_packs = rewritten = freed = 0
-            for pack, hashes in by_pack.items():
-                used = [h for h in hashes if h in referenced]
-                if len(used) == len(hashes):
-                    continue
-                rel = f"packs/{pack[:2]}/{pack}"
-                old_size = self.root.size(rel) if self.root.exists(rel) else 0
-                if used:
-                    writer = self._PackWriter(self)
-                    for h in used:
-                        _, off, length, raw_len = self.index[h]
-                        blob = self.root.read_range(rel, off, length)
-                        writer.entries[h] = [writer.size, len(blob), raw_len]
-                        writer.parts.append(blob)
-                        writer.size += len(blob)
-                    writer.flush()
-                    rewritten += 1
-                    freed += old_size - writer.written
-                else:
-                    removed_packs += 1
-                    freed += old_size
-                self.root.delete(f"index/{pack}")
-                self.root.delete(rel)
-                for h in hashes:
-                    if self.index.get(h, (None,))[0] == pack:
-                        del self.index[h]
-            # packs with no index at all (left by a crash between pack and index)
-            indexed = {loc[0] for loc in self.index.values()}
-            for rel in self.root.listdir("packs"):
-                pack = rel.rsplit("/", 1)[-1]
-                if pack not in indexed and ".cognopt-tmp" not in rel:
-                    freed += self.root.size(rel)
-                    self.root.delete(rel)
-                    removed_packs += 1
-            self.root.remove_temps()
-            return {"kept": sorted(keep), "forgotten": forgotten, "packs_removed": removed_packs,
-                    "packs_rewritten": rewritten, "bytes_freed": max(0, freed)}
+        return backup_upkeep.prune(self, keep_last=keep_last, keep_daily=keep_daily, keep_weekly=keep_weekly)
 
     def size_on_disk(self) -> int:
         """Bytes of every file in the repository."""

@@ -72,8 +72,23 @@ CREATE TABLE IF NOT EXISTS item_chunks (
 CREATE TABLE IF NOT EXISTS service_settings (service TEXT PRIMARY KEY, data TEXT NOT NULL);
 """
 
-ITEM_COLUMNS = ("item_id", "service", "tier", "kind", "codec", "raw_size", "stored_size", "checksum",
-                "stored_checksum", "location", "encrypted", "created", "last_access", "access_count", "score")
+ITEM_COLUMNS = (
+    "item_id",
+    "service",
+    "tier",
+    "kind",
+    "codec",
+    "raw_size",
+    "stored_size",
+    "checksum",
+    "stored_checksum",
+    "location",
+    "encrypted",
+    "created",
+    "last_access",
+    "access_count",
+    "score",
+)
 
 
 def check_item_id(item_id: Any) -> str:
@@ -179,8 +194,10 @@ class Catalog:
         return [ItemRecord.from_row(r) for r in rows]
 
     def upsert(self, db: sqlite3.Connection, rec: ItemRecord) -> None:
-        db.execute(f"INSERT OR REPLACE INTO items ({', '.join(ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(ITEM_COLUMNS))})",
-                   rec.to_row())
+        db.execute(
+            f"INSERT OR REPLACE INTO items ({', '.join(ITEM_COLUMNS)}) VALUES ({', '.join('?' * len(ITEM_COLUMNS))})",
+            rec.to_row(),
+        )
 
     def touch_many(self, updates: list[tuple[float, int, float, str]]) -> None:
         """Record accesses: ``(last_access, access_count, score, item_id)`` rows (one transaction)."""
@@ -207,7 +224,9 @@ class Catalog:
 
     def set_service_override(self, service: str, data: dict[str, Any]) -> None:
         with self.tx() as db:
-            db.execute("INSERT OR REPLACE INTO service_settings (service, data) VALUES (?, ?)", (service, json.dumps(data)))
+            db.execute(
+                "INSERT OR REPLACE INTO service_settings (service, data) VALUES (?, ?)", (service, json.dumps(data))
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -24,7 +24,11 @@ class ArchiveChunks:
         from pyfastcdc import FastCDC
 
         avg = self.cfg.archive_chunk_avg
-        pieces = [raw] if len(raw) <= avg else [bytes(c.data) for c in FastCDC(avg, min_size=avg // 4, max_size=avg * 4).cut_buf(raw)]
+        pieces = (
+            [raw]
+            if len(raw) <= avg
+            else [bytes(c.data) for c in FastCDC(avg, min_size=avg // 4, max_size=avg * 4).cut_buf(raw)]
+        )
         root = self.roots["archive"]
         chunks: list[tuple[str, dict[str, Any] | None]] = []
         stored = 0
@@ -33,7 +37,9 @@ class ArchiveChunks:
             row = self.catalog.query("SELECT stored_size, codec, raw_size, location FROM chunks WHERE hash=?", (h,))
             replace = False
             if row:
-                if not getattr(self, "_verify_chunks", False) or self._chunk_ok(h, row[0][1], row[0][2], row[0][3], rec):
+                if not getattr(self, "_verify_chunks", False) or self._chunk_ok(
+                    h, row[0][1], row[0][2], row[0][3], rec
+                ):
                     chunks.append((h, None))
                     stored += row[0][0]
                     continue
@@ -43,9 +49,14 @@ class ArchiveChunks:
             else:
                 comp = codecs.compress(piece, choice, self._zdict(choice.dict_id))
             payload = self._encode(f"chunk:{h}", comp)
-            new = {"hash": h, "codec": json.dumps({**choice.to_dict(), **({"keyed_hash": True} if self.hashes.keyed else {})}),
-                   "raw_size": len(piece),
-                   "stored_size": len(payload), "stored_checksum": b3(payload), "replace": replace}
+            new = {
+                "hash": h,
+                "codec": json.dumps({**choice.to_dict(), **({"keyed_hash": True} if self.hashes.keyed else {})}),
+                "raw_size": len(piece),
+                "stored_size": len(payload),
+                "stored_checksum": b3(payload),
+                "replace": replace,
+            }
             if len(payload) <= self.cfg.inline_max_bytes:
                 new["location"], new["data"] = "inline", payload
             else:
@@ -68,8 +79,9 @@ class ArchiveChunks:
                 return False
             cd = json.loads(cjson)
             choice = CodecChoice.from_dict(cd)
-            piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
-                                      self._zdict(choice.dict_id), raw_size)
+            piece = codecs.decompress(
+                self._decode(f"chunk:{h}", stored, rec.encrypted), choice, self._zdict(choice.dict_id), raw_size
+            )
             return self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False))
         except Exception:  # noqa: BLE001 - unreadable is damaged
             return False
@@ -77,7 +89,9 @@ class ArchiveChunks:
     def _read_chunks(self, rec: ItemRecord) -> bytes:
         rows = self.catalog.query(
             "SELECT c.hash, c.codec, c.raw_size, c.location FROM item_chunks ic JOIN chunks c ON c.hash=ic.hash "
-            "WHERE ic.item_id=? ORDER BY ic.seq", (rec.item_id,))
+            "WHERE ic.item_id=? ORDER BY ic.seq",
+            (rec.item_id,),
+        )
         parts = []
         for h, cjson, raw_size, loc in rows:
             try:
@@ -89,8 +103,9 @@ class ArchiveChunks:
                     stored = self.roots["archive"].read(loc[5:])
                 cd = json.loads(cjson)
                 choice = CodecChoice.from_dict(cd)
-                piece = codecs.decompress(self._decode(f"chunk:{h}", stored, rec.encrypted), choice,
-                                          self._zdict(choice.dict_id), raw_size)
+                piece = codecs.decompress(
+                    self._decode(f"chunk:{h}", stored, rec.encrypted), choice, self._zdict(choice.dict_id), raw_size
+                )
             except IntegrityError:
                 raise self._integrity(rec, f"chunk {h[:12]} failed authentication") from None
             except Exception as e:  # noqa: BLE001

@@ -70,8 +70,17 @@ class StorageClient(EngineClient):
     engine = "storage"
 
     # ------------------------------------------------------------------------------------ writes
-    def put(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
-            codec: str | None = None, level: int | None = None, caller: Caller | None = None) -> dict[str, Any]:
+    def put(
+        self,
+        item_id: str,
+        data: Any,
+        *,
+        service: str = DEFAULT_SERVICE,
+        tier: str | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        caller: Caller | None = None,
+    ) -> dict[str, Any]:
         """Store one item (bytes, a JSON value, or a table).
 
         Args:
@@ -88,9 +97,17 @@ class StorageClient(EngineClient):
         """
         return self.put_many([PutRequest(item_id, data, service, tier, codec, level)], caller=caller)[0]
 
-    async def put_async(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
-                        codec: str | None = None, level: int | None = None,
-                        caller: Caller | None = None) -> dict[str, Any]:
+    async def put_async(
+        self,
+        item_id: str,
+        data: Any,
+        *,
+        service: str = DEFAULT_SERVICE,
+        tier: str | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        caller: Caller | None = None,
+    ) -> dict[str, Any]:
         """Async :meth:`put`."""
         return (await self.put_many_async([PutRequest(item_id, data, service, tier, codec, level)], caller=caller))[0]
 
@@ -120,13 +137,19 @@ class StorageClient(EngineClient):
 
     @staticmethod
     def _encodes_here(r: PutRequest) -> bool:
-        return isinstance(r.data, (bytes, bytearray)) and len(r.data) >= LOCAL_CODEC_MIN \
-            and r.tier in ("warm", "cold") and r.codec is not None
+        return (
+            isinstance(r.data, (bytes, bytearray))
+            and len(r.data) >= LOCAL_CODEC_MIN
+            and r.tier in ("warm", "cold")
+            and r.codec is not None
+        )
 
     @classmethod
     def _encode_large(cls, reqs: list[PutRequest]) -> list[PutRequest]:
-        return [r.with_data(encode_for(bytes(r.data), r.tier, r.codec, r.level)) if cls._encodes_here(r) else r
-                for r in reqs]
+        return [
+            r.with_data(encode_for(bytes(r.data), r.tier, r.codec, r.level)) if cls._encodes_here(r) else r
+            for r in reqs
+        ]
 
     def delete(self, item_id: str, *, caller: Caller | None = None) -> dict[str, Any]:
         """Delete an item (``caller`` must own it, or be admin); returns the bytes freed."""
@@ -168,8 +191,9 @@ class StorageClient(EngineClient):
             raise translate_error(e, self.engine) from None
         return _finish(value, out[2], columns)
 
-    def retrieve(self, item_id: str, *, columns: list[str] | None = None,
-                 caller: Caller | None = None) -> tuple[dict[str, Any], Any]:
+    def retrieve(
+        self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """The item's catalog record and its value, in one engine call (what a REST read needs).
 
         Returns:
@@ -177,8 +201,9 @@ class StorageClient(EngineClient):
         """
         return tuple(self._call("retrieve", item_id, columns, caller))
 
-    async def retrieve_async(self, item_id: str, *, columns: list[str] | None = None,
-                             caller: Caller | None = None) -> tuple[dict[str, Any], Any]:
+    async def retrieve_async(
+        self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None
+    ) -> tuple[dict[str, Any], Any]:
         """Async :meth:`retrieve`."""
         return tuple(await self._acall("retrieve", item_id, columns, caller))
 
@@ -241,12 +266,15 @@ class StorageClient(EngineClient):
         """Async :meth:`explain`."""
         return await self._acall("explain", item_id, caller)
 
-    def list_items(self, service: str | None = None, tier: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_items(
+        self, service: str | None = None, tier: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         """Catalog records by id, optionally of one service and/or tier, at most ``limit``."""
         return self._call("list_items", service, tier, limit)
 
-    async def list_items_async(self, service: str | None = None, tier: str | None = None,
-                               limit: int = 1000) -> list[dict[str, Any]]:
+    async def list_items_async(
+        self, service: str | None = None, tier: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         """Async :meth:`list_items`."""
         return await self._acall("list_items", service, tier, limit)
 
@@ -267,13 +295,15 @@ class StorageClient(EngineClient):
         """Async :meth:`optimize_tiering`."""
         return await self._acall("optimize_tiering", dry_run, now)
 
-    def optimize_service(self, service: str, parameters: dict[str, Any], *,
-                         caller: Caller | None = None) -> dict[str, Any]:
+    def optimize_service(
+        self, service: str, parameters: dict[str, Any], *, caller: Caller | None = None
+    ) -> dict[str, Any]:
         """Set a service's default tier, codec and lifecycle thresholds (``quota_bytes``: admin only)."""
         return self._call("optimize_service", service, parameters, caller)
 
-    async def optimize_service_async(self, service: str, parameters: dict[str, Any], *,
-                                     caller: Caller | None = None) -> dict[str, Any]:
+    async def optimize_service_async(
+        self, service: str, parameters: dict[str, Any], *, caller: Caller | None = None
+    ) -> dict[str, Any]:
         """Async :meth:`optimize_service`."""
         return await self._acall("optimize_service", service, parameters, caller)
 
@@ -340,8 +370,9 @@ class StorageClient(EngineClient):
         """Restore a snapshot (or ``'latest'``) into the store, or into a folder inside ``storage.restore_roots``."""
         return self._call("restore", snapshot_id, item_ids, target, _timeout=LONG_CALL_S)
 
-    async def restore_async(self, snapshot_id: str, item_ids: list[str] | None = None,
-                            target: str | None = None) -> dict[str, Any]:
+    async def restore_async(
+        self, snapshot_id: str, item_ids: list[str] | None = None, target: str | None = None
+    ) -> dict[str, Any]:
         """Async :meth:`restore`."""
         return await self._acall("restore", snapshot_id, item_ids, target, _timeout=LONG_CALL_S)
 
@@ -353,13 +384,15 @@ class StorageClient(EngineClient):
         """Async :meth:`check`."""
         return await self._acall("check", read_data, repair, _timeout=LONG_CALL_S)
 
-    def prune(self, keep_last: int | None = None, keep_daily: int | None = None,
-              keep_weekly: int | None = None) -> dict[str, Any]:
+    def prune(
+        self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None
+    ) -> dict[str, Any]:
         """Forget snapshots outside the keep rules and remove the chunks no snapshot uses."""
         return self._call("prune", keep_last, keep_daily, keep_weekly, _timeout=LONG_CALL_S)
 
-    async def prune_async(self, keep_last: int | None = None, keep_daily: int | None = None,
-                          keep_weekly: int | None = None) -> dict[str, Any]:
+    async def prune_async(
+        self, keep_last: int | None = None, keep_daily: int | None = None, keep_weekly: int | None = None
+    ) -> dict[str, Any]:
         """Async :meth:`prune`."""
         return await self._acall("prune", keep_last, keep_daily, keep_weekly, _timeout=LONG_CALL_S)
 

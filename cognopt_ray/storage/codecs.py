@@ -78,12 +78,25 @@ class CodecChoice:
     payload: bytes | None = field(default=None, repr=False, compare=False)  # output kept from the trial; not stored
 
     def to_dict(self) -> dict[str, Any]:
-        return {"codec": self.codec, "level": self.level, "dict_id": self.dict_id, "reason": self.reason,
-                "probe_ratio": self.probe_ratio, "candidates": dict(self.candidates), "raw_stream": self.raw_stream}
+        return {
+            "codec": self.codec,
+            "level": self.level,
+            "dict_id": self.dict_id,
+            "reason": self.reason,
+            "probe_ratio": self.probe_ratio,
+            "candidates": dict(self.candidates),
+            "raw_stream": self.raw_stream,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecChoice:
-        return cls(**{k: d[k] for k in ("codec", "level", "dict_id", "reason", "probe_ratio", "candidates", "raw_stream") if k in d})
+        return cls(
+            **{
+                k: d[k]
+                for k in ("codec", "level", "dict_id", "reason", "probe_ratio", "candidates", "raw_stream")
+                if k in d
+            }
+        )
 
 
 def check_tier(tier: str) -> str:
@@ -96,8 +109,9 @@ def check_tier(tier: str) -> str:
 def check_codec(codec: str) -> str:
     """Validate a codec name (``auto`` allowed); :class:`InvalidInput` (422) lists the valid ones."""
     if codec not in CODEC_CHOICES:
-        raise InvalidInput(f"unknown codec {codec!r}", hint=f"use one of {', '.join(CODEC_CHOICES)}",
-                           valid=list(CODEC_CHOICES))
+        raise InvalidInput(
+            f"unknown codec {codec!r}", hint=f"use one of {', '.join(CODEC_CHOICES)}", valid=list(CODEC_CHOICES)
+        )
     return codec
 
 
@@ -129,8 +143,13 @@ def _zstd_c(level: int, zdict: Dictionary | None = None, size: int = 0) -> zstan
         cache = _LOCAL.cctx = {}
     c = cache.get(key)
     if c is None:
-        kwargs: dict[str, Any] = {"level": level, "write_checksum": False, "write_content_size": True,
-                                  "write_dict_id": False, "threads": threads}
+        kwargs: dict[str, Any] = {
+            "level": level,
+            "write_checksum": False,
+            "write_content_size": True,
+            "write_dict_id": False,
+            "threads": threads,
+        }
         if zdict is not None:
             d = zstandard.ZstdCompressionDict(zdict.data)
             d.precompute_compress(level=level)
@@ -146,8 +165,11 @@ def _zstd_d(zdict: Dictionary | None) -> zstandard.ZstdDecompressor:
         cache = _LOCAL.dctx = {}
     d = cache.get(key)
     if d is None:
-        d = cache[key] = (zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(zdict.data)) if zdict
-                          else zstandard.ZstdDecompressor())
+        d = cache[key] = (
+            zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(zdict.data))
+            if zdict
+            else zstandard.ZstdDecompressor()
+        )
     return d
 
 
@@ -173,8 +195,9 @@ def compress(data: bytes | memoryview, choice: CodecChoice, zdict: Dictionary | 
     raise InvalidInput(f"unknown codec {c!r}", hint=f"use one of {', '.join(CODECS)}")
 
 
-def decompress(data: bytes | memoryview, choice: CodecChoice, zdict: Dictionary | None = None,
-               raw_size: int | None = None) -> bytes:
+def decompress(
+    data: bytes | memoryview, choice: CodecChoice, zdict: Dictionary | None = None, raw_size: int | None = None
+) -> bytes:
     """Invert :func:`compress`. With ``raw_size`` (the catalog's), no codec produces more than
     ``raw_size`` bytes: a stored blob that would is refused (``OutputTooLarge``) before it is expanded."""
     c = choice.codec
@@ -224,12 +247,13 @@ def probe_ratio(data: bytes | memoryview) -> float:
         sample = bytes(mv)
     else:
         mid = n // 2 - PROBE_SLICE // 2
-        sample = bytes(mv[:PROBE_SLICE]) + bytes(mv[mid:mid + PROBE_SLICE]) + bytes(mv[n - PROBE_SLICE:])
+        sample = bytes(mv[:PROBE_SLICE]) + bytes(mv[mid : mid + PROBE_SLICE]) + bytes(mv[n - PROBE_SLICE :])
     return len(_probe_compressor().compress(sample)) / len(sample)
 
 
-def choose_codec(data: bytes | memoryview, tier: str, zdict: Dictionary | None = None,
-                 dict_id: int | None = None) -> CodecChoice:
+def choose_codec(
+    data: bytes | memoryview, tier: str, zdict: Dictionary | None = None, dict_id: int | None = None
+) -> CodecChoice:
     """The ``auto`` choice for ``data`` stored in ``tier`` (see the module docstring for the rules)."""
     check_tier(tier)
     n = len(data)
@@ -237,19 +261,32 @@ def choose_codec(data: bytes | memoryview, tier: str, zdict: Dictionary | None =
         return CodecChoice("none", 0, reason="auto: under 64 bytes, compression cannot pay")
     ratio = probe_ratio(data)
     if ratio > INCOMPRESSIBLE_RATIO:
-        return CodecChoice("none", 0, reason=f"auto: probe shrank the data only to {ratio:.2f} (> {INCOMPRESSIBLE_RATIO}); "
-                           "incompressible", probe_ratio=round(ratio, 4))
+        return CodecChoice(
+            "none",
+            0,
+            reason=f"auto: probe shrank the data only to {ratio:.2f} (> {INCOMPRESSIBLE_RATIO}); incompressible",
+            probe_ratio=round(ratio, 4),
+        )
     use_dict = zdict is not None and n <= DICT_MAX_ITEM
     if tier in ("hot", "warm"):
         if use_dict:
-            return CodecChoice("zstd", 1, dict_id, reason="auto: fast tier, small item, service dictionary",
-                               probe_ratio=round(ratio, 4))
+            return CodecChoice(
+                "zstd",
+                1,
+                dict_id,
+                reason="auto: fast tier, small item, service dictionary",
+                probe_ratio=round(ratio, 4),
+            )
         return CodecChoice("zstd", 1, reason="auto: fast tier, compressible, zstd level 1", probe_ratio=round(ratio, 4))
     if tier == "cold":
         lvl = 19 if n < 64 * 1024 else 9
-        return CodecChoice("zstd", lvl, dict_id if use_dict else None,
-                           reason=f"auto: cold tier, zstd level {lvl}" + (" with service dictionary" if use_dict else ""),
-                           probe_ratio=round(ratio, 4))
+        return CodecChoice(
+            "zstd",
+            lvl,
+            dict_id if use_dict else None,
+            reason=f"auto: cold tier, zstd level {lvl}" + (" with service dictionary" if use_dict else ""),
+            probe_ratio=round(ratio, 4),
+        )
     # archive: try the strongest codecs on a sample, keep the smallest. When the sample is the
     # whole item the winner's output is kept, so the item is not compressed twice.
     whole = n <= 1024 * 1024
@@ -263,12 +300,23 @@ def choose_codec(data: bytes | memoryview, tier: str, zdict: Dictionary | None =
     cands = {k: len(v) for k, v in outs.items()}
     best = min(cands, key=lambda k: cands[k])
     if best == "lzma":
-        choice = CodecChoice("lzma", 9, reason="archive: smallest on the sample was lzma preset 9",
-                             probe_ratio=round(ratio, 4), candidates=cands, raw_stream=True)
+        choice = CodecChoice(
+            "lzma",
+            9,
+            reason="archive: smallest on the sample was lzma preset 9",
+            probe_ratio=round(ratio, 4),
+            candidates=cands,
+            raw_stream=True,
+        )
     else:
-        choice = CodecChoice("zstd", 19, dict_id if best == "zstd+dict" else None,
-                             reason=f"archive: smallest on the sample was {best} level 19",
-                             probe_ratio=round(ratio, 4), candidates=cands)
+        choice = CodecChoice(
+            "zstd",
+            19,
+            dict_id if best == "zstd+dict" else None,
+            reason=f"archive: smallest on the sample was {best} level 19",
+            probe_ratio=round(ratio, 4),
+            candidates=cands,
+        )
     if whole:
         choice.payload = outs[best]
     return choice
@@ -288,5 +336,18 @@ def load_dictionary(data: bytes) -> Dictionary:
     return Dictionary(bytes(data), hashlib.blake2b(data, digest_size=16).hexdigest())
 
 
-__all__ = ["TIERS", "CODECS", "CODEC_CHOICES", "CodecChoice", "check_tier", "check_codec", "requested", "compress",
-           "decompress", "probe_ratio", "choose_codec", "train_dictionary", "load_dictionary"]
+__all__ = [
+    "TIERS",
+    "CODECS",
+    "CODEC_CHOICES",
+    "CodecChoice",
+    "check_tier",
+    "check_codec",
+    "requested",
+    "compress",
+    "decompress",
+    "probe_ratio",
+    "choose_codec",
+    "train_dictionary",
+    "load_dictionary",
+]

@@ -35,8 +35,10 @@ class Dictionaries:
         if dict_id is None:
             return None
         if dict_id not in self._dicts:
-            raise IntegrityError(f"zstd dictionary {dict_id} is missing or was refused (not sealed with this key)",
-                                 hint="restore the item from a backup with repair(item_id)")
+            raise IntegrityError(
+                f"zstd dictionary {dict_id} is missing or was refused (not sealed with this key)",
+                hint="restore the item from a backup with repair(item_id)",
+            )
         return self._dicts[dict_id][1]
 
     def _maybe_train_dictionaries(self, norm: list[tuple]) -> None:
@@ -44,9 +46,13 @@ class Dictionaries:
         for _item_id, data, service, tier, codec, _level in norm:
             # Trained automatically for the tiers where size matters most; warm/hot items use a
             # dictionary once one exists (train_dictionary() or a cold/archive batch made it).
-            if codec == "auto" and tier in ("cold", "archive") and service not in self._service_dict \
-                    and isinstance(data, (bytes, bytearray)) \
-                    and 64 <= len(data) <= codecs.DICT_MAX_ITEM * 4:
+            if (
+                codec == "auto"
+                and tier in ("cold", "archive")
+                and service not in self._service_dict
+                and isinstance(data, (bytes, bytearray))
+                and 64 <= len(data) <= codecs.DICT_MAX_ITEM * 4
+            ):
                 by_service.setdefault(service, []).append(bytes(data))
         for service, samples in by_service.items():
             if len(samples) >= self.cfg.dictionary_min_samples:
@@ -57,7 +63,9 @@ class Dictionaries:
         check_service_name(service)
         if samples is None:
             samples = []
-            for rec in self.catalog.items("service=? AND kind='bytes' AND raw_size<=?", (service, codecs.DICT_MAX_ITEM * 4)):
+            for rec in self.catalog.items(
+                "service=? AND kind='bytes' AND raw_size<=?", (service, codecs.DICT_MAX_ITEM * 4)
+            ):
                 try:
                     samples.append(self._read_bytes(rec))
                 except Exception:  # noqa: BLE001 - a bad item is not a sample
@@ -71,12 +79,16 @@ class Dictionaries:
         try:
             data = codecs.train_dictionary(samples[:4000], size)
         except Exception as e:  # noqa: BLE001 - zstd refuses too little or too uniform data
-            raise InvalidInput(f"cannot train a dictionary for {service!r}: {e}",
-                               hint=f"store at least {self.cfg.dictionary_min_samples} small items first") from None
+            raise InvalidInput(
+                f"cannot train a dictionary for {service!r}: {e}",
+                hint=f"store at least {self.cfg.dictionary_min_samples} small items first",
+            ) from None
         dict_id = self.catalog.add_dictionary(service, seal_dictionary(self._dict_sealer, service, data), time.time())
         self._dicts[dict_id] = (service, codecs.load_dictionary(data))
         self._service_dict[service] = dict_id
-        logger.info("trained a %d-byte zstd dictionary for service %s from %d samples", len(data), service, len(samples))
+        logger.info(
+            "trained a %d-byte zstd dictionary for service %s from %d samples", len(data), service, len(samples)
+        )
         return {"service": service, "dict_id": dict_id, "bytes": len(data), "samples": len(samples)}
 
 

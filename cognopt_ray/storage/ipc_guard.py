@@ -105,9 +105,11 @@ def decoded_bytes(stream: bytes, limit: int | None = None) -> int:
         except struct.error:
             raise InvalidInput("body is not an Arrow IPC stream: its message metadata is damaged") from None
         if limit is not None and total > limit:
-            raise PayloadTooLarge(f"the Arrow IPC stream would be over {limit} bytes once decoded (its compressed "
-                                  "buffers expand); nothing was decoded",
-                                  hint="send smaller batches, or raise max_body_bytes (COGNOPT_MAX_BODY_BYTES)")
+            raise PayloadTooLarge(
+                f"the Arrow IPC stream would be over {limit} bytes once decoded (its compressed "
+                "buffers expand); nothing was decoded",
+                hint="send smaller batches, or raise max_body_bytes (COGNOPT_MAX_BODY_BYTES)",
+            )
     return total
 
 

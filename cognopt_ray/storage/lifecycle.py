@@ -40,8 +40,15 @@ class Lifecycle:
                 raw = self._read_bytes(rec)
                 codec = "auto" if auto else rec.codec["codec"]
                 level = None if auto else rec.codec.get("level")
-                p = self._prepare(item_id, raw if rec.kind == "bytes" else json.loads(raw), rec.service, tier, codec,
-                                  level, keep_created=rec.created)
+                p = self._prepare(
+                    item_id,
+                    raw if rec.kind == "bytes" else json.loads(raw),
+                    rec.service,
+                    tier,
+                    codec,
+                    level,
+                    keep_created=rec.created,
+                )
                 p.hot_value = raw if tier == "hot" else None
                 self._verify_prepared(p)
             self._maybe_fail("migrate.after_copy")
@@ -54,8 +61,15 @@ class Lifecycle:
                 self._discard([p])
                 raise
             self.counters["migrations"] += 1
-            return {"item_id": item_id, "from": rec.tier, "to": tier, "moved": True, "reason": reason,
-                    "stored_before": rec.stored_size, "stored_after": p.rec.stored_size}
+            return {
+                "item_id": item_id,
+                "from": rec.tier,
+                "to": tier,
+                "moved": True,
+                "reason": reason,
+                "stored_before": rec.stored_size,
+                "stored_after": p.rec.stored_size,
+            }
 
     def _hash_ok(self, rec: ItemRecord) -> bool:
         try:
@@ -72,12 +86,15 @@ class Lifecycle:
             for _h, new in p.chunks or []:
                 if new is not None and new["location"].startswith("file:"):
                     if b3(self.roots["archive"].read(new["location"][5:])) != new["stored_checksum"]:
-                        raise IntegrityError(f"the new archive copy of {rec.item_id!r} did not verify",
-                                             hint="check the archive tier's storage")
+                        raise IntegrityError(
+                            f"the new archive copy of {rec.item_id!r} did not verify",
+                            hint="check the archive tier's storage",
+                        )
             return
         if b3(self.roots[rec.tier].read(self._loc_file(rec.location))) != rec.stored_checksum:
-            raise IntegrityError(f"the new {rec.tier} copy of {rec.item_id!r} did not verify",
-                                 hint="check that tier's storage")
+            raise IntegrityError(
+                f"the new {rec.tier} copy of {rec.item_id!r} did not verify", hint="check that tier's storage"
+            )
 
     def plan_tiering(self, now: float | None = None) -> list[dict[str, Any]]:
         """The migrations a lifecycle pass would make now (demotions by idle time, promotions by
@@ -92,17 +109,32 @@ class Lifecycle:
             svc = svc_cache.setdefault(rec.service, self.service_settings(rec.service))
             idle = now - rec.last_access
             score = rec.score * math.pow(2.0, -max(0.0, idle) / half)
-            limits = {"hot": svc["hot_to_warm_idle_s"], "warm": svc["warm_to_cold_idle_s"],
-                      "cold": svc["cold_to_archive_idle_s"]}
+            limits = {
+                "hot": svc["hot_to_warm_idle_s"],
+                "warm": svc["warm_to_cold_idle_s"],
+                "cold": svc["cold_to_archive_idle_s"],
+            }
             if rec.tier in ("cold", "archive") and score >= self.cfg.promote_score:
-                plan[rec.item_id] = {"item_id": rec.item_id, "from": rec.tier, "to": "warm",
-                                     "reason": f"promoted: score {score:.2f} >= {self.cfg.promote_score}"}
+                plan[rec.item_id] = {
+                    "item_id": rec.item_id,
+                    "from": rec.tier,
+                    "to": "warm",
+                    "reason": f"promoted: score {score:.2f} >= {self.cfg.promote_score}",
+                }
             elif rec.tier == "warm" and self.cfg.hot_promote_score and score >= self.cfg.hot_promote_score:
-                plan[rec.item_id] = {"item_id": rec.item_id, "from": "warm", "to": "hot",
-                                     "reason": f"promoted: score {score:.2f} >= {self.cfg.hot_promote_score}"}
+                plan[rec.item_id] = {
+                    "item_id": rec.item_id,
+                    "from": "warm",
+                    "to": "hot",
+                    "reason": f"promoted: score {score:.2f} >= {self.cfg.hot_promote_score}",
+                }
             elif rec.tier in limits and idle >= limits[rec.tier]:
-                plan[rec.item_id] = {"item_id": rec.item_id, "from": rec.tier, "to": NEXT_TIER[rec.tier],
-                                     "reason": f"idle {idle:.0f} s >= {limits[rec.tier]:.0f} s"}
+                plan[rec.item_id] = {
+                    "item_id": rec.item_id,
+                    "from": rec.tier,
+                    "to": NEXT_TIER[rec.tier],
+                    "reason": f"idle {idle:.0f} s >= {limits[rec.tier]:.0f} s",
+                }
         for tier, cap in self.cfg.tier_capacity_bytes.items():
             if tier == "archive" or not cap:
                 continue
@@ -112,8 +144,12 @@ class Lifecycle:
             for r in staying:
                 if used <= cap:
                     break
-                plan[r.item_id] = {"item_id": r.item_id, "from": tier, "to": NEXT_TIER[tier],
-                                   "reason": f"tier {tier} over capacity ({used} > {cap} bytes)"}
+                plan[r.item_id] = {
+                    "item_id": r.item_id,
+                    "from": tier,
+                    "to": NEXT_TIER[tier],
+                    "reason": f"tier {tier} over capacity ({used} > {cap} bytes)",
+                }
                 used -= r.stored_size
         return list(plan.values())
 

@@ -80,9 +80,17 @@ class PutRequest:
             raise InvalidInput(f"a put entry must be a PutRequest or a dict, not {type(item).__name__}")
         unknown = set(item) - {"item_id", "data", "service", "tier", "codec", "level"}
         if unknown:
-            raise InvalidInput(f"unknown put fields {sorted(unknown)}", hint="use item_id, data, service, tier, codec, level")
-        return cls(item.get("item_id"), item.get("data"), item.get("service") or DEFAULT_SERVICE, item.get("tier"),
-                   item.get("codec"), item.get("level"))
+            raise InvalidInput(
+                f"unknown put fields {sorted(unknown)}", hint="use item_id, data, service, tier, codec, level"
+            )
+        return cls(
+            item.get("item_id"),
+            item.get("data"),
+            item.get("service") or DEFAULT_SERVICE,
+            item.get("tier"),
+            item.get("codec"),
+            item.get("level"),
+        )
 
     def with_data(self, data: Any) -> PutRequest:
         """The same request carrying ``data`` instead (already checked: not validated again)."""

@@ -45,13 +45,17 @@ def roots_for(settings: Any) -> dict[str, list[str]]:
     """The effective ``backup_source_roots`` and ``restore_roots``."""
     cfg = settings.storage
     base = settings.storage_root.rstrip("/")
-    return {"backup_source_roots": list(cfg.backup_source_roots) or [f"{base}/backup-sources"],
-            "restore_roots": list(cfg.restore_roots) or [f"{base}/restores"]}
+    return {
+        "backup_source_roots": list(cfg.backup_source_roots) or [f"{base}/backup-sources"],
+        "restore_roots": list(cfg.restore_roots) or [f"{base}/restores"],
+    }
 
 
 def _refuse(what: str, path: str, setting: str, roots: list[str], why: str) -> Forbidden:
-    return Forbidden(f"{what} {path!r} is refused: {why}; nothing was read or written",
-                     hint=f"use a path inside {roots} or add a root to the setting {setting}")
+    return Forbidden(
+        f"{what} {path!r} is refused: {why}; nothing was read or written",
+        hint=f"use a path inside {roots} or add a root to the setting {setting}",
+    )
 
 
 def _uri_inside(uri: str, root: str) -> bool:
@@ -71,8 +75,9 @@ def confine(path: str, roots: list[str], setting: str, what: str) -> Confined:
     if "://" in path:
         if any("://" in r and _uri_inside(path, r) for r in roots):
             return Confined(path, None, "")
-        raise _refuse(what, path, setting, roots, "the URI is not under a configured root (scheme, host and query "
-                      "must match)")
+        raise _refuse(
+            what, path, setting, roots, "the URI is not under a configured root (scheme, host and query must match)"
+        )
     if not os.path.isabs(path) or ".." in path.split(os.sep):
         raise _refuse(what, path, setting, roots, "it must be an absolute path without '..'")
     norm = os.path.normpath(path)
@@ -90,8 +95,9 @@ def confine(path: str, roots: list[str], setting: str, what: str) -> Confined:
     raise _refuse(what, path, setting, roots, "it is outside the configured roots")
 
 
-def check_no_symlinks(root: str, rel: str, what: str = "path", shown: str | None = None, setting: str = "",
-                      roots: list[str] | None = None) -> None:
+def check_no_symlinks(
+    root: str, rel: str, what: str = "path", shown: str | None = None, setting: str = "", roots: list[str] | None = None
+) -> None:
     """Every existing component of ``root/rel`` below ``root`` is a real folder or file (``lstat``)."""
     cur = root
     parts = [p for p in rel.split(os.sep) if p]
@@ -102,13 +108,20 @@ def check_no_symlinks(root: str, rel: str, what: str = "path", shown: str | None
         except FileNotFoundError:
             return
         if stat.S_ISLNK(st.st_mode):
-            raise Forbidden(f"{what} {shown or os.path.join(root, rel)!r} is refused: {os.path.join(*parts[:i + 1])!r} "
-                            "is a symlink, which is never followed; nothing was read or written",
-                            hint=f"remove the symlink, or use a new folder inside {roots or [root]}"
-                            + (f" (setting {setting})" if setting else ""))
+            raise Forbidden(
+                f"{what} {shown or os.path.join(root, rel)!r} is refused: {os.path.join(*parts[: i + 1])!r} "
+                "is a symlink, which is never followed; nothing was read or written",
+                hint=f"remove the symlink, or use a new folder inside {roots or [root]}"
+                + (f" (setting {setting})" if setting else ""),
+            )
         if i < len(parts) - 1 and not stat.S_ISDIR(st.st_mode):
-            raise _refuse(what, shown or os.path.join(root, rel), setting, roots or [root],
-                          f"{os.path.join(*parts[:i + 1])!r} is not a folder")
+            raise _refuse(
+                what,
+                shown or os.path.join(root, rel),
+                setting,
+                roots or [root],
+                f"{os.path.join(*parts[: i + 1])!r} is not a folder",
+            )
 
 
 def _split(rel: str) -> list[str]:
@@ -130,8 +143,11 @@ def _open_dirs(root: str, parts: list[str], create: bool) -> int:
             try:
                 nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:  # ELOOP: a symlink; ENOTDIR: a file
-                raise Forbidden(f"{part!r} under {root!r} is a symlink or not a folder ({e.strerror}); nothing was "
-                                "written through it", hint="remove it, or restore into a new folder") from None
+                raise Forbidden(
+                    f"{part!r} under {root!r} is a symlink or not a folder ({e.strerror}); nothing was "
+                    "written through it",
+                    hint="remove it, or restore into a new folder",
+                ) from None
             os.close(fd)
             fd = nfd
         return fd
@@ -147,8 +163,10 @@ def read_beneath(root: str, rel: str) -> bytes:
     try:
         fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=dfd)
     except OSError as e:
-        raise Forbidden(f"{rel!r} under {root!r} cannot be read without following a link ({e.strerror})",
-                        hint="backups read regular files only") from None
+        raise Forbidden(
+            f"{rel!r} under {root!r} cannot be read without following a link ({e.strerror})",
+            hint="backups read regular files only",
+        ) from None
     finally:
         os.close(dfd)
     with os.fdopen(fd, "rb") as f:
@@ -165,8 +183,9 @@ def write_beneath(root: str, rel: str, data: bytes | memoryview) -> None:
     dfd = _open_dirs(root, parts[:-1], create=True)
     try:
         tmp = f".{parts[-1][:100]}.{uuid.uuid4().hex[:8]}.cognopt-tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o644, dir_fd=dfd)
+        fd = os.open(
+            tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=dfd
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -18,10 +18,14 @@ class Quotas:
         """``item id -> (owning service, stored size)`` of those ids that exist."""
         out: dict[str, tuple[str, int]] = {}
         for s in range(0, len(ids), 500):
-            part = ids[s:s + 500]
-            out.update((i, (svc, size)) for i, svc, size in self.catalog.query(
-                f"SELECT item_id, service, stored_size FROM items WHERE item_id IN ({','.join('?' * len(part))})",
-                tuple(part)))
+            part = ids[s : s + 500]
+            out.update(
+                (i, (svc, size))
+                for i, svc, size in self.catalog.query(
+                    f"SELECT item_id, service, stored_size FROM items WHERE item_id IN ({','.join('?' * len(part))})",
+                    tuple(part),
+                )
+            )
         return out
 
     def quota(self, service: str) -> int | None:
@@ -31,7 +35,9 @@ class Quotas:
 
     def service_usage(self, service: str) -> int:
         """Stored bytes of the service's items (spilled ``memory-evicted:<service>:`` items included)."""
-        return int(self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE service=?", (service,))[0][0])
+        return int(
+            self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE service=?", (service,))[0][0]
+        )
 
     def _check_quota(self, prepared: list[Prepared], owners: dict[str, tuple[str, int]]) -> None:
         add: dict[str, int] = {}
@@ -50,7 +56,10 @@ class Quotas:
                     "needed; nothing was written",
                     hint=f"an admin can raise services.{svc}.storage.quota_bytes (or storage.default_quota_bytes, "
                     "or POST storage/optimize-service with quota_bytes); or delete items of the service",
-                    service=svc, quota_bytes=quota, used_bytes=used)
+                    service=svc,
+                    quota_bytes=quota,
+                    used_bytes=used,
+                )
 
     def _check_capacity(self, prepared: list[Prepared]) -> None:
         add: dict[str, int] = {}
@@ -69,12 +78,15 @@ class Quotas:
             if used + extra > cap:
                 raise InsufficientStorage(
                     f"tier {tier!r} is full: {used} of {cap} bytes used, {extra} more needed; nothing was written",
-                    hint=f"raise storage.tier_capacity_bytes.{tier}, delete items, or store into another tier")
+                    hint=f"raise storage.tier_capacity_bytes.{tier}, delete items, or store into another tier",
+                )
 
     def _tier_stored(self, tier: str) -> int:
         if tier == "archive":
             rows = self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM chunks")
-            rows2 = self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE tier='archive' AND kind='table'")
+            rows2 = self.catalog.query(
+                "SELECT COALESCE(SUM(stored_size),0) FROM items WHERE tier='archive' AND kind='table'"
+            )
             return int(rows[0][0]) + int(rows2[0][0])
         return int(self.catalog.query("SELECT COALESCE(SUM(stored_size),0) FROM items WHERE tier=?", (tier,))[0][0])
 

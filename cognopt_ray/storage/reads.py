@@ -37,15 +37,23 @@ class ItemReads:
         with self._lock:
             recs: dict[str, ItemRecord] = {}
             for s in range(0, len(item_ids), 500):
-                part = item_ids[s:s + 500]
-                recs.update((r.item_id, r) for r in self.catalog.items(f"item_id IN ({','.join('?' * len(part))})", tuple(part)))
+                part = item_ids[s : s + 500]
+                recs.update(
+                    (r.item_id, r) for r in self.catalog.items(f"item_id IN ({','.join('?' * len(part))})", tuple(part))
+                )
             out: list[dict[str, Any] | None] = []
             for i in item_ids:
                 rec = recs.get(i)
                 f = self._loc_file(rec.location) if rec else None
                 lp = self.roots[rec.tier].local_path(f) if f else None
-                if rec is None or rec.kind != "bytes" or rec.encrypted or lp is None or rec.tier not in ("warm", "cold") \
-                        or rec.codec.get("dict_id") is not None:
+                if (
+                    rec is None
+                    or rec.kind != "bytes"
+                    or rec.encrypted
+                    or lp is None
+                    or rec.tier not in ("warm", "cold")
+                    or rec.codec.get("dict_id") is not None
+                ):
                     out.append(None)
                     continue
                 self._touch(rec)
@@ -72,11 +80,24 @@ class ItemReads:
         rec = self.record(item_id, caller)
         c = rec.codec
         ratio = rec.raw_size / rec.stored_size if rec.stored_size else None
-        return {"item_id": item_id, "tier": rec.tier, "kind": rec.kind, "codec": c["codec"], "level": c.get("level"),
-                "format": c.get("format"), "auto": c.get("auto"), "reason": c.get("reason"),
-                "probe_ratio": c.get("probe_ratio"), "candidates": c.get("candidates") or {},
-                "dictionary": c.get("dict_id"), "raw_size": rec.raw_size, "stored_size": rec.stored_size,
-                "compression_ratio": ratio, "location": rec.location.split(":")[0], "score": rec.score}
+        return {
+            "item_id": item_id,
+            "tier": rec.tier,
+            "kind": rec.kind,
+            "codec": c["codec"],
+            "level": c.get("level"),
+            "format": c.get("format"),
+            "auto": c.get("auto"),
+            "reason": c.get("reason"),
+            "probe_ratio": c.get("probe_ratio"),
+            "candidates": c.get("candidates") or {},
+            "dictionary": c.get("dict_id"),
+            "raw_size": rec.raw_size,
+            "stored_size": rec.stored_size,
+            "compression_ratio": ratio,
+            "location": rec.location.split(":")[0],
+            "score": rec.score,
+        }
 
     def _touch(self, rec: ItemRecord) -> None:
         now = time.time()
@@ -148,7 +169,7 @@ class ItemReads:
             recs: dict[str, ItemRecord] = {}
             blobs: dict[str, bytes] = {}
             for s in range(0, len(item_ids), 500):
-                part = item_ids[s:s + 500]
+                part = item_ids[s : s + 500]
                 marks = ",".join("?" * len(part))
                 recs.update((r.item_id, r) for r in self.catalog.items(f"item_id IN ({marks})", tuple(part)))
                 blobs.update(self.catalog.query(f"SELECT key, data FROM blobs WHERE key IN ({marks})", tuple(part)))
@@ -173,9 +194,11 @@ class ItemReads:
 
     def _integrity(self, rec: ItemRecord, what: str) -> IntegrityError:
         self.counters["integrity_errors"] += 1
-        return IntegrityError(f"item {rec.item_id!r} is damaged: {what}; the bytes were not returned",
-                              hint=f"restore it with repair({rec.item_id!r}) (needs a backup that has it)",
-                              item_id=rec.item_id)
+        return IntegrityError(
+            f"item {rec.item_id!r} is damaged: {what}; the bytes were not returned",
+            hint=f"restore it with repair({rec.item_id!r}) (needs a backup that has it)",
+            item_id=rec.item_id,
+        )
 
     def _read_stored(self, rec: ItemRecord) -> bytes:
         if rec.location == "inline":
@@ -201,8 +224,9 @@ class ItemReads:
         # give raw bytes that miss the raw checksum. verify() also checks the stored checksum.
         choice = CodecChoice.from_dict(rec.codec)
         try:
-            raw = codecs.decompress(self._decode(rec.item_id, stored, rec.encrypted), choice,
-                                    self._zdict(choice.dict_id), rec.raw_size)
+            raw = codecs.decompress(
+                self._decode(rec.item_id, stored, rec.encrypted), choice, self._zdict(choice.dict_id), rec.raw_size
+            )
         except IntegrityError:
             raise
         except Exception as e:  # noqa: BLE001 - a codec error on checksummed bytes is damage too

@@ -61,9 +61,15 @@ class Recovery:
                 data = self._table_bytes(self._read_table(rec))
             else:
                 data = self._read_bytes(rec)
-            meta = {"item_id": item_id, "service": rec.service, "tier": rec.tier, "kind": rec.kind,
-                    "codec": rec.codec.get("codec") if not rec.codec.get("auto", True) else "auto",
-                    "level": None if rec.codec.get("auto", True) else rec.codec.get("level"), "checksum": rec.checksum}
+            meta = {
+                "item_id": item_id,
+                "service": rec.service,
+                "tier": rec.tier,
+                "kind": rec.kind,
+                "codec": rec.codec.get("codec") if not rec.codec.get("auto", True) else "auto",
+                "level": None if rec.codec.get("auto", True) else rec.codec.get("level"),
+                "checksum": rec.checksum,
+            }
             yield f"items/{item_id}", data, meta
 
     def restore_entry(self, data: bytes, meta: dict[str, Any]) -> dict[str, Any]:
@@ -75,17 +81,28 @@ class Recovery:
             value = read_table(data, len(data))  # written uncompressed: never decodes to more than its bytes
         elif meta.get("kind") == "json":
             value = json.loads(data)
-        return self.put(meta["item_id"], value, service=meta.get("service") or DEFAULT_SERVICE, tier=meta.get("tier"),
-                        codec=meta.get("codec") or "auto", level=meta.get("level"), caller=Caller(admin=True))
+        return self.put(
+            meta["item_id"],
+            value,
+            service=meta.get("service") or DEFAULT_SERVICE,
+            tier=meta.get("tier"),
+            codec=meta.get("codec") or "auto",
+            level=meta.get("level"),
+            caller=Caller(admin=True),
+        )
 
     def repair(self, item_id: str) -> dict[str, Any]:
         """Restore a damaged (or lost) item from the latest snapshot that has it."""
         check_item_id(item_id)
         with self._lock:
             rec = self.catalog.get(item_id)
-            found = self.backups.find_latest(f"items/{item_id}", checksum=rec.checksum if rec and rec.kind != "table" else None)
+            found = self.backups.find_latest(
+                f"items/{item_id}", checksum=rec.checksum if rec and rec.kind != "table" else None
+            )
             if found is None:
-                raise NotFound(f"no snapshot holds item {item_id!r}", hint="back up the store regularly (POST storage/backup)")
+                raise NotFound(
+                    f"no snapshot holds item {item_id!r}", hint="back up the store regularly (POST storage/backup)"
+                )
             snap_id, data, meta = found
             self._verify_chunks = True  # deduplicated chunks already present are checked, not trusted
             try:

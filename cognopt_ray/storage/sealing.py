@@ -91,8 +91,11 @@ def open_dictionary(sealer: Sealer | None, service: str, blob: bytes) -> bytes |
     try:
         return sealer.open(blob, f"dict:{service}".encode())
     except IntegrityError:
-        logger.error("the zstd dictionary of service %s is not sealed with this installation's key: refused, not "
-                     "loaded (items compressed with it will not decode; retrain with train_dictionary)", service)
+        logger.error(
+            "the zstd dictionary of service %s is not sealed with this installation's key: refused, not "
+            "loaded (items compressed with it will not decode; retrain with train_dictionary)",
+            service,
+        )
         return None
 
 

@@ -53,7 +53,9 @@ class SourceFiles:
             self.root = os.path.abspath(self.uri)
         self.local = self.root is not None
         if self.local and not os.path.isdir(os.path.join(self.root, self.rel)):
-            raise InvalidInput(f"backup source {self.uri!r} is not a folder", hint="give an existing folder or a pyarrow.fs URI")
+            raise InvalidInput(
+                f"backup source {self.uri!r} is not a folder", hint="give an existing folder or a pyarrow.fs URI"
+            )
 
     def files(self) -> list[tuple[str, int, int]]:
         if self.local:
@@ -63,7 +65,11 @@ class SourceFiles:
             return out
         sel = pafs.FileSelector(self.base, recursive=True)
         base = self.base.rstrip("/") + "/"
-        out = [(i.path[len(base):], i.size, i.mtime_ns or 0) for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        out = [
+            (i.path[len(base) :], i.size, i.mtime_ns or 0)
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File
+        ]
         return sorted(out)
 
     def read(self, rel: str) -> bytes:

@@ -63,6 +63,7 @@ from cognopt_ray.storage.tiers import TierRoot
 
 logger = logging.getLogger(__name__)
 
+
 def _size(data: Any) -> int:
     return len(data) if isinstance(data, (bytes, bytearray, memoryview)) else 1 << 30
 
@@ -136,8 +137,10 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         if not encrypted:
             return stored
         if self.sealer is None:
-            raise IntegrityError(f"{key!r} is encrypted but no encryption_key is configured",
-                                 hint="set COGNOPT_ENCRYPTION_KEY to the key it was written with")
+            raise IntegrityError(
+                f"{key!r} is encrypted but no encryption_key is configured",
+                hint="set COGNOPT_ENCRYPTION_KEY to the key it was written with",
+            )
         return self.sealer.open(stored, self._aad(key))
 
     def _rel(self, tier: str, item_id: str, ext: str = "blob") -> str:
@@ -149,8 +152,17 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         return loc[5:] if loc.startswith("file:") else None
 
     # ---------------------------------------------------------------------------------- writes
-    def put(self, item_id: str, data: Any, *, service: str = DEFAULT_SERVICE, tier: str | None = None,
-            codec: str | None = None, level: int | None = None, caller: Caller | None = None) -> dict[str, Any]:
+    def put(
+        self,
+        item_id: str,
+        data: Any,
+        *,
+        service: str = DEFAULT_SERVICE,
+        tier: str | None = None,
+        codec: str | None = None,
+        level: int | None = None,
+        caller: Caller | None = None,
+    ) -> dict[str, Any]:
         """Store one item; returns its catalog record. See :meth:`put_many` for the arguments."""
         return self.put_many([PutRequest(item_id, data, service, tier, codec, level)], caller=caller)[0]
 
@@ -182,13 +194,18 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             # Under the store lock (the actor runs one call at a time): nothing can take an id
             # between this check and the commit below.
             owners = self._owners([n[0] for n in norm])
-            taken_over = {n[0]: owners[n[0]][0] for n in norm if n[0] in owners
-                          and check_owner(n[0], owners[n[0]][0], n[2], caller)}
+            taken_over = {
+                n[0]: owners[n[0]][0]
+                for n in norm
+                if n[0] in owners and check_owner(n[0], owners[n[0]][0], n[2], caller)
+            }
             self._maybe_train_dictionaries(norm)
             # Large items are encoded and written in parallel (zstd, BLAKE3 and fsync release the
             # GIL); small ones inline, where a thread hop would cost more than the work.
-            futures = [self._pool.submit(self._prepare, *n) if _size(n[1]) >= 256 * 1024 or n[3] in ("cold", "archive")
-                       else n for n in norm]
+            futures = [
+                self._pool.submit(self._prepare, *n) if _size(n[1]) >= 256 * 1024 or n[3] in ("cold", "archive") else n
+                for n in norm
+            ]
             prepared: list[Prepared] = []
             error: BaseException | None = None
             for f in futures:
@@ -211,13 +228,28 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             out = [p.rec.public() for p in prepared]
             for rec in out:
                 if rec["item_id"] in taken_over:
-                    logger.warning("admin key %s overwrote item %s of service %s as %s", caller.key_id,
-                                   rec["item_id"], taken_over[rec["item_id"]], rec["service"])
+                    logger.warning(
+                        "admin key %s overwrote item %s of service %s as %s",
+                        caller.key_id,
+                        rec["item_id"],
+                        taken_over[rec["item_id"]],
+                        rec["service"],
+                    )
                     rec["previous_service"] = taken_over[rec["item_id"]]
             return out
 
-    def _prepare(self, item_id: str, data: Any, service: str, tier: str, codec: str, level: int | None,
-                 *, keep_created: float | None = None, chosen: CodecChoice | None = None) -> Prepared:
+    def _prepare(
+        self,
+        item_id: str,
+        data: Any,
+        service: str,
+        tier: str,
+        codec: str,
+        level: int | None,
+        *,
+        keep_created: float | None = None,
+        chosen: CodecChoice | None = None,
+    ) -> Prepared:
         now = time.time()
         table = to_table(data)
         if table is not None:
@@ -241,11 +273,29 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             choice = codecs.choose_codec(raw, tier, self._zdict(dict_id), dict_id)
         else:
             choice = codecs.requested(codec, level)
-        cdict = {**choice.to_dict(), "auto": codec == "auto", "format": "blob",
-                 **({"keyed_hash": True} if self.hashes.keyed else {})}
-        rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind=kind, codec=cdict, raw_size=len(raw),
-                         stored_size=0, checksum=checksum, stored_checksum="", location="", encrypted=bool(self.sealer),
-                         created=keep_created or now, last_access=now, access_count=0, score=0.0)
+        cdict = {
+            **choice.to_dict(),
+            "auto": codec == "auto",
+            "format": "blob",
+            **({"keyed_hash": True} if self.hashes.keyed else {}),
+        }
+        rec = ItemRecord(
+            item_id=item_id,
+            service=service,
+            tier=tier,
+            kind=kind,
+            codec=cdict,
+            raw_size=len(raw),
+            stored_size=0,
+            checksum=checksum,
+            stored_checksum="",
+            location="",
+            encrypted=bool(self.sealer),
+            created=keep_created or now,
+            last_access=now,
+            access_count=0,
+            score=0.0,
+        )
         if tier == "archive":
             return self._prepare_chunks(rec, raw, choice)
         payload = self._encode(item_id, codecs.compress(raw, choice, self._zdict(choice.dict_id)))
@@ -262,13 +312,27 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         rec.location = f"file:{rel}"
         return Prepared(rec, hot_value=hot_value)
 
-    def _prepare_encoded(self, item_id: str, enc: Encoded, service: str, tier: str, now: float,
-                         keep_created: float | None) -> Prepared:
+    def _prepare_encoded(
+        self, item_id: str, enc: Encoded, service: str, tier: str, now: float, keep_created: float | None
+    ) -> Prepared:
         payload = self._encode(item_id, enc.payload)
-        rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind="bytes", codec=enc.choice,
-                         raw_size=enc.raw_size, stored_size=len(payload), checksum=enc.checksum,
-                         stored_checksum=b3(payload), location="", encrypted=bool(self.sealer),
-                         created=keep_created or now, last_access=now, access_count=0, score=0.0)
+        rec = ItemRecord(
+            item_id=item_id,
+            service=service,
+            tier=tier,
+            kind="bytes",
+            codec=enc.choice,
+            raw_size=enc.raw_size,
+            stored_size=len(payload),
+            checksum=enc.checksum,
+            stored_checksum=b3(payload),
+            location="",
+            encrypted=bool(self.sealer),
+            created=keep_created or now,
+            last_access=now,
+            access_count=0,
+            score=0.0,
+        )
         if len(payload) <= self.cfg.inline_max_bytes:
             rec.location = "inline"
             return Prepared(rec, inline=payload)
@@ -286,15 +350,23 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         ids = [p.rec.item_id for p in prepared]
         existing: set[str] = set()
         for s in range(0, len(ids), 500):
-            part = ids[s:s + 500]
-            existing.update(r[0] for r in self.catalog.query(
-                f"SELECT item_id FROM items WHERE item_id IN ({','.join('?' * len(part))})", tuple(part)))
+            part = ids[s : s + 500]
+            existing.update(
+                r[0]
+                for r in self.catalog.query(
+                    f"SELECT item_id FROM items WHERE item_id IN ({','.join('?' * len(part))})", tuple(part)
+                )
+            )
         with self.catalog.tx() as db:
             for p in prepared:
                 rec = p.rec
                 old = self.catalog.get(rec.item_id) if rec.item_id in existing else None
                 if old is not None:
-                    rec.access_count, rec.score, rec.last_access = old.access_count, old.score, max(old.last_access, rec.last_access)
+                    rec.access_count, rec.score, rec.last_access = (
+                        old.access_count,
+                        old.score,
+                        max(old.last_access, rec.last_access),
+                    )
                     # chunks are swept after the batch's new references are counted: an item stored
                     # again with the same content keeps the chunks it shares with its old version
                     old_files += self._release(db, old, freed_chunks, sweep=False)
@@ -304,22 +376,34 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
                     for seq, (h, new) in enumerate(p.chunks):
                         if new is not None and new.get("replace"):
                             prev = db.execute("SELECT location FROM chunks WHERE hash=?", (h,)).fetchone()
-                            db.execute("UPDATE chunks SET codec=?, raw_size=?, stored_size=?, location=? WHERE hash=?",
-                                       (new["codec"], new["raw_size"], new["stored_size"], new["location"], h))
+                            db.execute(
+                                "UPDATE chunks SET codec=?, raw_size=?, stored_size=?, location=? WHERE hash=?",
+                                (new["codec"], new["raw_size"], new["stored_size"], new["location"], h),
+                            )
                             if new["location"] == "inline":
-                                db.execute("INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)", (f"chunk:{h}", new["data"]))
+                                db.execute(
+                                    "INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)",
+                                    (f"chunk:{h}", new["data"]),
+                                )
                             if prev and prev[0].startswith("file:") and prev[0] != new["location"]:
                                 old_files.append(("archive", prev[0][5:]))  # the damaged copy
                         elif new is not None and not db.execute("SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone():
-                            db.execute("INSERT INTO chunks (hash, codec, raw_size, stored_size, refcount, location) "
-                                       "VALUES (?, ?, ?, ?, 0, ?)",
-                                       (h, new["codec"], new["raw_size"], new["stored_size"], new["location"]))
+                            db.execute(
+                                "INSERT INTO chunks (hash, codec, raw_size, stored_size, refcount, location) "
+                                "VALUES (?, ?, ?, ?, 0, ?)",
+                                (h, new["codec"], new["raw_size"], new["stored_size"], new["location"]),
+                            )
                             if new["location"] == "inline":
-                                db.execute("INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)", (f"chunk:{h}", new["data"]))
+                                db.execute(
+                                    "INSERT OR REPLACE INTO blobs (key, data) VALUES (?, ?)",
+                                    (f"chunk:{h}", new["data"]),
+                                )
                         elif new is not None and new["location"].startswith("file:"):
                             old_files.append(("archive", new["location"][5:]))  # a twin in this batch won
                         db.execute("UPDATE chunks SET refcount=refcount+1 WHERE hash=?", (h,))
-                        db.execute("INSERT INTO item_chunks (item_id, seq, hash) VALUES (?, ?, ?)", (rec.item_id, seq, h))
+                        db.execute(
+                            "INSERT INTO item_chunks (item_id, seq, hash) VALUES (?, ?, ?)", (rec.item_id, seq, h)
+                        )
                 self.catalog.upsert(db, rec)
             old_files += self._sweep_chunks(db, freed_chunks)
         self._maybe_fail("store.after_commit")
@@ -342,7 +426,9 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         if old.location == "inline":
             db.execute("DELETE FROM blobs WHERE key=?", (old.item_id,))
         if old.location == "chunks":
-            hashes = [r[0] for r in db.execute("SELECT hash FROM item_chunks WHERE item_id=?", (old.item_id,)).fetchall()]
+            hashes = [
+                r[0] for r in db.execute("SELECT hash FROM item_chunks WHERE item_id=?", (old.item_id,)).fetchall()
+            ]
             db.execute("DELETE FROM item_chunks WHERE item_id=?", (old.item_id,))
             for h in hashes:
                 db.execute("UPDATE chunks SET refcount=refcount-1 WHERE hash=?", (h,))
@@ -364,8 +450,10 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         with self._lock:
             rec = self.record(item_id, caller)
             if caller is not None and not caller.may_write(rec.service):
-                raise Forbidden(f"this key may not change service {rec.service!r}",
-                                hint=f"use a key with scope 'service:{rec.service}' or 'admin'")
+                raise Forbidden(
+                    f"this key may not change service {rec.service!r}",
+                    hint=f"use a key with scope 'service:{rec.service}' or 'admin'",
+                )
             freed: list[str] = []
             with self.catalog.tx() as db:
                 files = self._release(db, rec, freed)
@@ -377,7 +465,9 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size, "service": rec.service}
 
     # ---------------------------------------------------------------------------------- services
-    def optimize_service(self, service: str, parameters: dict[str, Any], caller: Caller | None = None) -> dict[str, Any]:
+    def optimize_service(
+        self, service: str, parameters: dict[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
         """Set a service's default tier, codec and lifecycle thresholds (persisted in the catalog).
 
         ``quota_bytes`` is a cap: only admin (or in-cluster code) may change it."""
@@ -386,8 +476,10 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         except ValueError as e:
             raise InvalidInput(str(e)) from None
         if isinstance(parameters, dict) and "quota_bytes" in parameters and caller is not None and not caller.admin:
-            raise Forbidden(f"quota_bytes of service {service!r} is a cap that only an admin may change",
-                            hint=f"ask an admin to set services.{service}.storage.quota_bytes")
+            raise Forbidden(
+                f"quota_bytes of service {service!r} is a cap that only an admin may change",
+                hint=f"ask an admin to set services.{service}.storage.quota_bytes",
+            )
         from cognopt_ray.config import StorageServiceSettings
 
         allowed = set(StorageServiceSettings.model_fields)
@@ -403,8 +495,14 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             merged = StorageServiceSettings(**{**before, **parameters}).model_dump()
         except Exception as e:  # noqa: BLE001 - pydantic says which field is wrong
             raise InvalidInput(f"invalid storage parameters: {e}") from None
-        self.catalog.set_service_override(service, {k: merged[k] for k in merged if merged[k] != before.get(k) or k in
-                                                    self.catalog.service_overrides().get(service, {})})
+        self.catalog.set_service_override(
+            service,
+            {
+                k: merged[k]
+                for k in merged
+                if merged[k] != before.get(k) or k in self.catalog.service_overrides().get(service, {})
+            },
+        )
         return {"service_name": service, "before": before, "after": self.service_settings(service)}
 
     # ---------------------------------------------------------------------------------- metrics
@@ -421,33 +519,49 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         total_raw = total_stored = 0
         for tier in TIERS:
             n, raw, stored = self.catalog.query(
-                "SELECT COUNT(*), COALESCE(SUM(raw_size),0), COALESCE(SUM(stored_size),0) FROM items WHERE tier=?", (tier,))[0]
+                "SELECT COUNT(*), COALESCE(SUM(raw_size),0), COALESCE(SUM(stored_size),0) FROM items WHERE tier=?",
+                (tier,),
+            )[0]
             logical = stored
             if tier == "archive":
                 stored = self._tier_stored("archive")
             cap = self.cfg.tier_capacity_bytes.get(tier)
             free = self.roots[tier].free_bytes()
             util = stored / cap if cap else (stored / (stored + free) if free else None)
-            out["tiers"][tier] = {"items": n, "raw_bytes": raw, "stored_bytes": stored,
-                                  "compression_ratio": (raw / stored) if stored else None,
-                                  "capacity_bytes": cap, "utilization": util,
-                                  **({"logical_stored_bytes": logical} if tier == "archive" else {})}
+            out["tiers"][tier] = {
+                "items": n,
+                "raw_bytes": raw,
+                "stored_bytes": stored,
+                "compression_ratio": (raw / stored) if stored else None,
+                "capacity_bytes": cap,
+                "utilization": util,
+                **({"logical_stored_bytes": logical} if tier == "archive" else {}),
+            }
             total_raw += raw
             total_stored += stored
         arch = out["tiers"]["archive"]
         dict_bytes = sum(len(d) for d in (r[0] for r in self.catalog.query("SELECT data FROM dicts")))
-        out.update({
-            "raw_bytes": total_raw, "stored_bytes": total_stored,
-            "compression_ratio": (total_raw / total_stored) if total_stored else None,
-            "dedup_ratio": (arch["logical_stored_bytes"] / arch["stored_bytes"]) if arch["stored_bytes"] else None,
-            "dictionary_bytes": dict_bytes, "hot_objects": len(self._hot), "counters": dict(self.counters),
-            "formulas": {"compression_ratio": "raw_bytes / stored_bytes",
-                         "dedup_ratio": "archive chunk bytes referenced by items (with repeats) / unique chunk bytes",
-                         "utilization": "stored_bytes / capacity_bytes (or / (stored + free) without a capacity)"},
-        })
+        out.update(
+            {
+                "raw_bytes": total_raw,
+                "stored_bytes": total_stored,
+                "compression_ratio": (total_raw / total_stored) if total_stored else None,
+                "dedup_ratio": (arch["logical_stored_bytes"] / arch["stored_bytes"]) if arch["stored_bytes"] else None,
+                "dictionary_bytes": dict_bytes,
+                "hot_objects": len(self._hot),
+                "counters": dict(self.counters),
+                "formulas": {
+                    "compression_ratio": "raw_bytes / stored_bytes",
+                    "dedup_ratio": "archive chunk bytes referenced by items (with repeats) / unique chunk bytes",
+                    "utilization": "stored_bytes / capacity_bytes (or / (stored + free) without a capacity)",
+                },
+            }
+        )
         return out
 
-    def list_items(self, service: str | None = None, tier: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_items(
+        self, service: str | None = None, tier: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         where, args = ["1"], []
         if service:
             where.append("service=?")
@@ -456,7 +570,10 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             codecs.check_tier(tier)
             where.append("tier=?")
             args.append(tier)
-        return [r.public() for r in self.catalog.items(" AND ".join(where) + f" ORDER BY item_id LIMIT {int(limit)}", tuple(args))]
+        return [
+            r.public()
+            for r in self.catalog.items(" AND ".join(where) + f" ORDER BY item_id LIMIT {int(limit)}", tuple(args))
+        ]
 
     # ---------------------------------------------------------------------------------- verify
     def verify(self, item_ids: list[str] | None = None) -> dict[str, Any]:

@@ -35,10 +35,13 @@ def to_table(data: Any) -> pa.Table | None:
 class TableItems:
     """Table items (a part of :class:`~cognopt_ray.storage.store.TieredStore`)."""
 
-    def _prepare_table(self, item_id: str, table: pa.Table, service: str, tier: str, codec: str, now: float,
-                       keep_created: float | None) -> Prepared:
+    def _prepare_table(
+        self, item_id: str, table: pa.Table, service: str, tier: str, codec: str, now: float, keep_created: float | None
+    ) -> Prepared:
         if self.sealer is not None:
-            raise InvalidInput("tables cannot be stored encrypted yet", hint="store them as bytes, or unset encryption_key")
+            raise InvalidInput(
+                "tables cannot be stored encrypted yet", hint="store them as bytes, or unset encryption_key"
+            )
         fmt = "ipc" if tier in ("hot", "warm") else "parquet"
         root = self.roots[tier]
         root.check_space(table.nbytes // 2)
@@ -47,17 +50,40 @@ class TableItems:
         self._write_table(root, rel, table.schema, table.to_batches(max_chunksize=64 * 1024), fmt, level)
         stored = root.size(rel)
         checksum = hash_file(root, rel)
-        choice = {"codec": "zstd", "level": level, "dict_id": None, "auto": codec == "auto", "format": fmt,
-                  "reason": f"table: {'Arrow IPC' if fmt == 'ipc' else 'Parquet'} with zstd for the {tier} tier",
-                  "probe_ratio": None, "candidates": {}, "raw_stream": False}
-        rec = ItemRecord(item_id=item_id, service=service, tier=tier, kind="table", codec=choice, raw_size=table.nbytes,
-                         stored_size=stored, checksum=checksum, stored_checksum=checksum, location=f"file:{rel}",
-                         encrypted=False, created=keep_created or now, last_access=now, access_count=0, score=0.0)
+        choice = {
+            "codec": "zstd",
+            "level": level,
+            "dict_id": None,
+            "auto": codec == "auto",
+            "format": fmt,
+            "reason": f"table: {'Arrow IPC' if fmt == 'ipc' else 'Parquet'} with zstd for the {tier} tier",
+            "probe_ratio": None,
+            "candidates": {},
+            "raw_stream": False,
+        }
+        rec = ItemRecord(
+            item_id=item_id,
+            service=service,
+            tier=tier,
+            kind="table",
+            codec=choice,
+            raw_size=table.nbytes,
+            stored_size=stored,
+            checksum=checksum,
+            stored_checksum=checksum,
+            location=f"file:{rel}",
+            encrypted=False,
+            created=keep_created or now,
+            last_access=now,
+            access_count=0,
+            score=0.0,
+        )
         return Prepared(rec, hot_value=table if tier == "hot" else None)
 
     @staticmethod
-    def _write_table(root: TierRoot, rel: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], fmt: str,
-                     level: int) -> None:
+    def _write_table(
+        root: TierRoot, rel: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], fmt: str, level: int
+    ) -> None:
         with root.open_write(rel) as f:
             if fmt == "ipc":
                 opts = ipc.IpcWriteOptions(compression=pa.Codec("zstd", compression_level=level))
@@ -117,10 +143,23 @@ class TableItems:
         level = 1 if fmt == "ipc" else (9 if tier == "cold" else 19)
         self._write_table(root, rel, self._table_schema(rec), self._iter_batches(rec), fmt, level)
         checksum = hash_file(root, rel)
-        codec = {**rec.codec, "level": level, "format": fmt,
-                 "reason": f"table: {'Arrow IPC' if fmt == 'ipc' else 'Parquet'} with zstd for the {tier} tier"}
-        new = ItemRecord(**{**rec.__dict__, "tier": tier, "codec": codec, "stored_size": root.size(rel),
-                            "checksum": checksum, "stored_checksum": checksum, "location": f"file:{rel}"})
+        codec = {
+            **rec.codec,
+            "level": level,
+            "format": fmt,
+            "reason": f"table: {'Arrow IPC' if fmt == 'ipc' else 'Parquet'} with zstd for the {tier} tier",
+        }
+        new = ItemRecord(
+            **{
+                **rec.__dict__,
+                "tier": tier,
+                "codec": codec,
+                "stored_size": root.size(rel),
+                "checksum": checksum,
+                "stored_checksum": checksum,
+                "location": f"file:{rel}",
+            }
+        )
         return Prepared(new, hot_value=self._read_table(new) if tier == "hot" else None)
 
     @staticmethod

@@ -34,8 +34,10 @@ TMP_SUFFIX = ".cognopt-tmp"
 
 def _full(where: str, need: int | None = None) -> InsufficientStorage:
     more = f" ({need} bytes needed)" if need else ""
-    return InsufficientStorage(f"no space left on the storage tier at {where}{more}; nothing was written",
-                               hint="free space on that volume, raise its quota, or store into another tier")
+    return InsufficientStorage(
+        f"no space left on the storage tier at {where}{more}; nothing was written",
+        hint="free space on that volume, raise its quota, or store into another tier",
+    )
 
 
 class TierRoot:
@@ -150,8 +152,11 @@ class TierRoot:
         """Relative paths of the files under ``rel``."""
         sel = pafs.FileSelector(self.path(rel) if rel else self.base, allow_not_found=True, recursive=recursive)
         base = self.base.rstrip("/") + "/"
-        return [i.path[len(base):] if i.path.startswith(base) else i.path
-                for i in self.fs.get_file_info(sel) if i.type == pafs.FileType.File]
+        return [
+            i.path[len(base) :] if i.path.startswith(base) else i.path
+            for i in self.fs.get_file_info(sel)
+            if i.type == pafs.FileType.File
+        ]
 
     def remove_temps(self) -> int:
         """Delete temp files a crash left behind; returns how many."""

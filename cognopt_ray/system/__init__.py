@@ -16,9 +16,20 @@ from cognopt_ray.system.optimize import PASSES, optimize_all
 from cognopt_ray.system.report import build_table, min_cores, replay, system_report, to_markdown
 
 __all__ = [
-    "check_health", "check_redis",
-    "compute_metrics", "read_counters", "system_metrics",
-    "PASSES", "optimize_all",
-    "Quarantine", "run_cleanup", "restore", "purge_expired",
-    "build_table", "min_cores", "replay", "system_report", "to_markdown",
+    "check_health",
+    "check_redis",
+    "compute_metrics",
+    "read_counters",
+    "system_metrics",
+    "PASSES",
+    "optimize_all",
+    "Quarantine",
+    "run_cleanup",
+    "restore",
+    "purge_expired",
+    "build_table",
+    "min_cores",
+    "replay",
+    "system_report",
+    "to_markdown",
 ]

@@ -56,8 +56,16 @@ class _AutomationActor:
         runtime.adopt_in_actor(self.settings)
         self.tasks: dict[str, asyncio.Task] = {}
         self.state: dict[str, dict[str, Any]] = {
-            name: {"pass": p, "interval_s": float(getattr(self.settings.system, key)), "enabled": False,
-                   "runs": 0, "errors": 0, "last_run": None, "last_status": None, "last_result": None}
+            name: {
+                "pass": p,
+                "interval_s": float(getattr(self.settings.system, key)),
+                "enabled": False,
+                "runs": 0,
+                "errors": 0,
+                "last_run": None,
+                "last_status": None,
+                "last_result": None,
+            }
             for name, (p, key) in LOOPS.items()
         }
         self.started: float | None = None
@@ -114,7 +122,11 @@ class _AutomationActor:
         return await self._run_once(name)
 
     async def status(self) -> dict[str, Any]:
-        return {"running": bool(self.tasks), "started": self.started, "loops": {k: dict(v) for k, v in self.state.items()}}
+        return {
+            "running": bool(self.tasks),
+            "started": self.started,
+            "loops": {k: dict(v) for k, v in self.state.items()},
+        }
 
     async def health(self) -> dict[str, Any]:
         doc = await self.status()

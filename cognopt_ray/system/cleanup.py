@@ -69,8 +69,9 @@ class Quarantine:
         b'body'
     """
 
-    def __init__(self, root: str | os.PathLike, retention_s: float, *, signer: Signer | None = None,
-                 sealer: Sealer | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike, retention_s: float, *, signer: Signer | None = None, sealer: Sealer | None = None
+    ) -> None:
         self.dir = Path(root) / "quarantine"
         self.retention_s = retention_s
         self.signer = signer or Signer.from_settings(SimpleNamespace(root=Path(root)), PURPOSE)
@@ -89,8 +90,16 @@ class Quarantine:
         """Keep ``data`` (durable before this returns) and return the entry."""
         now = time.time()
         qid = f"q{secrets.token_hex(8)}"
-        entry = {"id": qid, "category": category, "engine": engine, "target": target, "bytes": len(data),
-                 "quarantined": now, "purge_after": now + self.retention_s, "meta": meta}
+        entry = {
+            "id": qid,
+            "category": category,
+            "engine": engine,
+            "target": target,
+            "bytes": len(data),
+            "quarantined": now,
+            "purge_after": now + self.retention_s,
+            "meta": meta,
+        }
         d = self.dir / qid
         d.mkdir(parents=True, exist_ok=False)
         name = self._name(qid, category, target)
@@ -107,8 +116,10 @@ class Quarantine:
         try:
             return json.loads(p.read_text())
         except FileNotFoundError:
-            raise NotFound(f"quarantine item {qid!r} does not exist (restored or purged)",
-                           hint="list them with GET system/quarantine") from None
+            raise NotFound(
+                f"quarantine item {qid!r} does not exist (restored or purged)",
+                hint="list them with GET system/quarantine",
+            ) from None
 
     def load(self, qid: str) -> tuple[dict[str, Any], bytes]:
         """The entry and its data; :class:`IntegrityError` unless this installation wrote that data there."""
@@ -117,8 +128,11 @@ class Quarantine:
         name = self._name(qid, str(e.get("category")), str(e.get("target")))
         if self.sealer is not None:
             if not is_sealed(blob):
-                raise IntegrityError(f"quarantine item {qid!r} is not encrypted although an encryption_key is "
-                                     "configured; it is refused, not restored", hint="purge it (it was not written here)")
+                raise IntegrityError(
+                    f"quarantine item {qid!r} is not encrypted although an encryption_key is "
+                    "configured; it is refused, not restored",
+                    hint="purge it (it was not written here)",
+                )
             blob = self.sealer.open(blob, name)
         return e, self.signer.open(blob, name)
 
@@ -143,8 +157,12 @@ class Quarantine:
 
 
 def quarantine_for(settings: Settings) -> Quarantine:
-    return Quarantine(settings.root, settings.system.quarantine_retention_s,
-                      signer=Signer.from_settings(settings, PURPOSE), sealer=Sealer.from_settings(settings, PURPOSE))
+    return Quarantine(
+        settings.root,
+        settings.system.quarantine_retention_s,
+        signer=Signer.from_settings(settings, PURPOSE),
+        sealer=Sealer.from_settings(settings, PURPOSE),
+    )
 
 
 def _check_categories(categories: list[str] | None) -> list[str]:
@@ -165,7 +183,9 @@ async def _network(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
     for key, data, expired_at in taken:
         meta = {"key": key, "expired_at": expired_at}
         if dry_run:
-            out.append({"category": "network_cache", "engine": "network", "target": key, "bytes": len(data), "meta": meta})
+            out.append(
+                {"category": "network_cache", "engine": "network", "target": key, "bytes": len(data), "meta": meta}
+            )
         else:
             out.append(q.put("network_cache", "network", key, data, meta))
     return out
@@ -178,8 +198,10 @@ def _memory(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
     pools = memory.client()
     candidates = pools.expired_allocations()
     if dry_run:
-        return [{"category": "memory_allocations", "engine": "memory", "target": m["id"], "bytes": m["nbytes"], "meta": m}
-                for m in candidates]
+        return [
+            {"category": "memory_allocations", "engine": "memory", "target": m["id"], "bytes": m["nbytes"], "meta": m}
+            for m in candidates
+        ]
     out = []
     for meta, value in pools.take_allocations([m["id"] for m in candidates]):
         out.append(q.put("memory_allocations", "memory", meta["id"], _values.encode(value, signed=True), meta))
@@ -198,7 +220,9 @@ def _storage(q: Quarantine, dry_run: bool, keep_last: int) -> list[dict[str, Any
         meta = {"snapshot_id": sid, "time": s.get("time"), "tag": s.get("tag"), "keep_last": keep_last}
         blob = store.take_snapshot_file(sid, dry_run=True)
         if dry_run:
-            out.append({"category": "storage_snapshots", "engine": "storage", "target": sid, "bytes": len(blob), "meta": meta})
+            out.append(
+                {"category": "storage_snapshots", "engine": "storage", "target": sid, "bytes": len(blob), "meta": meta}
+            )
             continue
         entry = q.put("storage_snapshots", "storage", sid, blob, meta)  # durable first ...
         store.take_snapshot_file(sid)  # ... then removed from the repository
@@ -206,7 +230,9 @@ def _storage(q: Quarantine, dry_run: bool, keep_last: int) -> list[dict[str, Any
     return out
 
 
-async def run_cleanup(settings: Settings, *, dry_run: bool = False, categories: list[str] | None = None) -> dict[str, Any]:
+async def run_cleanup(
+    settings: Settings, *, dry_run: bool = False, categories: list[str] | None = None
+) -> dict[str, Any]:
     """Move what is expired or beyond retention into the quarantine (or only list it with ``dry_run``).
 
     Returns ``{"dry_run", "items": [...], "by_category": {cat: {"items", "bytes"}}, "purged": [...]}``.
@@ -233,8 +259,14 @@ async def run_cleanup(settings: Settings, *, dry_run: bool = False, categories: 
         items.extend(res)
         by_cat[cat] = {"items": len(res), "bytes": sum(i["bytes"] for i in res)}
     purged = [] if dry_run else await loop.run_in_executor(None, purge_expired, settings)
-    return {"dry_run": dry_run, "items": items, "by_category": by_cat, "errors": errors, "purged": purged,
-            "retention_s": settings.system.quarantine_retention_s}
+    return {
+        "dry_run": dry_run,
+        "items": items,
+        "by_category": by_cat,
+        "errors": errors,
+        "purged": purged,
+        "retention_s": settings.system.quarantine_retention_s,
+    }
 
 
 # -- restoring and purging ---------------------------------------------------------------------------

@@ -67,8 +67,12 @@ def _engine_clients() -> dict[str, Callable[[], Any]]:
     """The four engines' public clients by actor name (made only for an actor that exists)."""
     from cognopt_ray import cpu, network, storage
 
-    return {cpu.ACTOR_NAME: cpu.client, memory.ACTOR_NAME: memory.client, storage.ACTOR_NAME: storage.client,
-            network.ACTOR_NAME: network.client}
+    return {
+        cpu.ACTOR_NAME: cpu.client,
+        memory.ACTOR_NAME: memory.client,
+        storage.ACTOR_NAME: storage.client,
+        network.ACTOR_NAME: network.client,
+    }
 
 
 async def _check_engine(name: str, timeout_s: float) -> dict[str, Any]:
@@ -140,8 +144,9 @@ class HealthCache:
         check: the coroutine function making a document (default :func:`check_health`).
     """
 
-    def __init__(self, settings: Settings,
-                 check: Callable[[Settings], Awaitable[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, check: Callable[[Settings], Awaitable[dict[str, Any]]] | None = None
+    ) -> None:
         self._settings = settings
         self._check = check or check_health
         self.max_age_s = settings.health_cache_s
@@ -172,5 +177,10 @@ class HealthCache:
 
 
 def _down_doc(reason: str) -> dict[str, Any]:
-    return {"status": "down", "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "ray": {"status": DOWN, "reason": reason}, "engines": {}, "redis": {"status": DOWN, "reason": reason}}
+    return {
+        "status": "down",
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "ray": {"status": DOWN, "reason": reason},
+        "engines": {},
+        "redis": {"status": DOWN, "reason": reason},
+    }

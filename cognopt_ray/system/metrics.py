@@ -123,8 +123,9 @@ def _savings(c: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compute_metrics(counters: dict[str, dict[str, Any]], *, now: float | None = None,
-                    weights: dict[str, float] | None = None) -> dict[str, Any]:
+def compute_metrics(
+    counters: dict[str, dict[str, Any]], *, now: float | None = None, weights: dict[str, float] | None = None
+) -> dict[str, Any]:
     """The ``system/metrics`` document from the engines' metrics documents.
 
     Args:
@@ -209,5 +210,13 @@ async def system_metrics(settings: Settings, *, export: bool = True) -> dict[str
     return doc
 
 
-__all__ = ["compute_metrics", "engine_scores", "overall_efficiency", "read_counters", "system_metrics",
-           "shared_cache_hit_rate", "engine_clients", "ENGINES"]
+__all__ = [
+    "compute_metrics",
+    "engine_scores",
+    "overall_efficiency",
+    "read_counters",
+    "system_metrics",
+    "shared_cache_hit_rate",
+    "engine_clients",
+    "ENGINES",
+]

@@ -40,13 +40,26 @@ def _memory_gc(dry_run: bool) -> dict[str, Any]:
     pools = memory.client()
     before = pools.metrics(include_cache=False)["gc"]
     if dry_run:
-        return {"action": "would run a GC tuning pass in the engine and every worker's tuner", "before": before,
-                "after": before}
+        return {
+            "action": "would run a GC tuning pass in the engine and every worker's tuner",
+            "before": before,
+            "after": before,
+        }
     r = pools.optimize_gc()
-    return {"action": f"GC tuning pass: {r.get('decision')}", "before": {"thresholds": r["thresholds_before"],
-            "pause_p99_ms": r["pause_p99_ms_before"], "collections": r["collections_before"]},
-            "after": {"thresholds": r["thresholds_after"], "pause_p99_ms": r["pause_p99_ms_after"],
-                      "collections": r["collections_after"]}, "detail": r}
+    return {
+        "action": f"GC tuning pass: {r.get('decision')}",
+        "before": {
+            "thresholds": r["thresholds_before"],
+            "pause_p99_ms": r["pause_p99_ms_before"],
+            "collections": r["collections_before"],
+        },
+        "after": {
+            "thresholds": r["thresholds_after"],
+            "pause_p99_ms": r["pause_p99_ms_after"],
+            "collections": r["collections_after"],
+        },
+        "detail": r,
+    }
 
 
 def _pool_figures(m: dict[str, Any]) -> dict[str, Any]:
@@ -61,12 +74,20 @@ def _memory_sweep(dry_run: bool) -> dict[str, Any]:
     before = _pool_figures(pools.metrics(include_cache=False))
     expired = pools.expired_allocations()
     if dry_run:
-        return {"action": f"would free {len(expired)} allocations", "before": before, "after": before,
-                "would_free": [m["id"] for m in expired]}
+        return {
+            "action": f"would free {len(expired)} allocations",
+            "before": before,
+            "after": before,
+            "would_free": [m["id"] for m in expired],
+        }
     r = pools.sweep()
     after = _pool_figures(pools.metrics(include_cache=False))
-    return {"action": f"freed {r['expired_freed']} expired and {r['retired_freed']} retired allocations",
-            "before": before, "after": after, "detail": r}
+    return {
+        "action": f"freed {r['expired_freed']} expired and {r['retired_freed']} retired allocations",
+        "before": before,
+        "after": after,
+        "detail": r,
+    }
 
 
 def _tier_bytes(m: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +102,12 @@ def _storage_tiering(dry_run: bool) -> dict[str, Any]:
     r = store.optimize_tiering(dry_run=dry_run)
     after = before if dry_run else _tier_bytes(store.metrics())
     n = len(r.get("migrated", []))
-    return {"action": f"{'would migrate' if dry_run else 'migrated'} {n} items", "before": before, "after": after,
-            "detail": r}
+    return {
+        "action": f"{'would migrate' if dry_run else 'migrated'} {n} items",
+        "before": before,
+        "after": after,
+        "detail": r,
+    }
 
 
 async def _network_sweep(dry_run: bool) -> dict[str, Any]:
@@ -99,8 +124,13 @@ async def _network_sweep(dry_run: bool) -> dict[str, Any]:
 
 
 def _cpu_figures(m: dict[str, Any]) -> dict[str, Any]:
-    return {"load_balance_score": m.get("load_balance_score"), "cpu_efficiency": m.get("cpu_efficiency"),
-            "queued": m.get("queued"), "running": m.get("running"), "nodes": len(m.get("nodes") or [])}
+    return {
+        "load_balance_score": m.get("load_balance_score"),
+        "cpu_efficiency": m.get("cpu_efficiency"),
+        "queued": m.get("queued"),
+        "running": m.get("running"),
+        "nodes": len(m.get("nodes") or []),
+    }
 
 
 def _cpu_rebalance(dry_run: bool) -> dict[str, Any]:
@@ -112,8 +142,12 @@ def _cpu_rebalance(dry_run: bool) -> dict[str, Any]:
         sched.cluster()  # the scheduler's view of nodes and their CPUs (it tracks them itself)
     after = before if dry_run else sched.metrics()
     recs = after.get("recommendations") or []
-    return {"action": "the scheduler balances continuously; figures and recommendations reported",
-            "before": _cpu_figures(before), "after": _cpu_figures(after), "recommendations": recs}
+    return {
+        "action": "the scheduler balances continuously; figures and recommendations reported",
+        "before": _cpu_figures(before),
+        "after": _cpu_figures(after),
+        "recommendations": recs,
+    }
 
 
 async def _timed(name: str, fn: Callable[[], Any]) -> tuple[str, dict[str, Any]]:
@@ -125,12 +159,16 @@ async def _timed(name: str, fn: Callable[[], Any]) -> tuple[str, dict[str, Any]]
         return name, {"status": "ok", "seconds": round(time.perf_counter() - t0, 4), **res}
     except Exception as e:  # noqa: BLE001 - one engine's failure is reported, the others still run
         logger.warning("optimize-all pass %s failed: %s", name, e)
-        return name, {"status": "error", "seconds": round(time.perf_counter() - t0, 4),
-                      "error": f"{type(e).__name__}: {e}"}
+        return name, {
+            "status": "error",
+            "seconds": round(time.perf_counter() - t0, 4),
+            "error": f"{type(e).__name__}: {e}",
+        }
 
 
-async def optimize_all(settings: Settings | None = None, *, dry_run: bool = False,
-                       passes: list[str] | None = None) -> dict[str, Any]:
+async def optimize_all(
+    settings: Settings | None = None, *, dry_run: bool = False, passes: list[str] | None = None
+) -> dict[str, Any]:
     """Run the engines' optimisation passes concurrently.
 
     Args:
@@ -159,8 +197,13 @@ async def optimize_all(settings: Settings | None = None, *, dry_run: bool = Fals
     started = time.time()
     results = dict(await asyncio.gather(*(_timed(n, funcs[n]) for n in chosen)))
     status = "ok" if all(r["status"] == "ok" for r in results.values()) else "partial"
-    return {"dry_run": dry_run, "started": started, "seconds": round(time.time() - started, 4), "status": status,
-            "passes": results}
+    return {
+        "dry_run": dry_run,
+        "started": started,
+        "seconds": round(time.time() - started, 4),
+        "status": status,
+        "passes": results,
+    }
 
 
 __all__ = ["PASSES", "optimize_all"]

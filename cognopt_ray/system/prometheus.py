@@ -16,8 +16,9 @@ Example:
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
+
+from cognopt_ray._private.gauges import Gauges
 
 logger = logging.getLogger(__name__)
 
@@ -43,36 +44,19 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cognopt_system_network_compression_ratio": ("decoded / wire bytes from origins", ("engine",)),
     "cognopt_system_network_bandwidth_saved_mb": ("(bytes served - bytes from origins) / 1e6", ("engine",)),
     "cognopt_system_savings_bytes": ("bytes saved by kind (storage, network, memory)", ("engine", "kind")),
-    "cognopt_system_network_origin_requests_avoided": ("requests answered without their own origin request", ("engine",)),
+    "cognopt_system_network_origin_requests_avoided": (
+        "requests answered without their own origin request",
+        ("engine",),
+    ),
 }
 
-_gauges: dict[str, Any] = {}
-_lock = threading.Lock()
-
-
-def _gauge(name: str) -> Any:
-    with _lock:
-        g = _gauges.get(name)
-        if g is None:
-            from ray.util.metrics import Gauge
-
-            desc, tags = GAUGES[name]
-            g = _gauges[name] = Gauge(name, description=desc, tag_keys=tags)
-        return g
-
-
-def _set(name: str, value: Any, **tags: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    _gauge(name).set(float(value), tags=tags)
+_GAUGES = Gauges(GAUGES)
+_set = _GAUGES.set
 
 
 def export_metrics(doc: dict[str, Any], counters: dict[str, dict[str, Any]]) -> None:
     """Set every gauge from a ``system/metrics`` document and the engine documents it came from."""
-    try:
-        _export(doc, counters)
-    except Exception:  # noqa: BLE001 - metrics export must never break a metrics read
-        logger.debug("could not export system gauges", exc_info=True)
+    _GAUGES.export(lambda: _export(doc, counters), "system")
 
 
 def _export(doc: dict[str, Any], counters: dict[str, dict[str, Any]]) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 from cognopt_ray.config import PriceSheet, Settings
 
-GiB = 1024 ** 3
+GiB = 1024**3
 MONTH_S = 30 * 86400.0
 #: a task of a trace: (arrival seconds, priority 1..5, run seconds)
 Task = tuple[float, int, float]
@@ -92,8 +92,15 @@ def replay(trace: Sequence[Task], cpus: int, policy: str) -> dict[str, Any]:
     return {"waits": waits, "makespan_s": end}
 
 
-def min_cores(trace: Sequence[Task], policy: str, *, target_s: float, makespan_s: float | None = None,
-              reference_cpus: int | None = None, max_cores: int = 256) -> int | None:
+def min_cores(
+    trace: Sequence[Task],
+    policy: str,
+    *,
+    target_s: float,
+    makespan_s: float | None = None,
+    reference_cpus: int | None = None,
+    max_cores: int = 256,
+) -> int | None:
     """The fewest CPUs on which CRITICAL p99 wait ≤ ``target_s`` and the trace ends in time.
 
     "In time" is by ``makespan_s`` when given, else (with ``reference_cpus``) no later than the
@@ -158,14 +165,27 @@ def trace_from_cpu_metrics(cpu: dict[str, Any], *, span_s: float | None = None) 
 # -- the table ---------------------------------------------------------------------------------------
 def _row(resource: str, unit: str, before: float | None, after: float | None, method: str) -> dict[str, Any]:
     red = (1.0 - after / before) if before and after is not None else None
-    return {"resource": resource, "unit": unit, "before": before, "after": after,
-            "reduction": None if red is None else round(red, 4), "method": method}
+    return {
+        "resource": resource,
+        "unit": unit,
+        "before": before,
+        "after": after,
+        "reduction": None if red is None else round(red, 4),
+        "method": method,
+    }
 
 
-def build_table(*, cores: tuple[int | None, int | None], ram_bytes: tuple[float | None, float | None],
-                storage_bytes: tuple[float | None, float | None], bandwidth_bytes: tuple[float | None, float | None],
-                window_s: float, prices: PriceSheet, methods: dict[str, str] | None = None,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_table(
+    *,
+    cores: tuple[int | None, int | None],
+    ram_bytes: tuple[float | None, float | None],
+    storage_bytes: tuple[float | None, float | None],
+    bandwidth_bytes: tuple[float | None, float | None],
+    window_s: float,
+    prices: PriceSheet,
+    methods: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The report document from measured before/after quantities (bandwidth over ``window_s``)."""
     m = methods or {}
     per_month = MONTH_S / window_s if window_s > 0 else 0.0
@@ -180,11 +200,20 @@ def build_table(*, cores: tuple[int | None, int | None], ram_bytes: tuple[float 
         _row("cores", "vCPU", *cores, m.get("cores", "fewest CPUs meeting the CRITICAL p99 target (trace replay)")),
         _row("ram", "GiB", gib(ram_bytes[0]), gib(ram_bytes[1]), m.get("ram", "pool bytes + zero-copy reads")),
         _row("storage", "GiB", gib(storage_bytes[0]), gib(storage_bytes[1]), m.get("storage", "raw vs stored bytes")),
-        _row("bandwidth", "GB/month", gb_month(bandwidth_bytes[0]), gb_month(bandwidth_bytes[1]),
-             m.get("bandwidth", "bytes served vs bytes from origins, scaled to a month")),
+        _row(
+            "bandwidth",
+            "GB/month",
+            gb_month(bandwidth_bytes[0]),
+            gb_month(bandwidth_bytes[1]),
+            m.get("bandwidth", "bytes served vs bytes from origins, scaled to a month"),
+        ),
     ]
-    unit_price = {"cores": prices.vcpu_month, "ram": prices.ram_gib_month, "storage": prices.storage_gib_month,
-                  "bandwidth": prices.egress_gb}
+    unit_price = {
+        "cores": prices.vcpu_month,
+        "ram": prices.ram_gib_month,
+        "storage": prices.storage_gib_month,
+        "bandwidth": prices.egress_gb,
+    }
     cost_before = cost_after = 0.0
     for r in rows:
         p = unit_price[r["resource"]]
@@ -195,8 +224,12 @@ def build_table(*, cores: tuple[int | None, int | None], ram_bytes: tuple[float 
             cost_after += r["monthly_cost_after"]
     return {
         "rows": rows,
-        "monthly_cost": {"currency": prices.currency, "before": round(cost_before, 4), "after": round(cost_after, 4),
-                         "reduction": round(1 - cost_after / cost_before, 4) if cost_before else None},
+        "monthly_cost": {
+            "currency": prices.currency,
+            "before": round(cost_before, 4),
+            "after": round(cost_after, 4),
+            "reduction": round(1 - cost_after / cost_before, 4) if cost_before else None,
+        },
         "window_s": window_s,
         "prices": prices.model_dump(),
         **(extra or {}),
@@ -206,8 +239,10 @@ def build_table(*, cores: tuple[int | None, int | None], ram_bytes: tuple[float 
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown table."""
     cur = report["monthly_cost"]["currency"]
-    lines = ["| resource | before | after | reduction | monthly cost before | monthly cost after | method |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| resource | before | after | reduction | monthly cost before | monthly cost after | method |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
 
     def f(x: Any, nd: int = 4) -> str:
         if x is None:
@@ -216,11 +251,15 @@ def to_markdown(report: dict[str, Any]) -> str:
 
     for r in report["rows"]:
         red = "n/a" if r["reduction"] is None else f"{r['reduction']:.1%}"
-        lines.append(f"| {r['resource']} ({r['unit']}) | {f(r['before'])} | {f(r['after'])} | {red} | "
-                     f"{f(r['monthly_cost_before'])} {cur} | {f(r['monthly_cost_after'])} {cur} | {r['method']} |")
+        lines.append(
+            f"| {r['resource']} ({r['unit']}) | {f(r['before'])} | {f(r['after'])} | {red} | "
+            f"{f(r['monthly_cost_before'])} {cur} | {f(r['monthly_cost_after'])} {cur} | {r['method']} |"
+        )
     mc = report["monthly_cost"]
     red = "n/a" if mc["reduction"] is None else f"{mc['reduction']:.1%}"
-    lines.append(f"| **total** | | | {red} | **{mc['before']:.2f} {cur}** | **{mc['after']:.2f} {cur}** | price sheet in settings.system.prices |")
+    lines.append(
+        f"| **total** | | | {red} | **{mc['before']:.2f} {cur}** | **{mc['after']:.2f} {cur}** | price sheet in settings.system.prices |"
+    )
     return "\n".join(lines)
 
 
@@ -231,8 +270,14 @@ def report_from_counters(counters: dict[str, dict[str, Any]], settings: Settings
     trace = trace_from_cpu_metrics(cpu) if "error" not in cpu else []
     target = sysset.critical_p99_target_s
     cluster_cpus = max(1, int(sum(n.get("cpus", 0) for n in cpu.get("nodes") or []) or 1))
-    cores = (min_cores(trace, "fifo", target_s=target, reference_cpus=cluster_cpus),
-             min_cores(trace, "priority", target_s=target, reference_cpus=cluster_cpus)) if trace else (None, None)
+    cores = (
+        (
+            min_cores(trace, "fifo", target_s=target, reference_cpus=cluster_cpus),
+            min_cores(trace, "priority", target_s=target, reference_cpus=cluster_cpus),
+        )
+        if trace
+        else (None, None)
+    )
     held = shared = None
     if "error" not in mem and mem.get("pools") is not None:
         held, shared = 0.0, 0.0
@@ -244,14 +289,22 @@ def report_from_counters(counters: dict[str, dict[str, Any]], settings: Settings
     storage = (sto.get("raw_bytes"), sto.get("stored_bytes")) if "error" not in sto else (None, None)
     bandwidth = (net.get("bytes_served"), net.get("bytes_from_origin")) if "error" not in net else (None, None)
     window = float(net.get("uptime_s") or sysset.report_window_s)
-    return build_table(cores=cores, ram_bytes=ram, storage_bytes=storage, bandwidth_bytes=bandwidth,
-                       window_s=window, prices=sysset.prices,
-                       methods={"cores": f"replay of the scheduler's run-time histograms, fifo vs priority, "
-                                         f"CRITICAL p99 wait <= {target:g} s ({len(trace)} tasks)",
-                                "ram": "pool bytes held + pool hits x mean allocation size (upper bound)",
-                                "storage": "raw bytes vs bytes stored by the tiers",
-                                "bandwidth": "bytes served vs bytes from origins, scaled to a month"},
-                       extra={"source": "counters", "critical_p99_target_s": target})
+    return build_table(
+        cores=cores,
+        ram_bytes=ram,
+        storage_bytes=storage,
+        bandwidth_bytes=bandwidth,
+        window_s=window,
+        prices=sysset.prices,
+        methods={
+            "cores": f"replay of the scheduler's run-time histograms, fifo vs priority, "
+            f"CRITICAL p99 wait <= {target:g} s ({len(trace)} tasks)",
+            "ram": "pool bytes held + pool hits x mean allocation size (upper bound)",
+            "storage": "raw bytes vs bytes stored by the tiers",
+            "bandwidth": "bytes served vs bytes from origins, scaled to a month",
+        },
+        extra={"source": "counters", "critical_p99_target_s": target},
+    )
 
 
 async def system_report(settings: Settings) -> dict[str, Any]:
@@ -261,5 +314,13 @@ async def system_report(settings: Settings) -> dict[str, Any]:
     return report_from_counters(await read_counters(), settings)
 
 
-__all__ = ["replay", "min_cores", "trace_from_cpu_metrics", "build_table", "to_markdown", "report_from_counters",
-           "system_report", "MONTH_S"]
+__all__ = [
+    "replay",
+    "min_cores",
+    "trace_from_cpu_metrics",
+    "build_table",
+    "to_markdown",
+    "report_from_counters",
+    "system_report",
+    "MONTH_S",
+]

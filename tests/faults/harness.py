@@ -32,12 +32,22 @@ class LoadReport:
     calls: int = 0
 
     def summary(self) -> str:
-        return (f"{self.calls} calls, {len(self.acked)} acknowledged ({self.acked_after_kill} after the kill), "
-                f"{len(self.clear_errors)} clear errors, {len(self.unclear_errors)} unclear, {len(self.hangs)} hangs")
+        return (
+            f"{self.calls} calls, {len(self.acked)} acknowledged ({self.acked_after_kill} after the kill), "
+            f"{len(self.clear_errors)} clear errors, {len(self.unclear_errors)} unclear, {len(self.hangs)} hangs"
+        )
 
 
-def run_with_kill(op: Callable[[int], Any], kill: Callable[[], None], *, threads: int = 3, warmup: int = 10,
-                  after: int = 10, bound_s: float = 60.0, max_s: float = 150.0) -> LoadReport:
+def run_with_kill(
+    op: Callable[[int], Any],
+    kill: Callable[[], None],
+    *,
+    threads: int = 3,
+    warmup: int = 10,
+    after: int = 10,
+    bound_s: float = 60.0,
+    max_s: float = 150.0,
+) -> LoadReport:
     rep = LoadReport()
     lock = threading.Lock()
     counter = iter(range(10**9))

@@ -26,14 +26,17 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _settings(tmp_path, **extra) -> Settings:
-    return Settings.load(storage_root=str(tmp_path / "root"),
-                         storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0},
-                         **extra)
+    return Settings.load(
+        storage_root=str(tmp_path / "root"),
+        storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0},
+        **extra,
+    )
 
 
 def _kill(handle):
     def go():
         ray.kill(handle, no_restart=False)
+
     return go
 
 
@@ -41,8 +44,14 @@ def _retry(fn, timeout=120):
     return wait_up(fn, timeout=timeout, interval=0.3)
 
 
-EXPECTED = {"cognopt.cpu", "cognopt.memory", "cognopt.memory_cache", "cognopt.storage", "cognopt.network",
-            "cognopt.network_cache"}
+EXPECTED = {
+    "cognopt.cpu",
+    "cognopt.memory",
+    "cognopt.memory_cache",
+    "cognopt.storage",
+    "cognopt.network",
+    "cognopt.network_cache",
+}
 
 
 def _up(fn, timeout=600):
@@ -69,8 +78,14 @@ def test_the_suite_covers_every_engine_actor(ray_session):
     """The six engine actors are the ones killed below; a new engine actor shows up here."""
     from cognopt_ray import cpu, memory, network, storage
 
-    assert {cpu.ACTOR_NAME, memory.ACTOR_NAME, memory.CACHE_ACTOR_NAME, storage.ACTOR_NAME, network.ACTOR_NAME,
-            network.CACHE_ACTOR_NAME} == EXPECTED
+    assert {
+        cpu.ACTOR_NAME,
+        memory.ACTOR_NAME,
+        memory.CACHE_ACTOR_NAME,
+        storage.ACTOR_NAME,
+        network.ACTOR_NAME,
+        network.CACHE_ACTOR_NAME,
+    } == EXPECTED
     live = {n for n in runtime.list_engine_actors() if n.count(".") == 1}
     assert live <= EXPECTED, live - EXPECTED
 
@@ -81,6 +96,7 @@ def test_storage_killed_under_load_loses_no_acknowledged_write(ray_session, tmp_
     c = client(_settings(tmp_path), name=f"cognopt.storage.fault-{uuid.uuid4().hex[:6]}")
     try:
         _up(c.health)
+
         def op(i):
             data = os.urandom(64) + f"item {i}".encode() * 50
             c.put(f"k{i}", data, tier="warm" if i % 2 else "hot")
@@ -100,10 +116,12 @@ def test_memory_killed_under_load_keeps_persistent_allocations(ray_session, tmp_
     from cognopt_ray.memory import MemoryPools
 
     settings = _settings(tmp_path, services={"fault_svc": {"memory": {"pool_size": 100_000, "block_size": 1024}}})
-    pools = MemoryPools.connect(settings, name=f"cognopt.memory.fault-{uuid.uuid4().hex[:6]}",
-                                state_dir=str(tmp_path / "mem"))
+    pools = MemoryPools.connect(
+        settings, name=f"cognopt.memory.fault-{uuid.uuid4().hex[:6]}", state_dir=str(tmp_path / "mem")
+    )
     try:
         _up(pools.health)
+
         def op(i):
             value = {"i": i, "pad": "x" * 200}
             aid = pools.allocate("fault_svc", value, memory_type="persistent")
@@ -125,6 +143,7 @@ def test_memory_cache_killed_under_load_answers_every_call(ray_session, tmp_path
     name = f"cognopt.memory_cache.fault-{uuid.uuid4().hex[:6]}"
     cache = SharedCache(_settings(tmp_path), actor_name=name)
     try:
+
         def op(i):
             cache.set(f"k{i}", {"i": i}, ttl_s=600)
             got = cache.get(f"k{i}")
@@ -145,8 +164,9 @@ def origin(origin):
     """The session's origin with this module's ``/data`` route."""
     from aiohttp import web
 
-    origin.routes["/data"] = lambda request: web.Response(text=f"body of {request.query.get('i')}",
-                                                          headers={"Cache-Control": "max-age=300"})
+    origin.routes["/data"] = lambda request: web.Response(
+        text=f"body of {request.query.get('i')}", headers={"Cache-Control": "max-age=300"}
+    )
     return origin
 
 
@@ -155,8 +175,9 @@ def _network(tmp_path, suffix: str):
 
     settings = _settings(tmp_path, network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": 0})
     tag = uuid.uuid4().hex[:6]
-    engine = NetworkEngine.get_or_create(settings, name=f"cognopt.network.fault-{tag}",
-                                         cache_actor_name=f"cognopt.network_cache.fault-{tag}")
+    engine = NetworkEngine.get_or_create(
+        settings, name=f"cognopt.network.fault-{tag}", cache_actor_name=f"cognopt.network_cache.fault-{tag}"
+    )
     return engine, f"cognopt.network_cache.fault-{tag}"
 
 
@@ -164,6 +185,7 @@ def test_network_killed_under_load(ray_session, tmp_path, origin):
     engine, cache_name = _network(tmp_path, "net")
     try:
         _up(lambda: engine.request(origin.url("/data?i=0")))
+
         def op(i):
             r = engine.request(origin.url(f"/data?i={i % 20}"))
             assert r.status == 200 and r.body == f"body of {i % 20}".encode(), (r.status, r.body[:100])

@@ -31,6 +31,7 @@ def _load(fn, stop: threading.Event, failures: list, counts: dict, threads: int 
             except Exception as e:  # noqa: BLE001
                 failures.append(f"{type(e).__name__}: {str(e)[:200]}")
             i += 1
+
     ts = [threading.Thread(target=loop, args=(t,), daemon=True) for t in range(threads)]
     for t in ts:
         t.start()
@@ -48,8 +49,9 @@ def _phase(counts, n, timeout=180, failures=()):
 @pytest.fixture
 def origin(origin):
     """The session's origin with this module's ``/r`` route."""
-    origin.routes["/r"] = lambda request: web.Response(text=f"v{request.query.get('i')}",
-                                                       headers={"Cache-Control": "max-age=300"})
+    origin.routes["/r"] = lambda request: web.Response(
+        text=f"v{request.query.get('i')}", headers={"Cache-Control": "max-age=300"}
+    )
     return origin
 
 
@@ -58,12 +60,16 @@ def test_redis_killed_and_restarted_fails_no_request(ray_session, redis_factory,
     from cognopt_ray.network import NetworkEngine
 
     server = redis_factory()
-    settings = Settings.load(storage_root=str(tmp_path / "root"), redis_url=server.url,
-                             network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": 0, "redis_retry_s": 0.5},
-                             memory={"cache_redis_retry_s": 0.5})
+    settings = Settings.load(
+        storage_root=str(tmp_path / "root"),
+        redis_url=server.url,
+        network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": 0, "redis_retry_s": 0.5},
+        memory={"cache_redis_retry_s": 0.5},
+    )
     tag = uuid.uuid4().hex[:6]
-    engine = NetworkEngine.get_or_create(settings, name=f"cognopt.network.redis-{tag}",
-                                         cache_actor_name=f"cognopt.network_cache.redis-{tag}")
+    engine = NetworkEngine.get_or_create(
+        settings, name=f"cognopt.network.redis-{tag}", cache_actor_name=f"cognopt.network_cache.redis-{tag}"
+    )
     cache = SharedCache(settings, actor_name=f"cognopt.memory_cache.redis-{tag}")
     failures: list[str] = []
     counts = {"ok": 0}

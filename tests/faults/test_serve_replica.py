@@ -36,8 +36,12 @@ def test_replica_killed_under_load_loses_nothing(api_server):
             item = f"rep-{tag}-{t}-{i}"
             value = f"value {t} {i}"
             try:
-                r = s.post(api_server.url("storage/store"), headers=h, timeout=60,
-                           json={"item_id": item, "data": value, "service_name": "payment_processing"})
+                r = s.post(
+                    api_server.url("storage/store"),
+                    headers=h,
+                    timeout=60,
+                    json={"item_id": item, "data": value, "service_name": "payment_processing"},
+                )
                 ok = r.status_code == 201
                 what = f"{r.status_code} {r.text[:120]}"
             except requests.RequestException as e:

@@ -20,9 +20,17 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def _client(tmp_path, **storage):
-    settings = Settings.load(storage_root=str(tmp_path / "root"),
-                             storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                      "inline_max_bytes": 0, "restore_roots": [str(tmp_path)], **storage})
+    settings = Settings.load(
+        storage_root=str(tmp_path / "root"),
+        storage={
+            "lifecycle_enabled": False,
+            "progress": False,
+            "min_free_bytes": 0,
+            "inline_max_bytes": 0,
+            "restore_roots": [str(tmp_path)],
+            **storage,
+        },
+    )
     return client(settings, name=f"cognopt.storage.damage-{uuid.uuid4().hex[:6]}"), Path(settings.storage_root)
 
 
@@ -88,9 +96,17 @@ def test_flipped_bytes_are_detected_and_repaired_from_a_snapshot(ray_session, tm
     c, root = _client(tmp_path)
     if encrypted:
         ray.kill(c.actor, no_restart=True)
-        settings = Settings.load(storage_root=str(tmp_path / "root"), encryption_key=settings_key,
-                                 storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                          "inline_max_bytes": 0, "restore_roots": [str(tmp_path)]})
+        settings = Settings.load(
+            storage_root=str(tmp_path / "root"),
+            encryption_key=settings_key,
+            storage={
+                "lifecycle_enabled": False,
+                "progress": False,
+                "min_free_bytes": 0,
+                "inline_max_bytes": 0,
+                "restore_roots": [str(tmp_path)],
+            },
+        )
         c = client(settings, name=f"cognopt.storage.damage-{uuid.uuid4().hex[:6]}")
     try:
         wait_up(c.health)

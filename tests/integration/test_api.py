@@ -81,16 +81,26 @@ def test_health_reports_engine_actors(api_server):
         ray.kill(h, no_restart=True)
 
 
-@pytest.mark.parametrize("method, path", [
-    ("GET", "auth/whoami"), ("GET", "system/audit"), ("GET", "services"),
-    ("GET", "does/not/exist"), ("POST", "cpu/optimize-tasks"), ("DELETE", "storage/items/x"), ("GET", ""),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "auth/whoami"),
+        ("GET", "system/audit"),
+        ("GET", "services"),
+        ("GET", "does/not/exist"),
+        ("POST", "cpu/optimize-tasks"),
+        ("DELETE", "storage/items/x"),
+        ("GET", ""),
+    ],
+)
 def test_no_key_is_401_before_routing(api_server, method, path):
     r = requests.request(method, api_server.url(path))
     doc = assert_problem(r, 401)
     assert "no API key" in doc["detail"]
     assert r.headers["www-authenticate"].startswith("Bearer")
-    r = requests.request(method, api_server.url(path), headers={"Authorization": "Bearer cok_0123456789ab.nope-nope-nope-nope-nope"})
+    r = requests.request(
+        method, api_server.url(path), headers={"Authorization": "Bearer cok_0123456789ab.nope-nope-nope-nope-nope"}
+    )
     assert "not valid" in assert_problem(r, 401)["detail"]
 
 
@@ -125,7 +135,10 @@ def test_problem_json_for_unknown_route_and_bad_input(api_server):
     assert_problem(requests.get(api_server.url("does/not/exist"), headers=h), 404)
     doc = assert_problem(requests.get(api_server.url("services/Bad-Name"), headers=h), 422)
     assert "service_name" in doc["detail"]
-    doc = assert_problem(requests.post(api_server.url("auth/keys"), data="{not json", headers={**h, "Content-Type": "application/json"}), 422)
+    doc = assert_problem(
+        requests.post(api_server.url("auth/keys"), data="{not json", headers={**h, "Content-Type": "application/json"}),
+        422,
+    )
     doc = assert_problem(requests.post(api_server.url("auth/keys"), json={"scopes": ["root"]}, headers=h), 422)
     assert "root" in doc["detail"]
     assert_problem(requests.get(api_server.url("system/audit?limit=-5"), headers=h), 422)
@@ -134,7 +147,9 @@ def test_problem_json_for_unknown_route_and_bad_input(api_server):
 def test_oversize_bodies_get_413(api_server):
     h = api_server.headers("admin")
     big = b"x" * (MAX_BODY + 1)
-    doc = assert_problem(requests.post(api_server.url("auth/keys"), data=big, headers={**h, "Content-Type": "application/json"}), 413)
+    doc = assert_problem(
+        requests.post(api_server.url("auth/keys"), data=big, headers={**h, "Content-Type": "application/json"}), 413
+    )
     assert str(MAX_BODY) in doc["detail"] and doc["limit"] == MAX_BODY
     # the limit is checked before routing too, and for chunked bodies without Content-Length
     assert_problem(requests.post(api_server.url("no/such/route"), data=big, headers=h), 413)
@@ -143,21 +158,33 @@ def test_oversize_bodies_get_413(api_server):
         for _ in range(MAX_BODY // 65536 + 2):
             yield b"y" * 65536
 
-    assert_problem(requests.post(api_server.url("auth/keys"), data=chunks(), headers={**h, "Content-Type": "application/json"}), 413)
+    assert_problem(
+        requests.post(api_server.url("auth/keys"), data=chunks(), headers={**h, "Content-Type": "application/json"}),
+        413,
+    )
     # a body just under the limit is read and judged on its content
     ok = json.dumps({"scopes": ["read"], "note": "n"}).encode()
-    assert requests.post(api_server.url("auth/keys"), data=ok, headers={**h, "Content-Type": "application/json"}).status_code == 201
+    assert (
+        requests.post(
+            api_server.url("auth/keys"), data=ok, headers={**h, "Content-Type": "application/json"}
+        ).status_code
+        == 201
+    )
 
 
 def test_created_key_works_and_is_audited_without_the_key(api_server):
     h = api_server.headers("admin")
-    r = requests.post(api_server.url("auth/keys"), json={"scopes": ["service:voice_processing"], "note": "t"}, headers=h)
+    r = requests.post(
+        api_server.url("auth/keys"), json={"scopes": ["service:voice_processing"], "note": "t"}, headers=h
+    )
     assert r.status_code == 201
     new = r.json()
     who = requests.get(api_server.url("auth/whoami"), headers={"X-API-Key": new["key"]}).json()
     assert who == {"key_id": new["id"], "scopes": ["service:voice_processing"]}
     admin_id = requests.get(api_server.url("auth/whoami"), headers=h).json()["key_id"]
-    entries = requests.get(api_server.url("system/audit"), params={"action": "auth.key_create", "target": new["id"]}, headers=h).json()
+    entries = requests.get(
+        api_server.url("system/audit"), params={"action": "auth.key_create", "target": new["id"]}, headers=h
+    ).json()
     assert len(entries) == 1
     e = entries[0]
     assert e["key_id"] == admin_id and e["result"] == "ok" and e["details"]["scopes"] == ["service:voice_processing"]

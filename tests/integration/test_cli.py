@@ -27,27 +27,43 @@ def test_version():
 
 
 def test_bad_setting_fails_at_start_naming_it(tmp_path):
-    r = subprocess.run([BIN, "serve"], capture_output=True, text=True, env=_env(tmp_path, COGNOPT_MAX_BODY_BYTES="-3"), timeout=60)
+    r = subprocess.run(
+        [BIN, "serve"], capture_output=True, text=True, env=_env(tmp_path, COGNOPT_MAX_BODY_BYTES="-3"), timeout=60
+    )
     assert r.returncode != 0
     assert "max_body_bytes" in r.stderr and "COGNOPT_MAX_BODY_BYTES" in r.stderr
 
 
 def test_keys_create_prints_once_and_stores_hash(tmp_path):
-    r = subprocess.run([BIN, "keys", "create", "--scope", "read", "--scope", "service:ai_models"],
-                       capture_output=True, text=True, env=_env(tmp_path), check=True, timeout=60)
+    r = subprocess.run(
+        [BIN, "keys", "create", "--scope", "read", "--scope", "service:ai_models"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        check=True,
+        timeout=60,
+    )
     key = r.stdout.strip()
     assert re.fullmatch(r"cok_[0-9a-f]{12}\.[A-Za-z0-9_-]+", key)
     stored = (tmp_path / "root" / "keys.json").read_text()
     assert key.split(".", 1)[1] not in stored and key[4:16] in stored
-    bad = subprocess.run([BIN, "keys", "create", "--scope", "root"], capture_output=True, text=True, env=_env(tmp_path), timeout=60)
+    bad = subprocess.run(
+        [BIN, "keys", "create", "--scope", "root"], capture_output=True, text=True, env=_env(tmp_path), timeout=60
+    )
     assert bad.returncode != 0 and "scope" in bad.stderr
 
 
 def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
     port = free_port()
     # the CLI starts its own local Ray beside the test session's one
-    proc = subprocess.Popen([BIN, "serve", "--port", str(port), "--num-cpus", "1"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=tmp_path)
+    proc = subprocess.Popen(
+        [BIN, "serve", "--port", str(port), "--num-cpus", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+        cwd=tmp_path,
+    )
     try:
         lines, key, url = [], None, None
         deadline = time.time() + 90
@@ -68,12 +84,23 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         assert requests.get(f"{url}/not/a/route/yet").status_code == 401
         r = requests.get(f"{url}/auth/whoami", headers={"Authorization": f"Bearer {key}"})
         assert r.status_code == 200 and r.json()["scopes"] == ["admin"]
-        status = subprocess.run([BIN, "status", "--url", f"http://127.0.0.1:{port}"], capture_output=True, text=True,
-                                env=_env(tmp_path), timeout=60)
+        status = subprocess.run(
+            [BIN, "status", "--url", f"http://127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            env=_env(tmp_path),
+            timeout=60,
+        )
         assert status.returncode == 0 and '"status": "ok"' in status.stdout
         # a key made by `cognopt keys create` works on the running server without a restart
-        new = subprocess.run([BIN, "keys", "create", "--scope", "read"], capture_output=True, text=True,
-                             env=_env(tmp_path), check=True, timeout=60).stdout.strip()
+        new = subprocess.run(
+            [BIN, "keys", "create", "--scope", "read"],
+            capture_output=True,
+            text=True,
+            env=_env(tmp_path),
+            check=True,
+            timeout=60,
+        ).stdout.strip()
         assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
         _trust_boundary_holds(url, key, tmp_path)
     finally:
@@ -94,17 +121,31 @@ def _trust_boundary_holds(url: str, admin_key: str, tmp_path) -> None:
     health shows statuses only."""
 
     def key_for(scope: str) -> dict[str, str]:
-        k = subprocess.run([BIN, "keys", "create", "--scope", scope], capture_output=True, text=True,
-                           env=_env(tmp_path), check=True, timeout=60).stdout.strip()
+        k = subprocess.run(
+            [BIN, "keys", "create", "--scope", scope],
+            capture_output=True,
+            text=True,
+            env=_env(tmp_path),
+            check=True,
+            timeout=60,
+        ).stdout.strip()
         return {"Authorization": f"Bearer {k}"}
 
     ai, code = key_for("service:ai_models"), key_for("service:code_generation")
     admin = {"Authorization": f"Bearer {admin_key}"}
-    r = requests.post(f"{url}/storage/store", headers=ai, timeout=60,
-                      json={"item_id": "cli-ai-item", "data": {"v": 1}, "service_name": "ai_models"})
+    r = requests.post(
+        f"{url}/storage/store",
+        headers=ai,
+        timeout=60,
+        json={"item_id": "cli-ai-item", "data": {"v": 1}, "service_name": "ai_models"},
+    )
     assert r.status_code == 201, r.text
-    r = requests.post(f"{url}/storage/store", headers=code, timeout=60,
-                      json={"item_id": "cli-ai-item", "data": {"v": 2}, "service_name": "code_generation"})
+    r = requests.post(
+        f"{url}/storage/store",
+        headers=code,
+        timeout=60,
+        json={"item_id": "cli-ai-item", "data": {"v": 2}, "service_name": "code_generation"},
+    )
     assert r.status_code == 403, r.text
     seen = requests.get(f"{url}/storage/retrieve/cli-ai-item", headers=code, timeout=60)
     missing = requests.get(f"{url}/storage/retrieve/cli-no-item", headers=code, timeout=60)

@@ -38,8 +38,9 @@ def _check_doc(doc: dict, expected: list[tuple[str, int]]) -> list[str]:
     for t, (name, x) in zip(doc["tasks"], expected):
         if name == "hammer_square":
             if t["state"] != "finished" or t.get("result") != x * x:
-                problems.append(f"{t['id']}: square({x}) -> state={t['state']} result={t.get('result')!r} "
-                                f"error={t.get('error')!r}")
+                problems.append(
+                    f"{t['id']}: square({x}) -> state={t['state']} result={t.get('result')!r} error={t.get('error')!r}"
+                )
         elif t["state"] != "failed" or f"boom {x}" not in (t.get("error") or ""):
             problems.append(f"{t['id']}: boom({x}) -> state={t['state']} error={t.get('error')!r}")
     if len(doc["tasks"]) != len(expected):
@@ -54,9 +55,14 @@ def test_rest_wait_true_never_loses_a_result(hammer_tasks):
 
     def one_call(n: int) -> list[str]:
         expected = [("hammer_boom" if (n + k) % 7 == 0 else "hammer_square", n * 10 + k) for k in range(4)]
-        body = {"service_name": "ai_models", "wait": True, "timeout_s": 120,
-                "tasks": [{"name": name, "args": [x], "priority": priorities[(n + k) % 5]}
-                          for k, (name, x) in enumerate(expected)]}
+        body = {
+            "service_name": "ai_models",
+            "wait": True,
+            "timeout_s": 120,
+            "tasks": [
+                {"name": name, "args": [x], "priority": priorities[(n + k) % 5]} for k, (name, x) in enumerate(expected)
+            ],
+        }
         with requests.Session() as s:
             r = s.post(api.url("cpu/optimize-tasks"), json=body, headers=headers, timeout=180)
         if r.status_code != 200:

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
-    r'''
+    r"""
     import json, sys, time
     import ray
     from ray.cluster_utils import Cluster
@@ -71,7 +71,7 @@ SCRIPT = textwrap.dedent(
     print("RESULT " + json.dumps(out))
     cognopt_ray.shutdown()
     cluster.shutdown()
-    '''
+    """
 )
 
 
@@ -81,11 +81,17 @@ def test_three_nodes_spread_and_node_loss(tmp_path):
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "root")], capture_output=True, text=True,
-                          timeout=600, env=env, cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "root")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=str(tmp_path),
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     assert len(set(out["spread"])) == 3  # one task per node
     assert out["balance"] is not None and out["balance"] > 0.5
     assert len(out["retriable"]) == 4  # all finished

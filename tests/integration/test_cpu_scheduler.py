@@ -39,8 +39,13 @@ def make_sched(ray_session, tmp_path):
     made = []
 
     def make(**cpu) -> PriorityScheduler:
-        base = {"pipeline_depth": 0, "pipeline_budget_s": 0.0, "aging_interval_s": 0, "node_refresh_s": 0.5,
-                "monitor_interval_s": 0.5}
+        base = {
+            "pipeline_depth": 0,
+            "pipeline_budget_s": 0.0,
+            "aging_interval_s": 0,
+            "node_refresh_s": 0.5,
+            "monitor_interval_s": 0.5,
+        }
         settings = Settings.load(storage_root=str(tmp_path / f"s{len(made)}"), cpu={**base, **cpu})
         name = f"cognopt.cpu-test-{uuid.uuid4().hex[:6]}"
         handle = get_or_create_actor(_SchedulerActor, name, settings.to_overrides())

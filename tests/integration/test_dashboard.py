@@ -71,11 +71,24 @@ class DevTools:
 @pytest.fixture
 def chromium(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                             "--no-first-run", "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
-                             f"--remote-debugging-port={port}", "--remote-debugging-address=127.0.0.1",
-                             "--window-size=1280,1000", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--remote-debugging-port={port}",
+            "--remote-debugging-address=127.0.0.1",
+            "--window-size=1280,1000",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -107,15 +120,19 @@ async def _drive(port: int, url: str, bad_key: str, good_key: str, shot: Path) -
             await dt.call("Page.navigate", url=url)
             await dt.wait_for("document.readyState === 'complete' && !document.getElementById('login').hidden")
             # a wrong key: a clear message, and the form comes back
-            await dt.js(f"document.getElementById('key').value = {json.dumps(bad_key)};"
-                        "document.getElementById('login').requestSubmit(); true")
+            await dt.js(
+                f"document.getElementById('key').value = {json.dumps(bad_key)};"
+                "document.getElementById('login').requestSubmit(); true"
+            )
             await dt.wait_for("document.getElementById('message').textContent.includes('401')")
             refused = await dt.js("document.getElementById('message').textContent")
             assert await dt.js("!document.getElementById('login').hidden")
             assert await dt.js("sessionStorage.getItem('cognopt.apiKey')") is None
             # the right key: polls and charts
-            await dt.js(f"document.getElementById('key').value = {json.dumps(good_key)};"
-                        "document.getElementById('login').requestSubmit(); true")
+            await dt.js(
+                f"document.getElementById('key').value = {json.dumps(good_key)};"
+                "document.getElementById('login').requestSubmit(); true"
+            )
             await dt.wait_for("Number(document.body.dataset.polls || 0) >= 3")
             charts = await dt.js("""Array.from(document.querySelectorAll('svg[data-section]')).map(s => ({
                 section: s.dataset.section,
@@ -130,16 +147,32 @@ async def _drive(port: int, url: str, bad_key: str, good_key: str, shot: Path) -
 def test_dashboard_draws_charts_in_chromium(api_server, chromium, tmp_path):
     h = api_server.headers("admin")
     # some activity, so that figures exist
-    requests.post(api_server.url("storage/store"), json={"item_id": "dash-1", "data": {"x": list(range(500))}},
-                  headers=h, timeout=60)
+    requests.post(
+        api_server.url("storage/store"),
+        json={"item_id": "dash-1", "data": {"x": list(range(500))}},
+        headers=h,
+        timeout=60,
+    )
     shot = tmp_path / "dashboard.png"
-    out = asyncio.run(_drive(chromium, f"{api_server.base}/dashboard?interval=1", "cok_wrong.key-0000000000",
-                             api_server.keys["read"], shot))
+    out = asyncio.run(
+        _drive(
+            chromium,
+            f"{api_server.base}/dashboard?interval=1",
+            "cok_wrong.key-0000000000",
+            api_server.keys["read"],
+            shot,
+        )
+    )
     assert "refused" in out["refused"]
     assert out["stored"] == api_server.keys["read"]  # kept for the tab (sessionStorage) only
     sections = {c["section"]: c for c in out["charts"]}
-    assert {"system_overview", "cpu_optimization", "memory_optimization", "storage_optimization",
-            "network_optimization"} <= set(sections)
+    assert {
+        "system_overview",
+        "cpu_optimization",
+        "memory_optimization",
+        "storage_optimization",
+        "network_optimization",
+    } <= set(sections)
     drawn = [line for c in out["charts"] for line in c["lines"] if line["points"] >= 3]
     assert drawn, out["charts"]  # at least one figure has three points over time
     assert all(line["coords"] == line["points"] for c in out["charts"] for line in c["lines"])

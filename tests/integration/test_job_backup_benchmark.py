@@ -30,11 +30,18 @@ def _env(ray_session, root: Path | None) -> dict[str, str]:
     return env
 
 
-def run_job(ray_session, module: str, *args: str, cwd: Path = REPO, root: Path | None = None,
-            timeout: float = 300) -> tuple[int, dict, str]:
+def run_job(
+    ray_session, module: str, *args: str, cwd: Path = REPO, root: Path | None = None, timeout: float = 300
+) -> tuple[int, dict, str]:
     """Run ``python -m cognopt_ray.jobs.<module> args``; returns (exit code, summary, stderr)."""
-    r = subprocess.run([sys.executable, "-m", f"cognopt_ray.jobs.{module}", *args], cwd=cwd,
-                       env=_env(ray_session, root), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", f"cognopt_ray.jobs.{module}", *args],
+        cwd=cwd,
+        env=_env(ray_session, root),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     try:
         summary = json.loads(last)
@@ -106,7 +113,7 @@ def _bench_dir(tmp_path: Path, body: str) -> Path:
     return tmp_path
 
 
-TINY = '''
+TINY = """
 import os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import emit, parse_args
@@ -114,7 +121,7 @@ args = parse_args("tiny", "a tiny benchmark")
 xs = [i * i for i in range(10000)]
 emit("tiny", args.quick, {"n": len(xs), "ray_address": os.environ.get("RAY_ADDRESS")}, {"speedup": 2.0},
      rows=[("n", len(xs))], header=("what", "value"))
-'''
+"""
 
 
 def test_benchmark_job_returns_the_benchmarks_json_line(ray_session, tmp_path):
@@ -123,8 +130,12 @@ def test_benchmark_job_returns_the_benchmarks_json_line(ray_session, tmp_path):
     assert code == 0, err[-3000:]
     assert summary["job"] == "benchmark" and summary["ok"] is True
     result = summary["result"]
-    assert result == {"benchmark": "tiny", "quick": True, "results": {"n": 10000, "ray_address": None},
-                      "ratios": {"speedup": 2.0}}  # its own local Ray: RAY_ADDRESS is not passed on
+    assert result == {
+        "benchmark": "tiny",
+        "quick": True,
+        "results": {"n": 10000, "ray_address": None},
+        "ratios": {"speedup": 2.0},
+    }  # its own local Ray: RAY_ADDRESS is not passed on
 
 
 def test_benchmark_job_lists_the_real_benchmarks_for_an_unknown_name(ray_session):

@@ -30,18 +30,41 @@ def ray_head(tmp_path_factory):
     temp = tmp_path_factory.mktemp("rayhead")
     dash = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "COGNOPT_"))}
-    env.update({
-        "RAY_AUTH_MODE": "token",
-        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is this venv's
-        "COGNOPT_STORAGE_ROOT": str(temp / "cognopt"),
-        "COGNOPT_ADMIN_KEY": "job-test-admin-key-0123456789",
-    })
-    cmd = [str(BIN / "ray"), "start", "--head", "--port", str(free_port()), "--temp-dir", str(temp),
-           "--num-cpus", "1", "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-           "--ray-client-server-port", str(free_port()), "--disable-usage-stats",
-           # the session's Ray holds the default agent ports; a second agent on them never registers
-           "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-           "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",  # the job's `python` is this venv's
+            "COGNOPT_STORAGE_ROOT": str(temp / "cognopt"),
+            "COGNOPT_ADMIN_KEY": "job-test-admin-key-0123456789",
+        }
+    )
+    cmd = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--port",
+        str(free_port()),
+        "--temp-dir",
+        str(temp),
+        "--num-cpus",
+        "1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--dashboard-port",
+        str(dash),
+        "--ray-client-server-port",
+        str(free_port()),
+        "--disable-usage-stats",
+        # the session's Ray holds the default agent ports; a second agent on them never registers
+        "--dashboard-agent-listen-port",
+        str(free_port()),
+        "--dashboard-agent-grpc-port",
+        str(free_port()),
+        "--runtime-env-agent-port",
+        str(free_port()),
+        "--metrics-export-port",
+        str(free_port()),
+    ]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=120)
     address = f"http://127.0.0.1:{dash}"
     try:
@@ -80,8 +103,13 @@ print(json.dumps({"status": str(client.get_job_status(job).value), "logs": clien
 def _client_job(head: dict, entrypoint: str, working_dir: str = "", timeout: float = 240) -> dict:
     """Submit through JobSubmissionClient in a child process: RAY_AUTH_MODE is read once per
     process, so the token mode of this head must be in the client's environment from its start."""
-    r = subprocess.run([sys.executable, "-c", _CLIENT_SCRIPT, head["address"], entrypoint, working_dir, str(timeout)],
-                       env=head["env"], capture_output=True, text=True, timeout=timeout + 60)
+    r = subprocess.run(
+        [sys.executable, "-c", _CLIENT_SCRIPT, head["address"], entrypoint, working_dir, str(timeout)],
+        env=head["env"],
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -98,9 +126,24 @@ def _last_json(text: str) -> dict:
 
 def test_ray_job_submit_cli(ray_head):
     r = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", ray_head["address"], "--working-dir", str(REPO),
-         "--", "python", "-m", "cognopt_ray.jobs.optimize_all"],
-        env=ray_head["env"], capture_output=True, text=True, timeout=300, cwd=REPO,
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            ray_head["address"],
+            "--working-dir",
+            str(REPO),
+            "--",
+            "python",
+            "-m",
+            "cognopt_ray.jobs.optimize_all",
+        ],
+        env=ray_head["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     plain = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout + r.stderr)
@@ -108,8 +151,13 @@ def test_ray_job_submit_cli(ray_head):
     summary = _last_json(r.stdout)
     assert summary["job"] == "optimize_all" and summary["ok"] is True, summary
     assert summary["result"]["status"] == "ok"
-    assert set(summary["result"]["passes"]) == {"memory.gc", "memory.pool_sweep", "storage.tiering",
-                                                "network.cache_sweep", "cpu.rebalance"}
+    assert set(summary["result"]["passes"]) == {
+        "memory.gc",
+        "memory.pool_sweep",
+        "storage.tiering",
+        "network.cache_sweep",
+        "cpu.rebalance",
+    }
 
 
 def test_job_submission_client(ray_head):
@@ -125,8 +173,14 @@ def test_serve_deploy_against_the_head(ray_head, tmp_path):
     cfg["http_options"]["port"] = port
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([str(BIN / "serve"), "deploy", str(path), "--address", ray_head["address"]],
-                       env=ray_head["env"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    r = subprocess.run(
+        [str(BIN / "serve"), "deploy", str(path), "--address", ray_head["address"]],
+        env=ray_head["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     base = f"http://127.0.0.1:{port}/api/v0/optimization"
     wait_http(f"{base}/health", timeout=180)

@@ -19,8 +19,11 @@ def make_cache(ray_session, tmp_path):
 
     def make(redis_url=None, **memory):
         name = f"cognopt.memory_cache_test_{uuid.uuid4().hex[:8]}"
-        settings = Settings.load(storage_root=str(tmp_path), redis_url=redis_url,
-                                 memory={"cache_redis_retry_s": 0.2, "cache_redis_timeout_s": 0.5, **memory})
+        settings = Settings.load(
+            storage_root=str(tmp_path),
+            redis_url=redis_url,
+            memory={"cache_redis_retry_s": 0.2, "cache_redis_timeout_s": 0.5, **memory},
+        )
         cache = SharedCache(settings, namespace=f"test:{uuid.uuid4().hex[:6]}:", actor_name=name)
         made.append(cache)
         return cache

@@ -37,7 +37,7 @@ def test_init_merges_the_gc_hook_into_the_users_runtime_env(tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=240)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = json.loads(lines[-1][len("RESULT ") :])
     assert out["mark"] == "kept"  # the user's runtime_env survives
     assert out["tuner"] and out["callback"]  # and the tuner runs in the worker
     assert out["job_env"]["worker_process_setup_hook"] == "cognopt_ray.memory.gc_tuner.setup_worker"

@@ -289,9 +289,12 @@ def test_evict_to_hook_keeps_evicted_data_readable(make_pools, svc, tmp_path):
 
 def test_persistent_allocations_survive_an_actor_restart(ray_session, tmp_path):
     settings = Settings.load(
-        storage_root=str(tmp_path), memory={"sweep_interval_s": 0, "client_lease_s": 30},
-        services={"tiny": {"memory": {"pool_size": 4, "block_size": 128 * KiB}},
-                  "big": {"memory": {"pool_size": 64, "block_size": 1 * MiB}}},
+        storage_root=str(tmp_path),
+        memory={"sweep_interval_s": 0, "client_lease_s": 30},
+        services={
+            "tiny": {"memory": {"pool_size": 4, "block_size": 128 * KiB}},
+            "big": {"memory": {"pool_size": 64, "block_size": 1 * MiB}},
+        },
     )
     name = f"cognopt.memory_test_{uuid.uuid4().hex[:8]}"
     pools = MemoryPools.connect(settings, name=name, state_dir=str(tmp_path / "state"))
@@ -355,8 +358,15 @@ def test_gc_tuner_runs_in_every_worker_and_reports(ray_session):
     reports = pools.gc_reports()
     assert any(r["pid"] == report["pid"] for r in reports)
     out = pools.optimize_gc()
-    assert set(out) >= {"thresholds_before", "thresholds_after", "pause_p50_ms_before", "pause_p99_ms_before",
-                        "pause_p50_ms_after", "pause_p99_ms_after", "decision"}
+    assert set(out) >= {
+        "thresholds_before",
+        "thresholds_after",
+        "pause_p50_ms_before",
+        "pause_p99_ms_before",
+        "pause_p50_ms_after",
+        "pause_p99_ms_after",
+        "decision",
+    }
     assert out["collections_before"] >= 1 and out["workers"]["workers_reporting"] >= 1
     assert json.dumps(out)
 
@@ -406,8 +416,9 @@ def test_spilled_allocations_are_bounded_and_cleaned(ray_session, tmp_path):
     pools = _spill_pools(ray_session, tmp_path)
     try:
         service = f"s{uuid.uuid4().hex[:8]}"
-        pools.optimize_service(service, "memory", {"pool_size": 1, "block_size": 64 * KiB,
-                                                   "max_spill_bytes": 100 * KiB})
+        pools.optimize_service(
+            service, "memory", {"pool_size": 1, "block_size": 64 * KiB, "max_spill_bytes": 100 * KiB}
+        )
         ids = [pools.allocate(service, bytes([i]) * (40 * KiB)) for i in range(4)]  # each evicts the one before
         fig = pools.metrics()["pools"][service]
         assert fig["evictions"] == 3 and fig["spilled"] == 2 and fig["spill_dropped"] == 1
@@ -425,6 +436,7 @@ def test_spilled_allocations_are_bounded_and_cleaned(ray_session, tmp_path):
         assert pools.sweep()["spilled_freed"] >= 1
         with pytest.raises(NotFound):
             store.info(spill.item_id(service, short))
+
         # a removed pool takes its spilled copies with it
         def in_warm(aid):
             try:

@@ -21,7 +21,9 @@ def problem(r, status):
 
 
 def post(api, path, body, role="admin", **kw):
-    return requests.post(api.url(path), json=body, headers={**api.headers(role), **kw.pop("headers", {})}, timeout=60, **kw)
+    return requests.post(
+        api.url(path), json=body, headers={**api.headers(role), **kw.pop("headers", {})}, timeout=60, **kw
+    )
 
 
 def test_optimize_request_miss_then_hit_with_spec_fields(api_server, origin):
@@ -29,8 +31,13 @@ def test_optimize_request_miss_then_hit_with_spec_fields(api_server, origin):
     def h(req):
         return web.json_response({"data": [1, 2, 3]}, headers={"Cache-Control": "max-age=600"})
 
-    body = {"request_id": "api_call_456", "url": h.url, "method": "GET", "cache_strategy": "medium_term",
-            "compression_level": "balanced"}
+    body = {
+        "request_id": "api_call_456",
+        "url": h.url,
+        "method": "GET",
+        "cache_strategy": "medium_term",
+        "compression_level": "balanced",
+    }
     first = post(api_server, "network/optimize-request", body)
     assert first.status_code == 200, first.text
     doc = first.json()
@@ -47,15 +54,29 @@ def test_scopes_on_optimize_request(api_server, origin):
     def h(req):
         return web.Response(body=b"ok", headers={"Cache-Control": "max-age=600"})
 
-    assert post(api_server, "network/optimize-request", {"url": h.url, "service_name": "ai_models"}, "svc_ai").status_code == 200
-    problem(post(api_server, "network/optimize-request", {"url": h.url, "service_name": "payment_processing"}, "svc_ai"), 403)
+    assert (
+        post(api_server, "network/optimize-request", {"url": h.url, "service_name": "ai_models"}, "svc_ai").status_code
+        == 200
+    )
+    problem(
+        post(api_server, "network/optimize-request", {"url": h.url, "service_name": "payment_processing"}, "svc_ai"),
+        403,
+    )
     problem(post(api_server, "network/optimize-request", {"url": h.url}, "svc_ai"), 403)
     problem(post(api_server, "network/optimize-request", {"url": h.url}, "read"), 403)
     problem(requests.post(api_server.url("network/optimize-request"), json={"url": h.url}), 401)
 
 
-@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/", "http://[::ffff:10.0.0.1]/",
-                                 "http://0xa9fea9fe/", "file:///etc/passwd"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://0xa9fea9fe/",
+        "file:///etc/passwd",
+    ],
+)
 def test_refused_urls_are_403_naming_the_rule(api_server, url):
     doc = problem(post(api_server, "network/optimize-request", {"url": url}), 403)
     assert doc["rule"] in ("global-address", "scheme") and "SSRF" in doc["detail"]
@@ -78,9 +99,14 @@ def test_bad_input_and_origin_faults(api_server, origin):
         await asyncio.sleep(3)
         return web.Response(body=b"late")
 
-    for body in ({"url": "not a url"}, {"url": slow.url, "method": "FOO"}, {"url": slow.url, "cache_strategy": "forever"},
-                 {"url": slow.url, "unknown": 1}, {"url": slow.url, "method": "GET /x"},
-                 {"url": slow.url, "body": "%%%", "body_encoding": "base64", "method": "POST"}):
+    for body in (
+        {"url": "not a url"},
+        {"url": slow.url, "method": "FOO"},
+        {"url": slow.url, "cache_strategy": "forever"},
+        {"url": slow.url, "unknown": 1},
+        {"url": slow.url, "method": "GET /x"},
+        {"url": slow.url, "body": "%%%", "body_encoding": "base64", "method": "POST"},
+    ):
         problem(post(api_server, "network/optimize-request", body), 422)
     problem(post(api_server, "network/optimize-request", {"url": slow.url, "timeout_s": 0.5}), 504)
     problem(post(api_server, "network/optimize-request", {"url": f"http://127.0.0.1:{free_port()}/"}), 502)
@@ -109,11 +135,28 @@ def test_pooling_metrics_service_and_purge(api_server, origin):
     problem(post(api_server, "network/optimize-pooling", {"limit": -1}), 422)
     problem(post(api_server, "network/optimize-pooling", {}), 422)
 
-    s = post(api_server, "network/optimize-service", {"service_name": "ai_models", "optimization_type": "network",
-                                                      "parameters": {"cache_strategy": "long_term", "compression_level": "max"}})
+    s = post(
+        api_server,
+        "network/optimize-service",
+        {
+            "service_name": "ai_models",
+            "optimization_type": "network",
+            "parameters": {"cache_strategy": "long_term", "compression_level": "max"},
+        },
+    )
     assert s.status_code == 200 and s.json()["after"]["cache_strategy"] == "long_term"
-    problem(post(api_server, "network/optimize-service", {"service_name": "payment_processing", "parameters": {}}, "svc_ai"), 403)
-    problem(post(api_server, "network/optimize-service", {"service_name": "ai_models", "parameters": {"cache_strategy": "x"}}), 422)
+    problem(
+        post(
+            api_server, "network/optimize-service", {"service_name": "payment_processing", "parameters": {}}, "svc_ai"
+        ),
+        403,
+    )
+    problem(
+        post(
+            api_server, "network/optimize-service", {"service_name": "ai_models", "parameters": {"cache_strategy": "x"}}
+        ),
+        422,
+    )
     problem(post(api_server, "network/optimize-service", {"service_name": "ai_models", "parameters": {"nope": 1}}), 422)
 
     @origin.route()
@@ -131,8 +174,17 @@ def test_pooling_metrics_service_and_purge(api_server, origin):
     m = requests.get(api_server.url("network/metrics"), headers=api_server.headers("read"), timeout=30)
     assert m.status_code == 200
     doc = m.json()
-    for k in ("cache_hit_rate", "origin_requests", "origin_requests_avoided", "coalesced", "bandwidth_saved_mb",
-              "compression_ratio", "connection_reuse_rate", "bytes_from_origin", "bytes_served"):
+    for k in (
+        "cache_hit_rate",
+        "origin_requests",
+        "origin_requests_avoided",
+        "coalesced",
+        "bandwidth_saved_mb",
+        "compression_ratio",
+        "connection_reuse_rate",
+        "bytes_from_origin",
+        "bytes_served",
+    ):
         assert k in doc, k
     assert doc["pool"]["limit"] == 50 and doc["services"]["ai_models"]["cache_strategy"] == "long_term"
     audit = requests.get(api_server.url("system/audit"), headers=api_server.headers("admin"), timeout=30).json()
@@ -150,7 +202,9 @@ def test_api_compresses_large_responses(api_server, origin):
     assert int(r.headers["Content-Length"]) < 5000 and r.json()["body"].startswith('{"k": "vvv')
     r = post(api_server, "network/optimize-request", {"url": h.url}, headers={"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in r.headers and int(r.headers["Content-Length"]) > 20000
-    small = requests.get(api_server.url("auth/whoami"), headers={**api_server.headers("read"), "Accept-Encoding": "gzip"})
+    small = requests.get(
+        api_server.url("auth/whoami"), headers={**api_server.headers("read"), "Accept-Encoding": "gzip"}
+    )
     assert "Content-Encoding" not in small.headers
 
 

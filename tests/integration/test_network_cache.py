@@ -47,16 +47,19 @@ def test_fresh_response_is_a_hit_with_age(origin):
     assert origin.hits[h.path] == 1
 
 
-@pytest.mark.parametrize("headers,req_headers", [
-    ({"Cache-Control": "no-store, max-age=600"}, {}),
-    ({"Cache-Control": "private, max-age=600"}, {}),
-    ({"Cache-Control": "max-age=600"}, {"Authorization": "Bearer secret"}),
-    ({"Cache-Control": "max-age=600, must-revalidate"}, {"Authorization": "Bearer secret"}),  # shared by services
-    ({"Cache-Control": "max-age=600"}, {"Cookie": "session=1"}),
-    ({"Cache-Control": "max-age=600"}, {"X-Api-Key": "secret"}),
-    ({"Cache-Control": "max-age=600"}, {"Cache-Control": "no-store"}),
-    ({"Cache-Control": "max-age=600", "Vary": "*"}, {}),
-])
+@pytest.mark.parametrize(
+    "headers,req_headers",
+    [
+        ({"Cache-Control": "no-store, max-age=600"}, {}),
+        ({"Cache-Control": "private, max-age=600"}, {}),
+        ({"Cache-Control": "max-age=600"}, {"Authorization": "Bearer secret"}),
+        ({"Cache-Control": "max-age=600, must-revalidate"}, {"Authorization": "Bearer secret"}),  # shared by services
+        ({"Cache-Control": "max-age=600"}, {"Cookie": "session=1"}),
+        ({"Cache-Control": "max-age=600"}, {"X-Api-Key": "secret"}),
+        ({"Cache-Control": "max-age=600"}, {"Cache-Control": "no-store"}),
+        ({"Cache-Control": "max-age=600", "Vary": "*"}, {}),
+    ],
+)
 def test_never_stored(origin, headers, req_headers):
     @origin.route()
     def h(req):
@@ -94,8 +97,10 @@ def test_expires_and_heuristic_and_strategy_default(origin):
         return resp()
 
     async def go(c):
-        return {name: await statuses(c, f.url, 2) for name, f in
-                [("expires", expires), ("expired", expired), ("heuristic", heuristic), ("silent", silent)]}
+        return {
+            name: await statuses(c, f.url, 2)
+            for name, f in [("expires", expires), ("expired", expired), ("heuristic", heuristic), ("silent", silent)]
+        }
 
     out = run(go)
     assert out["expires"] == ["MISS", "HIT"]
@@ -376,9 +381,15 @@ def test_default_guard_refuses_loopback_origin_before_any_request(origin):
 
     async def go(c):
         out = []
-        for u in (h.url, h.url.replace("127.0.0.1", "localhost"), h.url.replace("127.0.0.1", "2130706433"),
-                  h.url.replace("127.0.0.1", "0x7f000001"), h.url.replace("127.0.0.1", "127.1"),
-                  h.url.replace("127.0.0.1", "[::ffff:127.0.0.1]"), h.url.replace("127.0.0.1", "[64:ff9b::7f00:1]")):
+        for u in (
+            h.url,
+            h.url.replace("127.0.0.1", "localhost"),
+            h.url.replace("127.0.0.1", "2130706433"),
+            h.url.replace("127.0.0.1", "0x7f000001"),
+            h.url.replace("127.0.0.1", "127.1"),
+            h.url.replace("127.0.0.1", "[::ffff:127.0.0.1]"),
+            h.url.replace("127.0.0.1", "[64:ff9b::7f00:1]"),
+        ):
             with pytest.raises(UrlRefused) as e:
                 await c.request(u)
             out.append(e.value.extra["rule"])
@@ -425,8 +436,13 @@ def test_faults_map_to_gateway_errors(origin):
         assert e.value.extra["rule"] == "max-response-bytes"
         with pytest.raises(BadGateway):
             await c.request(f"http://127.0.0.1:{free_port()}/refused")
-        for bad in ({"method": "FOO"}, {"method": "GET\r\n"}, {"headers": {"X-Bad": "a\r\nb"}},
-                    {"headers": {"Bad Name": "x"}}, {"cache_strategy": "forever"}):
+        for bad in (
+            {"method": "FOO"},
+            {"method": "GET\r\n"},
+            {"headers": {"X-Bad": "a\r\nb"}},
+            {"headers": {"Bad Name": "x"}},
+            {"cache_strategy": "forever"},
+        ):
             with pytest.raises(InvalidRequest):
                 await c.request(big.url, **bad)
         with pytest.raises(InvalidRequest):

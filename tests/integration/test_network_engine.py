@@ -23,9 +23,15 @@ def make_engine(ray_session, tmp_path_factory):
 
     def make(redis_url=None, near=0.0, top=None, **network):
         tag = uuid.uuid4().hex[:8]
-        settings = Settings.load(storage_root=str(root), redis_url=redis_url,
-                                 network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": near, **network}, **(top or {}))
-        eng = NetworkEngine.get_or_create(settings, name=f"cognopt.network_t{tag}", cache_actor_name=f"cognopt.network_t{tag}_cache")
+        settings = Settings.load(
+            storage_root=str(root),
+            redis_url=redis_url,
+            network={"allowlist": ["127.0.0.1"], "near_cache_ttl_s": near, **network},
+            **(top or {}),
+        )
+        eng = NetworkEngine.get_or_create(
+            settings, name=f"cognopt.network_t{tag}", cache_actor_name=f"cognopt.network_t{tag}_cache"
+        )
         made.append((eng, f"cognopt.network_t{tag}_cache"))
         return eng, settings
 
@@ -46,6 +52,7 @@ def engine(make_engine):
 def cached(path_fn, cc="max-age=600", body=b"payload"):
     def h(req):
         return web.Response(body=body, headers={"Cache-Control": cc})
+
     return h
 
 
@@ -59,7 +66,9 @@ def test_in_cluster_backend_hits_and_metrics(origin, engine):
     assert m["origin_requests"] - before["origin_requests"] == 1
     assert m["cache_hit_rate"] == pytest.approx((m["hits"] + m["stale"] + m["revalidated"]) / m["cache_lookups"])
     saved = (m["bytes_served"] - m["bytes_from_origin"]) - (before["bytes_served"] - before["bytes_from_origin"])
-    assert saved == 3 * 7 - 7 and m["bandwidth_saved_mb"] == pytest.approx((m["bytes_served"] - m["bytes_from_origin"]) / 1e6)
+    assert saved == 3 * 7 - 7 and m["bandwidth_saved_mb"] == pytest.approx(
+        (m["bytes_served"] - m["bytes_from_origin"]) / 1e6
+    )
     assert m["backend"]["backend"] == "in_cluster" and m["backend"]["entries"] >= 1
     assert eng.health()["status"] == "up"
 
@@ -131,8 +140,9 @@ def test_redis_down_falls_back_and_comes_back(origin, make_engine, redis_factory
     import os
 
     key = base64.b64encode(os.urandom(32)).decode()
-    eng, settings = make_engine(redis_url=server.url, redis_retry_s=0.2, hot_cache_max_bytes=0,
-                                top={"encryption_key": key})
+    eng, settings = make_engine(
+        redis_url=server.url, redis_retry_s=0.2, hot_cache_max_bytes=0, top={"encryption_key": key}
+    )
     assert eng.request(a.url).cache_status == "MISS"
     server.stop()
     # no request fails because the cache is gone

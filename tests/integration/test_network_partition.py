@@ -47,7 +47,9 @@ def test_set_cookie_never_stored_nor_given_to_a_coalesced_waiter(origin):
         return web.Response(text="v", headers={"Cache-Control": "public, max-age=600", "Set-Cookie": "s=1"})
 
     async def go(c):
-        lead, waiter = await asyncio.gather(c.request(h.url, service="ai_models"), c.request(h.url, service="ai_models"))
+        lead, waiter = await asyncio.gather(
+            c.request(h.url, service="ai_models"), c.request(h.url, service="ai_models")
+        )
         hit = await c.request(h.url, service="ai_models")
         return lead, waiter, hit
 
@@ -105,8 +107,11 @@ def test_hashed_names_with_an_encryption_key_and_purge_by_prefix(origin):
 @pytest.mark.parametrize("coding", ["zstd", "gzip", "deflate"])
 def test_bombs_stop_at_the_limit(origin, coding):
     raw = b"\0" * (64 << 20)
-    body = {"zstd": lambda: zstandard.ZstdCompressor().compress(raw),
-            "gzip": lambda: zlib.compress(raw, 9, wbits=31), "deflate": lambda: zlib.compress(raw, 9)}[coding]()
+    body = {
+        "zstd": lambda: zstandard.ZstdCompressor().compress(raw),
+        "gzip": lambda: zlib.compress(raw, 9, wbits=31),
+        "deflate": lambda: zlib.compress(raw, 9),
+    }[coding]()
 
     @origin.route()
     def h(req):

@@ -22,8 +22,13 @@ CELL_TIMEOUT_S = 300
 
 def test_there_are_notebooks():
     names = {p.name for p in NOTEBOOKS}
-    assert {"01_quickstart.ipynb", "02_priority_scheduling.ipynb", "03_memory_pools.ipynb",
-            "04_storage_and_backups.ipynb", "05_network_cache.ipynb"} <= names
+    assert {
+        "01_quickstart.ipynb",
+        "02_priority_scheduling.ipynb",
+        "03_memory_pools.ipynb",
+        "04_storage_and_backups.ipynb",
+        "05_network_cache.ipynb",
+    } <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -40,19 +45,22 @@ def test_notebook_is_stored_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs(path, ray_session, tmp_path):
     env = dict(os.environ)
-    env.update({
-        "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
-        "COGNOPT_STORAGE_ROOT": str(tmp_path / "cognopt"),
-        "MPLBACKEND": "Agg",
-        "PYTHONWARNINGS": "ignore::DeprecationWarning",
-    })
+    env.update(
+        {
+            "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+            "COGNOPT_STORAGE_ROOT": str(tmp_path / "cognopt"),
+            "MPLBACKEND": "Agg",
+            "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        }
+    )
     # The session's Ray enables token auth in this process's environment (Ray >= 2.59); pass it on.
     if os.environ.get("RAY_AUTH_MODE"):
         env["RAY_AUTH_MODE"] = os.environ["RAY_AUTH_MODE"]
     env.pop("COGNOPT_REDIS_URL", None)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     try:
         client.execute(env=env)
     except CellExecutionError as e:

@@ -28,10 +28,18 @@ def store(ray_session, tmp_path):
     made = []
 
     def make(**storage):
-        settings = Settings.load(storage_root=str(tmp_path / f"root{len(made)}"),
-                                 storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                          "inline_max_bytes": 0, "backup_source_roots": [str(tmp_path)],
-                                          "restore_roots": [str(tmp_path)], **storage})
+        settings = Settings.load(
+            storage_root=str(tmp_path / f"root{len(made)}"),
+            storage={
+                "lifecycle_enabled": False,
+                "progress": False,
+                "min_free_bytes": 0,
+                "inline_max_bytes": 0,
+                "backup_source_roots": [str(tmp_path)],
+                "restore_roots": [str(tmp_path)],
+                **storage,
+            },
+        )
         c = client(settings, name=f"cognopt.storage.test-{uuid.uuid4().hex[:8]}")
         made.append(c)
         return c, Path(settings.storage_root)
@@ -120,7 +128,7 @@ def test_kill_in_the_middle_of_a_migration_keeps_the_item_readable(store):
 def test_kill_in_the_middle_of_a_backup_never_leaves_a_broken_snapshot(store, point):
     c, _ = store(backup_pack_bytes=64 * 1024)
     for i in range(6):
-        c.put(f"b{i}", TEXT[i * 1000:] + os.urandom(50_000))
+        c.put(f"b{i}", TEXT[i * 1000 :] + os.urandom(50_000))
     first = c.backup()
     c.put("new", os.urandom(300_000))
     c.actor.arm_fault.remote(point)

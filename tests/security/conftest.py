@@ -52,15 +52,24 @@ def pay_resources(api_server, origin):
     h = api_server.headers("admin")
     warm_up(api_server)
     item = f"sec-pay-{uuid.uuid4().hex[:8]}"
-    r = requests.post(api_server.url("storage/store"), headers=h, timeout=60,
-                      json={"item_id": item, "data": {"v": 1}, "service_name": PAY, "storage_tier": "warm"})
+    r = requests.post(
+        api_server.url("storage/store"),
+        headers=h,
+        timeout=60,
+        json={"item_id": item, "data": {"v": 1}, "service_name": PAY, "storage_tier": "warm"},
+    )
     assert r.status_code == 201, r.text
-    r = requests.post(api_server.url("memory/allocate"), headers=h, timeout=60,
-                      json={"service_name": PAY, "data": {"v": 1}})
+    r = requests.post(
+        api_server.url("memory/allocate"), headers=h, timeout=60, json={"service_name": PAY, "data": {"v": 1}}
+    )
     assert r.status_code == 201, r.text
     alloc = r.json()["allocation_id"]
-    r = requests.post(api_server.url("cpu/optimize-tasks"), headers=h, timeout=120,
-                      json={"tasks": [{"name": "sec_echo", "args": [1]}], "service_name": PAY})
+    r = requests.post(
+        api_server.url("cpu/optimize-tasks"),
+        headers=h,
+        timeout=120,
+        json={"tasks": [{"name": "sec_echo", "args": [1]}], "service_name": PAY},
+    )
     assert r.status_code == 200, r.text
     task = r.json()["task_ids"][0]
 

@@ -45,7 +45,7 @@ def routes(schema: dict) -> list[Route]:
             continue
         for method, op in ops.items():
             if method in ("get", "post", "put", "patch", "delete"):
-                out.append(Route(method, path[len(API):], op))
+                out.append(Route(method, path[len(API) :], op))
     return sorted(out, key=lambda r: (r.path, r.method))
 
 

@@ -23,8 +23,12 @@ def _cpu_config(api_server) -> dict:
 
 
 def _post(api_server, path: str, role: str, parameters: dict) -> requests.Response:
-    return requests.post(api_server.url(path), headers=api_server.headers(role), timeout=60,
-                         json={"service_name": SVC, "parameters": parameters})
+    return requests.post(
+        api_server.url(path),
+        headers=api_server.headers(role),
+        timeout=60,
+        json={"service_name": SVC, "parameters": parameters},
+    )
 
 
 def test_a_service_key_cannot_raise_its_own_caps(api_server):
@@ -34,8 +38,12 @@ def test_a_service_key_cannot_raise_its_own_caps(api_server):
     put = requests.put(api_server.url(f"services/{SVC}/caps"), json=caps, headers=admin, timeout=60)
     try:
         before_cpu = _cpu_config(api_server)
-        before_storage = requests.post(api_server.url("storage/optimize-service"), headers=admin, timeout=60,
-                                       json={"service_name": SVC, "parameters": {}}).json()["after"]
+        before_storage = requests.post(
+            api_server.url("storage/optimize-service"),
+            headers=admin,
+            timeout=60,
+            json={"service_name": SVC, "parameters": {}},
+        ).json()["after"]
         attacks = [
             ("cpu/optimize-service", {"max_workers": 64}, "max_workers"),
             ("cpu/optimize-service", {"max_workers": 0}, "max_workers"),  # 0 = no cap at all
@@ -54,8 +62,12 @@ def test_a_service_key_cannot_raise_its_own_caps(api_server):
         assert put.status_code == 200, put.text
         # nothing changed in the engines
         assert _cpu_config(api_server) == before_cpu
-        after_storage = requests.post(api_server.url("storage/optimize-service"), headers=admin, timeout=60,
-                                      json={"service_name": SVC, "parameters": {}}).json()["after"]
+        after_storage = requests.post(
+            api_server.url("storage/optimize-service"),
+            headers=admin,
+            timeout=60,
+            json={"service_name": SVC, "parameters": {}},
+        ).json()["after"]
         assert after_storage["default_tier"] == before_storage["default_tier"] != "hot"
         # within the caps the service key may change its settings
         ok = _post(api_server, "cpu/optimize-service", "svc_ai", {"max_workers": 2})
@@ -64,8 +76,15 @@ def test_a_service_key_cannot_raise_its_own_caps(api_server):
         # the caps are visible to the service's own key; an admin is not capped
         seen = requests.get(api_server.url(f"services/{SVC}/caps"), headers=api_server.headers("svc_ai"), timeout=60)
         assert seen.status_code == 200 and seen.json()["caps"]["max_workers"] == 2
-        assert requests.put(api_server.url(f"services/{SVC}/caps"), json={"max_workers": 64},
-                            headers=api_server.headers("svc_ai"), timeout=60).status_code == 403
+        assert (
+            requests.put(
+                api_server.url(f"services/{SVC}/caps"),
+                json={"max_workers": 64},
+                headers=api_server.headers("svc_ai"),
+                timeout=60,
+            ).status_code
+            == 403
+        )
         big = _post(api_server, "cpu/optimize-service", "admin", {"max_workers": 8})
         assert big.status_code == 200 and big.json()["after"]["max_workers"] == 8
     finally:

@@ -54,13 +54,18 @@ def _spill_one(api_server) -> tuple[str, list[str]]:
 
 def _free(api_server, ids: list[str]) -> None:
     for aid in ids:
-        requests.post(api_server.url("memory/deallocate"), headers=api_server.headers("admin"),
-                      json={"allocation_id": aid}, timeout=60)
+        requests.post(
+            api_server.url("memory/deallocate"),
+            headers=api_server.headers("admin"),
+            json={"allocation_id": aid},
+            timeout=60,
+        )
 
 
 def _item(api_server, aid: str) -> requests.Response:
-    return requests.get(api_server.url(f"storage/items/memory-evicted:{SERVICE}:{aid}"),
-                        headers=api_server.headers("admin"), timeout=60)
+    return requests.get(
+        api_server.url(f"storage/items/memory-evicted:{SERVICE}:{aid}"), headers=api_server.headers("admin"), timeout=60
+    )
 
 
 def test_a_pickle_stored_over_a_spilled_allocation_never_runs(api_server, tmp_path):
@@ -73,11 +78,14 @@ def test_a_pickle_stored_over_a_spilled_allocation_never_runs(api_server, tmp_pa
         r = requests.post(
             api_server.url(f"storage/store?item_id=memory-evicted:{SERVICE}:{first}&service_name={SERVICE}"),
             headers={**api_server.headers("svc_ai"), "Content-Type": "application/octet-stream"},
-            data=evil, timeout=60)
+            data=evil,
+            timeout=60,
+        )
         # Storage may refuse the reserved id (403/422); either way the memory engine must not unpickle.
         assert r.status_code in (201, 403, 422), r.text
-        r = requests.get(api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"),
-                         timeout=60)
+        r = requests.get(
+            api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"), timeout=60
+        )
         assert not marker.exists(), "the pickle ran inside the memory engine"
         if r.status_code == 200:  # storage refused the overwrite: the genuine value came back
             assert r.content == b"f" * CHUNK
@@ -102,8 +110,9 @@ def test_a_forged_spill_item_written_past_the_routes_is_refused(api_server, tmp_
         store = storage_client()
         for forged in (evil, b"O" + evil, b"P" + evil, b"CS1" + b"\0" * 32 + evil):
             store.put(f"memory-evicted:{SERVICE}:{first}", forged, service=SERVICE, tier="warm")
-            r = requests.get(api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"),
-                             timeout=60)
+            r = requests.get(
+                api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"), timeout=60
+            )
             assert r.status_code == 500 and r.json()["title"] == "Integrity check failed", r.text
             assert not marker.exists(), "the pickle ran inside the memory engine"
     finally:
@@ -115,17 +124,21 @@ def test_deallocating_a_spilled_allocation_deletes_its_warm_item(api_server):
     first, held = _spill_one(api_server)
     try:
         assert _item(api_server, first).status_code == 200
-        r = requests.post(api_server.url("memory/deallocate"), headers=api_server.headers("svc_ai"),
-                          json={"allocation_id": first}, timeout=60)
+        r = requests.post(
+            api_server.url("memory/deallocate"),
+            headers=api_server.headers("svc_ai"),
+            json={"allocation_id": first},
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         assert r.json()["spilled"] is True
         assert _item(api_server, first).status_code == 404
-        r = requests.get(api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"),
-                         timeout=60)
+        r = requests.get(
+            api_server.url(f"memory/allocations/{first}"), headers=api_server.headers("svc_ai"), timeout=60
+        )
         assert r.status_code == 404, r.text
     finally:
         _free(api_server, held)
-
 
 
 def _double(x):
@@ -145,15 +158,15 @@ def test_a_forged_registered_task_file_never_runs(ray_session, tmp_path):
     marker = tmp_path / f"pwned-{uuid.uuid4().hex[:8]}"
 
     def scheduler():
-        handle = runtime.get_or_create_actor(_SchedulerActor, f"cognopt.cpu.sec-{uuid.uuid4().hex[:6]}",
-                                             settings.to_overrides())
+        handle = runtime.get_or_create_actor(
+            _SchedulerActor, f"cognopt.cpu.sec-{uuid.uuid4().hex[:6]}", settings.to_overrides()
+        )
         return cpu.PriorityScheduler(handle, settings=settings)
 
     first = scheduler()
     first.register_task("sec_double", _double)  # genuine: signed by this installation
     ray.kill(first.actor, no_restart=True)
-    (settings.root / "cpu" / "tasks" / "evil@0123456789abcdef0123.pkl").write_bytes(
-        pickle.dumps(_Payload(str(marker))))
+    (settings.root / "cpu" / "tasks" / "evil@0123456789abcdef0123.pkl").write_bytes(pickle.dumps(_Payload(str(marker))))
     second = scheduler()  # a restart on the same root
     try:
         names = second.registered_tasks()

@@ -54,7 +54,10 @@ def test_open_health_shows_statuses_only(api_server, redis_server):
         assert "nodes_alive" not in text and "cpus" not in text and "reason" not in text
     # the details are there for a key with read (or admin), not for others
     assert requests.get(api_server.url("health/details"), timeout=60).status_code == 401
-    assert requests.get(api_server.url("health/details"), headers=api_server.headers("svc_ai"), timeout=60).status_code == 403
+    assert (
+        requests.get(api_server.url("health/details"), headers=api_server.headers("svc_ai"), timeout=60).status_code
+        == 403
+    )
     d = requests.get(api_server.url("health/details"), headers=api_server.headers("read"), timeout=60)
     assert d.status_code == 200, d.text
     assert d.json()["ray"]["version"] == ray.__version__ and d.json()["redis"]["status"] == "up"

@@ -99,8 +99,12 @@ class PeakRss:
 
 
 def through_engine(api_server, url: str):
-    return requests.post(api_server.url("network/optimize-request"), headers=api_server.headers("svc_ai"), timeout=300,
-                         json={"url": url, "service_name": "ai_models"})
+    return requests.post(
+        api_server.url("network/optimize-request"),
+        headers=api_server.headers("svc_ai"),
+        timeout=300,
+        json={"url": url, "service_name": "ai_models"},
+    )
 
 
 @pytest.mark.parametrize("coding", ["zstd", "gzip"])
@@ -124,6 +128,7 @@ def test_origin_bomb_is_502_with_bounded_memory(api_server, origin, coding, requ
 
 def request_ok_first(api_server, origin) -> bool:
     """One ordinary request first, so the actor, its pool and its imports are warm before sampling."""
+
     @origin.route()
     def plain(req):
         return web.Response(text="plain", headers={"Cache-Control": "no-store"})

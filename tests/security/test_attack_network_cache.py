@@ -28,8 +28,12 @@ AI, CODE = "ai_models", "code_generation"
 
 
 def fetch(api_server, role: str, service: str, url: str, **extra):
-    r = requests.post(api_server.url("network/optimize-request"), headers=api_server.headers(role), timeout=120,
-                      json={"url": url, "service_name": service, **extra})
+    r = requests.post(
+        api_server.url("network/optimize-request"),
+        headers=api_server.headers(role),
+        timeout=120,
+        json={"url": url, "service_name": service, **extra},
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -44,8 +48,10 @@ def test_credentialed_response_and_cookie_never_reach_another_service(api_server
     @origin.route()
     def private(request):
         key = request.headers.get("X-Api-Key", "anonymous")
-        return web.Response(text=f"account data for {key}",
-                            headers={"Cache-Control": "max-age=600", "Set-Cookie": f"session=sess-{key}; HttpOnly"})
+        return web.Response(
+            text=f"account data for {key}",
+            headers={"Cache-Control": "max-age=600", "Set-Cookie": f"session=sess-{key}; HttpOnly"},
+        )
 
     ai = fetch(api_server, "svc_ai", AI, private.url, headers={"X-Api-Key": "secret"})
     assert ai["cache_status"] == "MISS" and ai["body"] == "account data for secret"
@@ -66,8 +72,9 @@ def test_cache_is_partitioned_by_service_and_set_cookie_is_never_replayed(api_se
     @origin.route()
     def page(request):
         n = origin.hits[page.path]
-        return web.Response(text=f"page version {n}",
-                            headers={"Cache-Control": "public, max-age=600", "Set-Cookie": f"tracker=t{n}"})
+        return web.Response(
+            text=f"page version {n}", headers={"Cache-Control": "public, max-age=600", "Set-Cookie": f"tracker=t{n}"}
+        )
 
     ai = fetch(api_server, "svc_ai", AI, page.url)
     assert ai["cache_status"] == "MISS" and ai["body"] == "page version 1" and "tracker=t1" in cookies(ai)
@@ -84,8 +91,12 @@ def test_request_cannot_ask_for_more_caching_than_its_service(api_server, origin
     """ai_models is configured medium_term (1 h); a request asking persistent is clamped, and the
     Redis entry carries a finite TTL."""
     warm_up(api_server)
-    r = requests.post(api_server.url("network/optimize-service"), headers=api_server.headers("admin"), timeout=60,
-                      json={"service_name": AI, "parameters": {"cache_strategy": "medium_term"}})
+    r = requests.post(
+        api_server.url("network/optimize-service"),
+        headers=api_server.headers("admin"),
+        timeout=60,
+        json={"service_name": AI, "parameters": {"cache_strategy": "medium_term"}},
+    )
     assert r.status_code == 200, r.text
 
     @origin.route()
@@ -103,6 +114,7 @@ def test_cross_origin_redirect_drops_every_credential_header(api_server, origin)
     warm_up(api_server)
     other = Origin()  # another port on 127.0.0.1: another origin
     try:
+
         @other.route()
         def target(request):
             return web.Response(text="landed", headers={"Cache-Control": "no-store"})
@@ -111,8 +123,15 @@ def test_cross_origin_redirect_drops_every_credential_header(api_server, origin)
         def hop(request):
             return web.Response(status=302, headers={"Location": target.url})
 
-        creds = {"X-Api-Key": "k1", "Api-Key": "k2", "X-Auth-Token": "k3", "Proxy-Authorization": "Basic k4",
-                 "Authorization": "Bearer k5", "Cookie": "c=k6", "X-Custom": "kept"}
+        creds = {
+            "X-Api-Key": "k1",
+            "Api-Key": "k2",
+            "X-Auth-Token": "k3",
+            "Proxy-Authorization": "Basic k4",
+            "Authorization": "Bearer k5",
+            "Cookie": "c=k6",
+            "X-Custom": "kept",
+        }
         doc = fetch(api_server, "svc_ai", AI, hop.url, headers=creds)
         assert doc["body"] == "landed"
         seen = {k.lower(): v for k, v in other.last_headers[target.path].items()}
@@ -132,7 +151,9 @@ def test_concurrent_requests_of_two_services_are_not_merged(api_server, origin):
         return web.Response(text="slow answer", headers={"Cache-Control": "max-age=600"})
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        futs = [pool.submit(fetch, api_server, role, svc, slow.url) for role, svc in (("svc_ai", AI), ("svc_code", CODE))]
+        futs = [
+            pool.submit(fetch, api_server, role, svc, slow.url) for role, svc in (("svc_ai", AI), ("svc_code", CODE))
+        ]
         docs = [f.result() for f in futs]
     assert not any(d["coalesced"] for d in docs), "a request was answered with another service's response"
     assert origin.hits[slow.path] == 2

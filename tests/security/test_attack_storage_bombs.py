@@ -86,8 +86,13 @@ def test_compressed_arrow_bomb_is_refused_with_bounded_memory(api_server):
     t.start()
     try:
         item = f"sec-bomb-{uuid.uuid4().hex[:8]}"
-        r = requests.post(api_server.url("storage/store"), params={"item_id": item, "service_name": "ai_models"},
-                          headers={**api_server.headers("svc_ai"), "Content-Type": ARROW}, data=body, timeout=600)
+        r = requests.post(
+            api_server.url("storage/store"),
+            params={"item_id": item, "service_name": "ai_models"},
+            headers={**api_server.headers("svc_ai"), "Content-Type": ARROW},
+            data=body,
+            timeout=600,
+        )
     finally:
         done.set()
         t.join()
@@ -101,11 +106,21 @@ def test_compressed_arrow_bomb_is_refused_with_bounded_memory(api_server):
 def test_arrow_upload_is_authorised_before_parsing(api_server):
     warm_up(api_server)
     h = {**api_server.headers("svc_code"), "Content-Type": ARROW}
-    r = requests.post(api_server.url("storage/store"), params={"item_id": f"sec-x-{uuid.uuid4().hex[:6]}",
-                      "service_name": "ai_models"}, headers=h, data=b"not arrow at all", timeout=60)
+    r = requests.post(
+        api_server.url("storage/store"),
+        params={"item_id": f"sec-x-{uuid.uuid4().hex[:6]}", "service_name": "ai_models"},
+        headers=h,
+        data=b"not arrow at all",
+        timeout=60,
+    )
     assert r.status_code == 403, r.text
-    r = requests.post(api_server.url("storage/store"), params={"item_id": "x1", "service_name": "ai_models"},
-                      headers={"Authorization": "Bearer nope", "Content-Type": ARROW}, data=b"not arrow", timeout=60)
+    r = requests.post(
+        api_server.url("storage/store"),
+        params={"item_id": "x1", "service_name": "ai_models"},
+        headers={"Authorization": "Bearer nope", "Content-Type": ARROW},
+        data=b"not arrow",
+        timeout=60,
+    )
     assert r.status_code == 401, r.text
 
 
@@ -116,10 +131,18 @@ def test_small_compressed_arrow_upload_still_works(api_server):
     with ipc.new_stream(sink, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as w:
         w.write_table(table)
     item = f"sec-tab-{uuid.uuid4().hex[:6]}"
-    r = requests.post(api_server.url("storage/store"), params={"item_id": item, "service_name": "ai_models"},
-                      headers={**api_server.headers("svc_ai"), "Content-Type": ARROW}, data=sink.getvalue().to_pybytes(),
-                      timeout=60)
+    r = requests.post(
+        api_server.url("storage/store"),
+        params={"item_id": item, "service_name": "ai_models"},
+        headers={**api_server.headers("svc_ai"), "Content-Type": ARROW},
+        data=sink.getvalue().to_pybytes(),
+        timeout=60,
+    )
     assert r.status_code == 201, r.text
-    r = requests.get(api_server.url(f"storage/retrieve/{item}"), params={"format": "json"},
-                     headers=api_server.headers("svc_ai"), timeout=60)
+    r = requests.get(
+        api_server.url(f"storage/retrieve/{item}"),
+        params={"format": "json"},
+        headers=api_server.headers("svc_ai"),
+        timeout=60,
+    )
     assert r.status_code == 200 and len(r.json()) == 1000

@@ -25,8 +25,12 @@ CODE = "code_generation"
 
 
 def _store(api, role: str, item_id: str, data, service: str, **extra):
-    return requests.post(api.url("storage/store"), headers=api.headers(role), timeout=60,
-                         json={"item_id": item_id, "data": data, "service_name": service, **extra})
+    return requests.post(
+        api.url("storage/store"),
+        headers=api.headers(role),
+        timeout=60,
+        json={"item_id": item_id, "data": data, "service_name": service, **extra},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +44,32 @@ def ai_item(api_server):
 
 def _shape(r: requests.Response, item_id: str) -> tuple:
     doc = r.json()
-    return (r.status_code, sorted(k for k in doc if k not in ("instance", "request_id")), doc.get("title"),
-            str(doc.get("detail", "")).replace(item_id, "X"), doc.get("hint"))
+    return (
+        r.status_code,
+        sorted(k for k in doc if k not in ("instance", "request_id")),
+        doc.get("title"),
+        str(doc.get("detail", "")).replace(item_id, "X"),
+        doc.get("hint"),
+    )
 
 
 def test_overwrite_of_another_services_item_is_refused(api_server, ai_item):
     r = _store(api_server, "svc_code", ai_item, "pwned", CODE)
     assert r.status_code == 403, r.text
-    r = requests.post(api_server.url("storage/store"), headers={**api_server.headers("svc_code"),
-                      "Content-Type": "application/octet-stream"}, data=b"pwned", timeout=60,
-                      params={"item_id": ai_item, "service_name": CODE})
+    r = requests.post(
+        api_server.url("storage/store"),
+        headers={**api_server.headers("svc_code"), "Content-Type": "application/octet-stream"},
+        data=b"pwned",
+        timeout=60,
+        params={"item_id": ai_item, "service_name": CODE},
+    )
     assert r.status_code == 403, r.text
     assert AI not in r.json()["detail"], r.text  # the refusal does not name the owner
     r = requests.get(api_server.url(f"storage/retrieve/{ai_item}"), headers=api_server.headers("svc_ai"), timeout=60)
     assert r.status_code == 200 and r.json() == {"weights": "ai-secret"}, r.text
-    info = requests.get(api_server.url(f"storage/items/{ai_item}"), headers=api_server.headers("admin"), timeout=60).json()
+    info = requests.get(
+        api_server.url(f"storage/items/{ai_item}"), headers=api_server.headers("admin"), timeout=60
+    ).json()
     assert info["service"] == AI
 
 
@@ -69,8 +84,12 @@ def test_python_caller_cannot_take_over_an_id(api_server, ai_item):
 def test_existing_and_missing_ids_answer_the_same(api_server, ai_item):
     missing = f"sec-none-{uuid.uuid4().hex[:8]}"
     h = api_server.headers("svc_code")
-    for method, path in (("GET", "storage/retrieve/{}"), ("GET", "storage/items/{}"), ("GET", "storage/explain/{}"),
-                         ("DELETE", "storage/items/{}")):
+    for method, path in (
+        ("GET", "storage/retrieve/{}"),
+        ("GET", "storage/items/{}"),
+        ("GET", "storage/explain/{}"),
+        ("DELETE", "storage/items/{}"),
+    ):
         a = requests.request(method, api_server.url(path.format(ai_item)), headers=h, timeout=60)
         b = requests.request(method, api_server.url(path.format(missing)), headers=h, timeout=60)
         assert a.status_code == 404, (path, a.status_code, a.text)
@@ -87,21 +106,33 @@ def test_own_ids_still_work_and_admin_overwrite_is_audited(api_server):
     assert r.json() == {"v": 2}
     r = _store(api_server, "admin", own, {"v": 3}, AI)
     assert r.status_code == 201 and r.json()["service"] == AI, r.text
-    log = requests.get(api_server.url("system/audit"), headers=api_server.headers("admin"), timeout=60,
-                       params={"action": "storage.overwrite", "target": own}).json()
+    log = requests.get(
+        api_server.url("system/audit"),
+        headers=api_server.headers("admin"),
+        timeout=60,
+        params={"action": "storage.overwrite", "target": own},
+    ).json()
     hits = [e for e in log if e.get("target") == own]
     assert hits and hits[-1]["details"]["previous_service"] == CODE, log[-5:]
-    assert requests.delete(api_server.url(f"storage/items/{own}"), headers=api_server.headers("svc_ai"),
-                           timeout=60).status_code == 200
+    assert (
+        requests.delete(
+            api_server.url(f"storage/items/{own}"), headers=api_server.headers("svc_ai"), timeout=60
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("item_id", ["memory-evicted:ai_models:a1b2c3", "chunk:" + "0" * 64, "cognopt:x"])
 def test_reserved_ids_are_refused_over_rest(api_server, item_id):
     warm_up(api_server)
     for role in ("svc_ai", "admin"):
-        r = requests.post(api_server.url("storage/store"), headers={**api_server.headers(role),
-                          "Content-Type": "application/octet-stream"}, data=b"\x80\x04payload", timeout=60,
-                          params={"item_id": item_id, "service_name": AI})
+        r = requests.post(
+            api_server.url("storage/store"),
+            headers={**api_server.headers(role), "Content-Type": "application/octet-stream"},
+            data=b"\x80\x04payload",
+            timeout=60,
+            params={"item_id": item_id, "service_name": AI},
+        )
         assert r.status_code == 403 and "reserved" in r.text, (role, r.text)
     r = requests.get(api_server.url(f"storage/retrieve/{item_id}"), headers=api_server.headers("svc_ai"), timeout=60)
     assert r.status_code == 403 and "reserved" in r.text, r.text
@@ -118,22 +149,36 @@ def test_spill_id_of_another_service_is_refused_to_python(api_server):
 def test_quota_refuses_and_changes_nothing(api_server):
     warm_up(api_server)
     svc = f"sec_quota_{uuid.uuid4().hex[:8]}"  # a service of its own: other tests store (and spill) in the named ones
-    r = requests.post(api_server.url("storage/optimize-service"), headers=api_server.headers("admin"), timeout=60,
-                      json={"service_name": svc, "parameters": {"quota_bytes": 40_000, "codec": "none"}})
+    r = requests.post(
+        api_server.url("storage/optimize-service"),
+        headers=api_server.headers("admin"),
+        timeout=60,
+        json={"service_name": svc, "parameters": {"quota_bytes": 40_000, "codec": "none"}},
+    )
     assert r.status_code == 200, r.text
     first = f"sec-q1-{uuid.uuid4().hex[:8]}"
-    r = requests.post(api_server.url("storage/store"), headers=api_server.headers("admin"), timeout=60,
-                      json={"item_id": first, "data": os.urandom(20_000).hex()[:20_000], "service_name": svc})
+    r = requests.post(
+        api_server.url("storage/store"),
+        headers=api_server.headers("admin"),
+        timeout=60,
+        json={"item_id": first, "data": os.urandom(20_000).hex()[:20_000], "service_name": svc},
+    )
     assert r.status_code == 201, r.text
-    before = requests.get(api_server.url("storage/items"), headers=api_server.headers("admin"), timeout=60,
-                          params={"service": svc}).json()
+    before = requests.get(
+        api_server.url("storage/items"), headers=api_server.headers("admin"), timeout=60, params={"service": svc}
+    ).json()
     second = f"sec-q2-{uuid.uuid4().hex[:8]}"
-    r = requests.post(api_server.url("storage/store"), headers=api_server.headers("admin"), timeout=60,
-                      json={"item_id": second, "data": os.urandom(30_000).hex()[:30_000], "service_name": svc})
+    r = requests.post(
+        api_server.url("storage/store"),
+        headers=api_server.headers("admin"),
+        timeout=60,
+        json={"item_id": second, "data": os.urandom(30_000).hex()[:30_000], "service_name": svc},
+    )
     assert r.status_code == 507, r.text
     assert "quota_bytes" in r.json()["hint"], r.text
-    after = requests.get(api_server.url("storage/items"), headers=api_server.headers("admin"), timeout=60,
-                         params={"service": svc}).json()
+    after = requests.get(
+        api_server.url("storage/items"), headers=api_server.headers("admin"), timeout=60, params={"service": svc}
+    ).json()
     assert after == before
     from cognopt_ray.storage import client
 
@@ -143,7 +188,11 @@ def test_quota_refuses_and_changes_nothing(api_server):
 
 def test_service_key_cannot_raise_its_quota(api_server):
     warm_up(api_server)
-    r = requests.post(api_server.url("storage/optimize-service"), headers=api_server.headers("svc_ai"), timeout=60,
-                      json={"service_name": AI, "parameters": {"quota_bytes": 10 ** 15}})
+    r = requests.post(
+        api_server.url("storage/optimize-service"),
+        headers=api_server.headers("svc_ai"),
+        timeout=60,
+        json={"service_name": AI, "parameters": {"quota_bytes": 10**15}},
+    )
     assert r.status_code == 403, r.text
     assert "quota_bytes" in r.text

@@ -25,9 +25,11 @@ MARKER = b"DICTIONARY-PLAINTEXT-MARKER"
 
 
 def _settings(root, key):
-    return Settings.load(storage_root=str(root), encryption_key=key,
-                         storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                                  "dictionary_min_samples": 16})
+    return Settings.load(
+        storage_root=str(root),
+        encryption_key=key,
+        storage={"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0, "dictionary_min_samples": 16},
+    )
 
 
 def _samples(n=200):

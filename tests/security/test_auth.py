@@ -45,8 +45,11 @@ def test_every_route_answers_401_without_a_valid_key(api_server, route):
     real = api_server.keys["admin"]
     forged = real[:-4] + ("AAAA" if not real.endswith("AAAA") else "BBBB")
     unknown_id = "cok_000000000000." + real.split(".", 1)[1]
-    cases = {**BAD_CREDENTIALS, "forged_secret": {"Authorization": f"Bearer {forged}"},
-             "unknown_id": {"X-API-Key": unknown_id}}
+    cases = {
+        **BAD_CREDENTIALS,
+        "forged_secret": {"Authorization": f"Bearer {forged}"},
+        "unknown_id": {"X-API-Key": unknown_id},
+    }
     for name, headers in cases.items():
         kw = {"json": {}} if route.method in MUTATING else {}
         r = requests.request(route.method, url, headers=headers, timeout=30, **kw)
@@ -55,14 +58,17 @@ def test_every_route_answers_401_without_a_valid_key(api_server, route):
         assert "WWW-Authenticate" in r.headers
 
 
-@pytest.mark.parametrize("path", [
-    "//api/v0/optimization/storage/items",           # doubled slash
-    "/api/v0/optimization/storage/items/",            # trailing slash
-    "/api/v0/optimization/health/../storage/items",   # dot segments after the open path
-    "/api/v0/optimization/%73torage/items",           # percent-encoded letter
-    "/api/v0/optimization/health%2f..%2fstorage/items",
-    "/api/v0/optimization/nonexistent",               # unknown routes say nothing either
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//api/v0/optimization/storage/items",  # doubled slash
+        "/api/v0/optimization/storage/items/",  # trailing slash
+        "/api/v0/optimization/health/../storage/items",  # dot segments after the open path
+        "/api/v0/optimization/%73torage/items",  # percent-encoded letter
+        "/api/v0/optimization/health%2f..%2fstorage/items",
+        "/api/v0/optimization/nonexistent",  # unknown routes say nothing either
+    ],
+)
 def test_path_tricks_do_not_reach_a_route_without_a_key(api_server, path):
     import http.client
 
@@ -93,11 +99,16 @@ def bodies(res: dict, tag: str) -> dict[tuple[str, str], dict | None]:
         ("post", "/memory/allocate"): (None, {"service_name": PAY, "data": {"v": tag}}),
         ("post", "/memory/deallocate"): (None, {"allocation_id": res["alloc"]}),
         ("post", "/memory/optimize-gc"): (None, None),
-        ("post", "/memory/optimize-service"): (None, {"service_name": svc, "optimization_type": "resize",
-                                                     "parameters": {"pool_size": 20}}),
+        ("post", "/memory/optimize-service"): (
+            None,
+            {"service_name": svc, "optimization_type": "resize", "parameters": {"pool_size": 20}},
+        ),
         ("post", "/network/optimize-request"): (None, {"url": res["url"], "service_name": PAY}),
         ("post", "/network/optimize-pooling"): (None, {"limit": 100}),
-        ("post", "/network/optimize-service"): (None, {"service_name": svc, "parameters": {"cache_strategy": "short_term"}}),
+        ("post", "/network/optimize-service"): (
+            None,
+            {"service_name": svc, "parameters": {"cache_strategy": "short_term"}},
+        ),
         ("post", "/network/cache/purge"): (None, {"prefix": "http://127.0.0.1:1/sec-none/"}),
         ("post", "/storage/store"): (None, {"item_id": f"sec-new-{tag}", "data": 1, "service_name": PAY}),
         ("post", "/storage/backup"): (None, {"tag": f"sec-{tag}"}),
@@ -111,7 +122,10 @@ def bodies(res: dict, tag: str) -> dict[tuple[str, str], dict | None]:
         # issue 7's routes, when they are merged
         ("post", "/system/optimize-all"): (None, {}),
         ("post", "/system/cleanup"): (None, {"dry_run": True}),
-        ("post", "/system/cleanup/restore"): (None, {"id": "q" + "0" * 16, "dry_run": True}),  # unknown id: 404, audited
+        ("post", "/system/cleanup/restore"): (
+            None,
+            {"id": "q" + "0" * 16, "dry_run": True},
+        ),  # unknown id: 404, audited
         ("post", "/system/automation"): (None, {"action": "run_now", "loop": "gc"}),
     }
 
@@ -131,7 +145,9 @@ def test_a_read_key_cannot_mutate(api_server, pay_resources, route):
     assert r.status_code == 403, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/problem+json")
     if route.key == ("post", "/storage/store"):
-        info = requests.get(api_server.url("storage/items/sec-new-read"), headers=api_server.headers("admin"), timeout=30)
+        info = requests.get(
+            api_server.url("storage/items/sec-new-read"), headers=api_server.headers("admin"), timeout=30
+        )
         assert info.status_code == 404  # nothing was written
 
 
@@ -141,15 +157,22 @@ def per_service_requests(res: dict) -> list[tuple[str, str, dict | None]]:
     return [
         ("get", f"services/{PAY}", None),
         ("post", "cpu/optimize-tasks", {"tasks": [{"name": "sec_echo", "args": [1]}], "service_name": PAY}),
-        ("post", "cpu/optimize-tasks", {"tasks": [{"name": "sec_echo", "args": [1], "service_name": PAY}],
-                                        "service_name": "ai_models"}),
+        (
+            "post",
+            "cpu/optimize-tasks",
+            {"tasks": [{"name": "sec_echo", "args": [1], "service_name": PAY}], "service_name": "ai_models"},
+        ),
         ("get", f"cpu/tasks/{res['task']}", None),
         ("post", "cpu/optimize-service", {"service_name": PAY, "parameters": {"max_workers": 1}}),
         ("post", "memory/allocate", {"service_name": PAY, "data": 1}),
         ("post", f"memory/allocate?service_name={PAY}", b"raw"),
         ("get", f"memory/allocations/{res['alloc']}", None),
         ("post", "memory/deallocate", {"allocation_id": res["alloc"]}),
-        ("post", "memory/optimize-service", {"service_name": PAY, "optimization_type": "resize", "parameters": {"pool_size": 1}}),
+        (
+            "post",
+            "memory/optimize-service",
+            {"service_name": PAY, "optimization_type": "resize", "parameters": {"pool_size": 1}},
+        ),
         ("post", "storage/store", {"item_id": "sec-cross", "data": 1, "service_name": PAY}),
         ("post", f"storage/store?item_id=sec-cross&service_name={PAY}", b"raw"),
         ("get", f"storage/retrieve/{res['item']}", None),
@@ -172,8 +195,13 @@ def test_a_service_key_cannot_touch_another_service(api_server, pay_resources):
     h = api_server.headers("svc_ai")
     for method, path, body in per_service_requests(pay_resources):
         if isinstance(body, bytes):
-            r = requests.request(method, api_server.url(path), data=body, timeout=60,
-                                 headers={**h, "Content-Type": "application/octet-stream"})
+            r = requests.request(
+                method,
+                api_server.url(path),
+                data=body,
+                timeout=60,
+                headers={**h, "Content-Type": "application/octet-stream"},
+            )
         else:
             r = requests.request(method, api_server.url(path), json=body, headers=h, timeout=60)
         # another service's task or item answers exactly like a missing one (no id probing); an
@@ -183,21 +211,35 @@ def test_a_service_key_cannot_touch_another_service(api_server, pay_resources):
         assert r.status_code == expected, (method, path, r.status_code, r.text[:300])
     admin = api_server.headers("admin")
     # nothing changed: the item, the allocation and the pool are still there, nothing was stored
-    assert requests.get(api_server.url(f"storage/retrieve/{pay_resources['item']}"), headers=admin, timeout=30).json() == {"v": 1}
-    assert requests.get(api_server.url(f"memory/allocations/{pay_resources['alloc']}"), headers=admin, timeout=30).json() == {"v": 1}
+    assert requests.get(
+        api_server.url(f"storage/retrieve/{pay_resources['item']}"), headers=admin, timeout=30
+    ).json() == {"v": 1}
+    assert requests.get(
+        api_server.url(f"memory/allocations/{pay_resources['alloc']}"), headers=admin, timeout=30
+    ).json() == {"v": 1}
     assert requests.get(api_server.url("storage/items/sec-cross"), headers=admin, timeout=30).status_code == 404
 
 
 def test_a_service_key_can_use_its_own_service(api_server, pay_resources):
     h = api_server.headers("svc_pay")
-    assert requests.get(api_server.url(f"storage/retrieve/{pay_resources['item']}"), headers=h, timeout=30).status_code == 200
-    assert requests.get(api_server.url(f"memory/allocations/{pay_resources['alloc']}"), headers=h, timeout=30).status_code == 200
+    assert (
+        requests.get(api_server.url(f"storage/retrieve/{pay_resources['item']}"), headers=h, timeout=30).status_code
+        == 200
+    )
+    assert (
+        requests.get(api_server.url(f"memory/allocations/{pay_resources['alloc']}"), headers=h, timeout=30).status_code
+        == 200
+    )
 
 
 # -- keys: hashes only, constant-time comparison ----------------------------------------------------
 def test_keys_are_stored_only_as_hashes(api_server):
-    r = requests.post(api_server.url("auth/keys"), headers=api_server.headers("admin"), timeout=30,
-                      json={"scopes": ["service:ai_models"], "note": "hash check"})
+    r = requests.post(
+        api_server.url("auth/keys"),
+        headers=api_server.headers("admin"),
+        timeout=30,
+        json={"scopes": ["service:ai_models"], "note": "hash check"},
+    )
     assert r.status_code == 201, r.text
     key = r.json()["key"]
     secret = key.split(".", 1)[1]
@@ -206,7 +248,9 @@ def test_keys_are_stored_only_as_hashes(api_server):
     records = {rec["id"]: rec for rec in json.loads(stored)}
     assert records[r.json()["id"]]["hash"] == keys_mod.hash_secret(secret)
     # the new key works, and no file under the root holds it (audit log included)
-    assert requests.get(api_server.url("auth/whoami"), headers={"X-API-Key": key}, timeout=30).json()["scopes"] == ["service:ai_models"]
+    assert requests.get(api_server.url("auth/whoami"), headers={"X-API-Key": key}, timeout=30).json()["scopes"] == [
+        "service:ai_models"
+    ]
     for p in api_server.root.rglob("*"):
         if p.is_file() and p.stat().st_size < 50_000_000:
             assert secret.encode() not in p.read_bytes(), p
@@ -225,8 +269,9 @@ def test_keys_are_compared_in_constant_time(tmp_path, monkeypatch):
     real = keys_mod.hmac.compare_digest
     monkeypatch.setattr(keys_mod.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
     key, rec = keys_mod.generate_key(["read"])
-    store = keys_mod.KeyStore(Settings.load(storage_root=str(tmp_path), api_keys=[rec.model_dump()],
-                                            admin_key="plain-admin-key-0123456789"))
+    store = keys_mod.KeyStore(
+        Settings.load(storage_root=str(tmp_path), api_keys=[rec.model_dump()], admin_key="plain-admin-key-0123456789")
+    )
     assert store.authenticate(key).scopes == ("read",)
     assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     assert store.authenticate("cok_000000000000." + key.split(".", 1)[1]) is None
@@ -249,20 +294,35 @@ def test_every_admin_action_leaves_an_audit_entry(api_server, pay_resources, rou
     res = dict(pay_resources)
     if route.key == ("delete", "/storage/items/{item_id}"):
         victim = f"sec-victim-{uuid.uuid4().hex[:6]}"
-        requests.post(api_server.url("storage/store"), headers=api_server.headers("admin"), timeout=60,
-                      json={"item_id": victim, "data": 1, "service_name": PAY}).raise_for_status()
+        requests.post(
+            api_server.url("storage/store"),
+            headers=api_server.headers("admin"),
+            timeout=60,
+            json={"item_id": victim, "data": 1, "service_name": PAY},
+        ).raise_for_status()
         res["victim"] = victim
     if route.key == ("delete", "/auth/keys/{key_id}"):
-        made = requests.post(api_server.url("auth/keys"), headers=api_server.headers("admin"), timeout=60,
-                             json={"scopes": ["read"], "note": "sec audit revoke"})
+        made = requests.post(
+            api_server.url("auth/keys"),
+            headers=api_server.headers("admin"),
+            timeout=60,
+            json={"scopes": ["read"], "note": "sec audit revoke"},
+        )
         res["key_id"] = made.json()["id"]
     if route.key in (("post", "/storage/restore"), ("post", "/storage/repair/{item_id}")):
-        requests.post(api_server.url("storage/backup"), headers=api_server.headers("admin"), timeout=300,
-                      json={"tag": "sec-audit"}).raise_for_status()
+        requests.post(
+            api_server.url("storage/backup"),
+            headers=api_server.headers("admin"),
+            timeout=300,
+            json={"tag": "sec-audit"},
+        ).raise_for_status()
     before = _audit_count(api_server)
     r = send(api_server, route, "admin", res, "audit")
     # an unknown quarantine id answers 404; the route audits failures too, which is what is checked here
-    assert r.status_code < 300 or (route.key == ("post", "/system/cleanup/restore") and r.status_code == 404), (r.status_code, r.text[:300])
+    assert r.status_code < 300 or (route.key == ("post", "/system/cleanup/restore") and r.status_code == 404), (
+        r.status_code,
+        r.text[:300],
+    )
     lines = (api_server.root / "audit" / "audit.jsonl").read_text().splitlines()[before:]
     entries = [json.loads(x) for x in lines]
     admin_id = api_server.keys["admin"].split(".", 1)[0].removeprefix("cok_")

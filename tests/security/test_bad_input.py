@@ -23,9 +23,20 @@ ROUTES = [r for r in routes(offline_schema()) if r.key not in OPEN]
 WITH_PARAMS = [r for r in ROUTES if "{" in r.path]
 WITH_BODY = [r for r in ROUTES if "requestBody" in r.operation]
 
-TRAVERSAL = ["..", "../../../../etc/passwd", "..%2f..%2f..%2fetc%2fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-             "....//....//etc/passwd", "..\\..\\..\\windows\\win.ini", "%00", "a%00b", "~root", "%252e%252e%252f",
-             "items/../../keys.json", "..;/..;/keys.json"]
+TRAVERSAL = [
+    "..",
+    "../../../../etc/passwd",
+    "..%2f..%2f..%2fetc%2fpasswd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "....//....//etc/passwd",
+    "..\\..\\..\\windows\\win.ini",
+    "%00",
+    "a%00b",
+    "~root",
+    "%252e%252e%252f",
+    "items/../../keys.json",
+    "..;/..;/keys.json",
+]
 
 
 def _raw(api_server, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
@@ -49,15 +60,24 @@ def _assert_clean_4xx(status, headers, data, what):
 def test_path_traversal_in_every_id(api_server, route):
     # the engines make their folders on first use, and refusals are audited: both exist before counting
     warm_up(api_server)
-    _raw(api_server, "POST", "/api/v0/optimization/storage/prune", b"{}",
-         {"Content-Type": "application/json", **api_server.headers("read")})  # a 403, audited
+    _raw(
+        api_server,
+        "POST",
+        "/api/v0/optimization/storage/prune",
+        b"{}",
+        {"Content-Type": "application/json", **api_server.headers("read")},
+    )  # a 403, audited
     before = sorted(p.name for p in api_server.root.iterdir())
     for value in TRAVERSAL:
         path = "/api/v0/optimization" + route.path.replace("{", "\x00").split("\x00")[0] + value
         path += route.path.split("}", 1)[1] if "}" in route.path else ""
-        status, headers, data = _raw(api_server, route.method.upper(), path,
-                                     b"{}" if route.method in MUTATING else None,
-                                     {"Content-Type": "application/json"})
+        status, headers, data = _raw(
+            api_server,
+            route.method.upper(),
+            path,
+            b"{}" if route.method in MUTATING else None,
+            {"Content-Type": "application/json"},
+        )
         _assert_clean_4xx(status, headers, data, (route.path, value))
     assert sorted(p.name for p in api_server.root.iterdir()) == before  # nothing new at the root
 
@@ -91,11 +111,19 @@ def test_a_chunked_body_over_the_limit_is_refused(api_server):
         for _ in range(MAX_BODY // 65536 + 4):
             yield b"x" * 65536
 
-    r = requests.post(api_server.url("storage/store?item_id=chunked"), data=gen(), timeout=120,
-                      headers={**api_server.headers("admin"), "Content-Type": "application/octet-stream"})
+    r = requests.post(
+        api_server.url("storage/store?item_id=chunked"),
+        data=gen(),
+        timeout=120,
+        headers={**api_server.headers("admin"), "Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 413, r.text[:200]
-    assert requests.get(api_server.url("storage/items/chunked"), headers=api_server.headers("admin"),
-                        timeout=30).status_code == 404
+    assert (
+        requests.get(
+            api_server.url("storage/items/chunked"), headers=api_server.headers("admin"), timeout=30
+        ).status_code
+        == 404
+    )
 
 
 NUMBERS = [-1, -(2**63), 2**63, 2**64 + 1, 10**30, 1e308, -1e308, 0.5, "1e999", "NaN", "Infinity", True, None, "12"]
@@ -109,8 +137,7 @@ def test_negative_and_overflowing_numbers(api_server, route):
     body_schema = (content.get("application/json") or {}).get("schema", {})
     if "$ref" in body_schema:
         body_schema = schema["components"]["schemas"][body_schema["$ref"].rsplit("/", 1)[1]]
-    fields = [k for k, v in body_schema.get("properties", {}).items()
-              if _is_number(v, schema)]
+    fields = [k for k, v in body_schema.get("properties", {}).items() if _is_number(v, schema)]
     if not fields:
         pytest.skip("no numeric field")
     url = "/api/v0/optimization" + route.concrete("x1")
@@ -134,21 +161,27 @@ def test_unicode_ids_and_values(api_server):
     h = api_server.headers("admin")
     for u in UNICODE:
         item = f"uni-{u}"
-        r = requests.post(api_server.url("storage/store"), headers=h, timeout=60,
-                          json={"item_id": item, "data": {"text": u * 10}})
+        r = requests.post(
+            api_server.url("storage/store"), headers=h, timeout=60, json={"item_id": item, "data": {"text": u * 10}}
+        )
         assert r.status_code in (201, 422), (u, r.status_code, r.text[:200])
         r = requests.get(api_server.url(f"storage/retrieve/{quote(item, safe='')}"), headers=h, timeout=60)
         assert r.status_code in (200, 404, 422), (u, r.status_code)
         # unicode service names are refused, not mangled into another service's name
-        r = requests.post(api_server.url("memory/allocate"), headers=h, timeout=60,
-                          json={"service_name": f"ai_models{u}", "data": 1})
+        r = requests.post(
+            api_server.url("memory/allocate"), headers=h, timeout=60, json={"service_name": f"ai_models{u}", "data": 1}
+        )
         assert r.status_code == 422, (u, r.status_code, r.text[:200])
     # unicode values come back exactly
     value = {"text": "".join(UNICODE[:5] + UNICODE[6:]), "nested": ["é", {"名": "😀"}]}
-    r = requests.post(api_server.url("storage/store"), headers=h, timeout=60, json={"item_id": "uni-value", "data": value})
+    r = requests.post(
+        api_server.url("storage/store"), headers=h, timeout=60, json={"item_id": "uni-value", "data": value}
+    )
     assert r.status_code == 201, r.text[:200]
     assert requests.get(api_server.url("storage/retrieve/uni-value"), headers=h, timeout=60).json() == value
-    r = requests.post(api_server.url("memory/allocate"), headers=h, timeout=60, json={"service_name": "ai_models", "data": value})
+    r = requests.post(
+        api_server.url("memory/allocate"), headers=h, timeout=60, json={"service_name": "ai_models", "data": value}
+    )
     assert r.status_code == 201, r.text[:200]
     aid = r.json()["allocation_id"]
     assert requests.get(api_server.url(f"memory/allocations/{aid}"), headers=h, timeout=60).json() == value

@@ -46,15 +46,24 @@ def encrypted_app(tmp_path_factory, redis_server):
         "encryption_key": base64.b64encode(os.urandom(32)).decode(),
         "api_keys": [rec.model_dump(mode="json")],
         "network": {"allowlist": ["127.0.0.1"]},
-        "storage": {"lifecycle_enabled": False, "progress": False, "min_free_bytes": 0,
-                    "backup_source_roots": [str(sources)]},
+        "storage": {
+            "lifecycle_enabled": False,
+            "progress": False,
+            "min_free_bytes": 0,
+            "backup_source_roots": [str(sources)],
+        },
     }
     cfg = root.parent / f"{root.name}-settings.json"
     cfg.write_text(json.dumps(doc))
     log = root.parent / f"{root.name}-app.log"
-    proc = subprocess.Popen([sys.executable, "-m", "tests.security.encrypted_app", str(cfg)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.security.encrypted_app", str(cfg)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "w"),
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     seen = []
     for line in proc.stdout:  # Ray may print its own lines first
         seen.append(line)
@@ -63,8 +72,13 @@ def encrypted_app(tmp_path_factory, redis_server):
     else:
         proc.kill()
         pytest.fail(f"the encrypted app did not start: {seen[-5:]!r}\n{log.read_text()[-3000:]}")
-    yield {"base": f"http://127.0.0.1:{port}{API}", "headers": {"Authorization": f"Bearer {key}"}, "root": root,
-           "redis": redis_server, "sources": sources}
+    yield {
+        "base": f"http://127.0.0.1:{port}{API}",
+        "headers": {"Authorization": f"Bearer {key}"},
+        "root": root,
+        "redis": redis_server,
+        "sources": sources,
+    }
     proc.stdin.close()
     try:
         proc.wait(60)
@@ -87,29 +101,75 @@ def test_no_plaintext_at_rest(encrypted_app, tmp_path):
     # storage: every tier, JSON / base64 / raw, codecs none and auto
     for tier in ("hot", "warm", "cold", "archive"):
         for codec in ("none", "auto"):
-            ok(requests.post(f"{base}/storage/store", headers=h, timeout=60,
-                             json={"item_id": f"j-{tier}-{codec}", "data": {"m": marker}, "storage_tier": tier,
-                                   "compression_type": codec}))
-            ok(requests.post(f"{base}/storage/store", headers=h, timeout=60,
-                             json={"item_id": f"b-{tier}-{codec}", "data": base64.b64encode(text.encode()).decode(),
-                                   "encoding": "base64", "storage_tier": tier, "compression_type": codec}))
-        ok(requests.post(f"{base}/storage/store", params={"item_id": f"r-{tier}", "storage_tier": tier,
-                                                          "compression_type": "none"},
-                         data=mb * 10, headers={**h, "Content-Type": "application/octet-stream"}, timeout=60))
+            ok(
+                requests.post(
+                    f"{base}/storage/store",
+                    headers=h,
+                    timeout=60,
+                    json={
+                        "item_id": f"j-{tier}-{codec}",
+                        "data": {"m": marker},
+                        "storage_tier": tier,
+                        "compression_type": codec,
+                    },
+                )
+            )
+            ok(
+                requests.post(
+                    f"{base}/storage/store",
+                    headers=h,
+                    timeout=60,
+                    json={
+                        "item_id": f"b-{tier}-{codec}",
+                        "data": base64.b64encode(text.encode()).decode(),
+                        "encoding": "base64",
+                        "storage_tier": tier,
+                        "compression_type": codec,
+                    },
+                )
+            )
+        ok(
+            requests.post(
+                f"{base}/storage/store",
+                params={"item_id": f"r-{tier}", "storage_tier": tier, "compression_type": "none"},
+                data=mb * 10,
+                headers={**h, "Content-Type": "application/octet-stream"},
+                timeout=60,
+            )
+        )
     assert requests.get(f"{base}/storage/retrieve/j-warm-none", headers=h, timeout=30).json() == {"m": marker}
     # memory: persistent (durable copy on disk) and transient
     for mtype in ("persistent", "transient"):
-        ok(requests.post(f"{base}/memory/allocate", headers=h, timeout=60,
-                         json={"service_name": "ai_models", "data": {"m": marker}, "memory_type": mtype}))
-    ok(requests.post(f"{base}/memory/allocate", params={"service_name": "ai_models", "memory_type": "persistent"},
-                     data=mb * 10, headers={**h, "Content-Type": "application/octet-stream"}, timeout=60))
+        ok(
+            requests.post(
+                f"{base}/memory/allocate",
+                headers=h,
+                timeout=60,
+                json={"service_name": "ai_models", "data": {"m": marker}, "memory_type": mtype},
+            )
+        )
+    ok(
+        requests.post(
+            f"{base}/memory/allocate",
+            params={"service_name": "ai_models", "memory_type": "persistent"},
+            data=mb * 10,
+            headers={**h, "Content-Type": "application/octet-stream"},
+            timeout=60,
+        )
+    )
     # network: a cacheable response from a local origin, cached in Redis
     origin = Origin()
     origin.routes["/page"] = lambda request: web.Response(text=text, headers={"Cache-Control": "max-age=600"})
     try:
         for _ in range(2):
-            r = ok(requests.post(f"{base}/network/optimize-request", headers=h, timeout=60,
-                                 json={"url": origin.url("/page"), "cache_strategy": "long_term"}))
+            r = ok(
+                requests.post(
+                    f"{base}/network/optimize-request",
+                    headers=h,
+                    timeout=60,
+                    json={"url": origin.url("/page"), "cache_strategy": "long_term"},
+                )
+            )
             assert marker in r.json()["body"]
         assert r.json()["cache_status"] == "HIT"
     finally:

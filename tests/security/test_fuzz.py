@@ -64,8 +64,15 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(api_server, 
     failures: list[str] = []
     calls = 0
     for op in _operations(api_server):
-        @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, database=None, deadline=None,
-                  suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+
+        @settings(
+            max_examples=FUZZ_EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            phases=[Phase.explicit, Phase.generate],
+        )
         @given(case=op.as_strategy())
         def run(case):
             nonlocal calls
@@ -73,15 +80,22 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(api_server, 
             resp = case.call(base_url=api_server.base, headers=headers, timeout=120)
             calls += 1
             try:
-                case.validate_response(resp, checks=[not_a_server_error, response_schema_conformance,
-                                                     content_type_conformance])
+                case.validate_response(
+                    resp, checks=[not_a_server_error, response_schema_conformance, content_type_conformance]
+                )
             except Exception as e:  # noqa: BLE001 - collected, reported together
-                failures.append(f"{op.method.upper()} {op.path}: {resp.status_code} {str(e)[:300]}\n  "  # noqa: B023 - run() is called at once
-                                f"{case.as_curl_command()[:400]}")
+                failures.append(
+                    f"{op.method.upper()} {op.path}: {resp.status_code} {str(e)[:300]}\n  "  # noqa: B023 - run() is called at once
+                    f"{case.as_curl_command()[:400]}"
+                )
 
         run()
     # leave the shared engines as the other tests expect them (the fuzzer may have shrunk the pool)
-    requests.post(api_server.url("network/optimize-pooling"), headers=headers, timeout=60,
-                  json={"limit": 100, "limit_per_host": 20, "keepalive_timeout_s": 30}).raise_for_status()
+    requests.post(
+        api_server.url("network/optimize-pooling"),
+        headers=headers,
+        timeout=60,
+        json={"limit": 100, "limit_per_host": 20, "keepalive_timeout_s": 30},
+    ).raise_for_status()
     assert calls > 0
     assert not failures, "\n".join(failures[:20]) + f"\n({len(failures)} failures in {calls} calls)"

@@ -30,13 +30,19 @@ def _audit(api_server, **params) -> list[dict]:
 
 def test_a_revoked_key_gets_401_on_its_next_call(api_server):
     admin = api_server.headers("admin")
-    made = requests.post(api_server.url("auth/keys"), json={"scopes": ["read"], "note": "to revoke"}, headers=admin, timeout=60)
+    made = requests.post(
+        api_server.url("auth/keys"), json={"scopes": ["read"], "note": "to revoke"}, headers=admin, timeout=60
+    )
     assert made.status_code == 201, made.text
     key, key_id = made.json()["key"], made.json()["id"]
     assert _whoami(api_server, key).status_code == 200
     # a key cannot revoke keys unless it is admin
-    assert requests.delete(api_server.url(f"auth/keys/{key_id}"), headers={"Authorization": f"Bearer {key}"},
-                           timeout=60).status_code == 403
+    assert (
+        requests.delete(
+            api_server.url(f"auth/keys/{key_id}"), headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ).status_code
+        == 403
+    )
     r = requests.delete(api_server.url(f"auth/keys/{key_id}"), headers=admin, timeout=60)
     assert r.status_code == 200, r.text
     assert r.json()["active"] is False and r.json()["revoked_at"]
@@ -63,15 +69,26 @@ def test_a_key_from_settings_can_be_revoked_too(tmp_path):
 
 def test_an_expired_key_gets_401(api_server):
     admin = api_server.headers("admin")
-    made = requests.post(api_server.url("auth/keys"), json={"scopes": ["read"], "ttl_s": 3600}, headers=admin, timeout=60)
+    made = requests.post(
+        api_server.url("auth/keys"), json={"scopes": ["read"], "ttl_s": 3600}, headers=admin, timeout=60
+    )
     assert made.status_code == 201 and made.json()["expires_at"], made.text
     assert _whoami(api_server, made.json()["key"]).status_code == 200
-    assert requests.post(api_server.url("auth/keys"), json={"scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"},
-                         headers=admin, timeout=60).status_code == 422
+    assert (
+        requests.post(
+            api_server.url("auth/keys"),
+            json={"scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"},
+            headers=admin,
+            timeout=60,
+        ).status_code
+        == 422
+    )
     # a key whose time has come: its record (as stored) says it expired a minute ago
     key, rec = generate_key(["read"], ttl_s=3600)
     past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)).isoformat(timespec="seconds")
-    KeyStore(Settings.load(environ={}, storage_root=str(api_server.root))).add(rec.model_copy(update={"expires_at": past}))
+    KeyStore(Settings.load(environ={}, storage_root=str(api_server.root))).add(
+        rec.model_copy(update={"expires_at": past})
+    )
     r = _whoami(api_server, key)
     assert r.status_code == 401 and "expired" in r.json()["detail"], r.text
     assert "new key" in r.json()["hint"]
@@ -85,7 +102,9 @@ def test_a_403_on_a_mutating_route_is_audited_as_denied(api_server):
     entries = _audit(api_server, action="storage.backup", key_id=read_id)
     assert entries and entries[-1]["result"] == "denied" and entries[-1]["details"]["status"] == 403
     # and a 401 is audited too, without a key id
-    bad = requests.post(api_server.url("storage/prune"), json={}, headers={"X-API-Key": "not-a-key-0123456789"}, timeout=60)
+    bad = requests.post(
+        api_server.url("storage/prune"), json={}, headers={"X-API-Key": "not-a-key-0123456789"}, timeout=60
+    )
     assert bad.status_code == 401
     lines = [json.loads(x) for x in (api_server.root / "audit" / "audit.jsonl").read_text().splitlines()]
     assert any(e["action"] == "storage.prune" and e["result"] == "denied" and e["key_id"] == "-" for e in lines[-20:])

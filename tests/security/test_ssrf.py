@@ -42,27 +42,49 @@ def total_hits(o) -> int:
 
 
 def fetch(api_server, url: str, role: str = "admin"):
-    return requests.post(api_server.url("network/optimize-request"), headers=api_server.headers(role),
-                         json={"url": url}, timeout=60)
+    return requests.post(
+        api_server.url("network/optimize-request"), headers=api_server.headers(role), json={"url": url}, timeout=60
+    )
 
 
 def internal_urls(port: int) -> list[str]:
     return [
         # loopback other than the allowlisted address, and the IPv6 loopback
-        f"http://127.0.0.2:{port}/secret", f"http://[::1]:{port}/",
+        f"http://127.0.0.2:{port}/secret",
+        f"http://[::1]:{port}/",
         # private, shared, link-local, unspecified, cloud metadata
-        "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/", "http://100.64.0.1/", "http://0.0.0.0/",
-        "http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/", "http://[fc00::1]/",
+        "http://10.0.0.1/",
+        "http://172.16.0.1/",
+        "http://192.168.1.1/",
+        "http://100.64.0.1/",
+        "http://0.0.0.0/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fe80::1]/",
+        "http://[fc00::1]/",
         # IPv4-mapped, NAT64 (well-known and local-use), 6to4 and Teredo forms
-        f"http://[::ffff:127.0.0.2]:{port}/secret", "http://[::ffff:a9fe:a9fe]/", "http://[::ffff:10.0.0.1]/",
-        "http://[64:ff9b::a9fe:a9fe]/", f"http://[64:ff9b::127.0.0.2]:{port}/", "http://[64:ff9b:1::a00:1]/",
-        "http://[2002:a9fe:a9fe::]/", "http://[2001:0:4136:e378:8000:63bf:56ff:fefd]/",
+        f"http://[::ffff:127.0.0.2]:{port}/secret",
+        "http://[::ffff:a9fe:a9fe]/",
+        "http://[::ffff:10.0.0.1]/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        f"http://[64:ff9b::127.0.0.2]:{port}/",
+        "http://[64:ff9b:1::a00:1]/",
+        "http://[2002:a9fe:a9fe::]/",
+        "http://[2001:0:4136:e378:8000:63bf:56ff:fefd]/",
         # decimal, hex, octal and short IPv4 forms
-        f"http://2130706434:{port}/secret", f"http://0x7f000002:{port}/secret", f"http://0177.0.0.2:{port}/secret",
-        f"http://127.2:{port}/secret", "http://2852039166/", "http://0xa9.0xfe.0xa9.0xfe/", "http://0251.0376.0251.0376/",
-        "http://169.254.43518/", "http://10.1/",
+        f"http://2130706434:{port}/secret",
+        f"http://0x7f000002:{port}/secret",
+        f"http://0177.0.0.2:{port}/secret",
+        f"http://127.2:{port}/secret",
+        "http://2852039166/",
+        "http://0xa9.0xfe.0xa9.0xfe/",
+        "http://0251.0376.0251.0376/",
+        "http://169.254.43518/",
+        "http://10.1/",
         # other schemes and credentials
-        "file:///etc/passwd", "gopher://127.0.0.1:70/", "ftp://127.0.0.1/", f"http://user:pw@127.0.0.1:{port}/",
+        "file:///etc/passwd",
+        "gopher://127.0.0.1:70/",
+        "ftp://127.0.0.1/",
+        f"http://user:pw@127.0.0.1:{port}/",
     ]
 
 
@@ -79,13 +101,20 @@ def test_the_route_refuses_internal_addresses(api_server, internal):
 def test_a_redirect_to_an_internal_address_is_refused(api_server, internal):
     origin = Origin()
     try:
-        targets = [f"http://127.0.0.2:{internal.port}/secret", f"http://[::ffff:127.0.0.2]:{internal.port}/secret",
-                   f"http://2130706434:{internal.port}/secret", "http://169.254.169.254/latest/meta-data/",
-                   "http://[64:ff9b::a9fe:a9fe]/", f"http://[::1]:{internal.port}/"]
+        targets = [
+            f"http://127.0.0.2:{internal.port}/secret",
+            f"http://[::ffff:127.0.0.2]:{internal.port}/secret",
+            f"http://2130706434:{internal.port}/secret",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            f"http://[::1]:{internal.port}/",
+        ]
         for i, target in enumerate(targets):
             for code in (301, 302, 303, 307, 308):
                 path = f"/r{i}-{code}"
-                origin.routes[path] = (lambda t, c: (lambda request: web.Response(status=c, headers={"Location": t})))(target, code)
+                origin.routes[path] = (lambda t, c: lambda request: web.Response(status=c, headers={"Location": t}))(
+                    target, code
+                )
                 r = fetch(api_server, origin.url(path))
                 assert r.status_code == 403, (target, code, r.status_code, r.text[:300])
                 assert origin.hits[path] == 1  # the allowed origin was asked; the hop was refused
@@ -133,7 +162,9 @@ def test_an_allowlisted_host_name_still_checks_redirects():
     origin.routes["/bounce"] = lambda request: web.Response(status=302, headers={"Location": "http://169.254.169.254/"})
 
     async def go():
-        client = OptimizedClient(Settings.load(storage_root="/tmp/cognopt-ssrf-unused", network={"allowlist": ["localhost"]}))
+        client = OptimizedClient(
+            Settings.load(storage_root="/tmp/cognopt-ssrf-unused", network={"allowlist": ["localhost"]})
+        )
         try:
             with pytest.raises(UrlRefused):
                 await client.request(f"http://localhost:{origin.port}/bounce")

@@ -65,7 +65,11 @@ def _check_token_auth(spec: dict) -> None:
 def _serve_schema(doc: dict):
     from ray.serve.schema import ServeDeploySchema
 
-    return ServeDeploySchema.parse_obj(doc) if hasattr(ServeDeploySchema, "parse_obj") else ServeDeploySchema.model_validate(doc)
+    return (
+        ServeDeploySchema.parse_obj(doc)
+        if hasattr(ServeDeploySchema, "parse_obj")
+        else ServeDeploySchema.model_validate(doc)
+    )
 
 
 def test_serve_config_is_valid_and_importable():
@@ -115,7 +119,9 @@ def test_kuberay_rayservice_is_generated_from_the_serve_config():
     cluster = yaml.safe_load((CONFIGS / "kuberay" / "raycluster.yaml").read_text())
     assert doc["spec"]["rayClusterConfig"] == cluster["spec"]
     # and the file is exactly what the generator writes now
-    r = subprocess.run([sys.executable, str(CONFIGS / "kuberay" / "generate.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(CONFIGS / "kuberay" / "generate.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
 
 

@@ -12,8 +12,10 @@ def test_defaults_hold_the_spec_pools(tmp_path, monkeypatch):
     s = Settings.load(environ={})
     assert s.storage_root == str(tmp_path / ".cognopt")
     assert s.redis_url is None
-    pools = {n: (s.service(n).memory.pool_size, s.service(n).memory.block_size) for n in
-             ("ai_models", "code_generation", "voice_processing", "payment_processing")}
+    pools = {
+        n: (s.service(n).memory.pool_size, s.service(n).memory.block_size)
+        for n in ("ai_models", "code_generation", "voice_processing", "payment_processing")
+    }
     assert pools == {
         "ai_models": (10, 1024 * 1024),
         "code_generation": (20, 512 * 1024),
@@ -57,7 +59,10 @@ def test_yaml_file_then_env_then_overrides(tmp_path):
         ({"COGNOPT_MAX_BODY_BYTES": "-1"}, ["max_body_bytes", "COGNOPT_MAX_BODY_BYTES", "greater than or equal to 1"]),
         ({"COGNOPT_MAX_BODY_BYTES": "lots"}, ["max_body_bytes", "valid integer"]),
         ({"COGNOPT_NO_SUCH_SETTING": "1"}, ["no_such_setting", "unknown setting", "storage_root"]),
-        ({"COGNOPT_SERVICES__AI_MODELS__STORAGE__DEFAULT_TIER": "lukewarm"}, ["default_tier", "'hot', 'warm', 'cold' or 'archive'"]),
+        (
+            {"COGNOPT_SERVICES__AI_MODELS__STORAGE__DEFAULT_TIER": "lukewarm"},
+            ["default_tier", "'hot', 'warm', 'cold' or 'archive'"],
+        ),
         ({"COGNOPT_SERVICES__AI_MODELS__CPU__PRIORITY_THRESHOLD": "urgent"}, ["priority_threshold", "critical"]),
         ({"COGNOPT_REDIS_URL": "http://x"}, ["redis_url", "redis://"]),
         ({"COGNOPT_ENCRYPTION_KEY": "c2hvcnQ="}, ["encryption_key", "32 bytes"]),

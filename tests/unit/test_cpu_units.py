@@ -58,7 +58,9 @@ def test_function_blob_is_content_keyed_and_runner_times():
     assert k1 == k2 and isinstance(b1, bytes)
     kadd, badd = function_blob(lambda a, b=1: a + b)
     kdiv, bdiv = function_blob(lambda a: 1 / a)
-    out = run_items((), [(kadd, badd, "add", (2,), {"b": 3}), (kdiv, bdiv, "div", (0,), {}), (kadd, badd, "add", (1,), {})])
+    out = run_items(
+        (), [(kadd, badd, "add", (2,), {"b": 3}), (kdiv, bdiv, "div", (0,), {}), (kadd, badd, "add", (1,), {})]
+    )
     (s1, e1, ok1, v1), (s2, e2, ok2, v2), (s3, e3, ok3, v3) = out
     assert ok1 and v1 == 5 and 0 < s1 <= e1 <= s2 <= e2 <= s3  # one after the other, each timed
     assert not ok2 and isinstance(v2.as_instanceof_cause(), ZeroDivisionError) and "div" in str(v2)  # fails alone

@@ -61,8 +61,11 @@ def _expand_fstring(name: ast.JoinedStr, call: ast.Call, parents: dict, tree: as
     node = call
     while node in parents:
         node = parents[node]
-        loops = node.generators if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)) else (
-            [node] if isinstance(node, ast.For) else [])
+        loops = (
+            node.generators
+            if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp))
+            else ([node] if isinstance(node, ast.For) else [])
+        )
         for loop in loops:
             target = loop.target
             first = target.elts[0] if isinstance(target, ast.Tuple) else target
@@ -83,7 +86,13 @@ def _literal_strings(expr: ast.expr, tree: ast.Module) -> list[str]:
                 if isinstance(node.value, (ast.Tuple, ast.List, ast.Set, ast.Dict)):
                     expr = node.value
                     break
-    elts = expr.keys if isinstance(expr, ast.Dict) else expr.elts if isinstance(expr, (ast.Tuple, ast.List, ast.Set)) else []
+    elts = (
+        expr.keys
+        if isinstance(expr, ast.Dict)
+        else expr.elts
+        if isinstance(expr, (ast.Tuple, ast.List, ast.Set))
+        else []
+    )
     return [e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
 
 

@@ -142,9 +142,20 @@ def test_signed_values_round_trip_every_kind():
 
     signer = Signer(os.urandom(32), _values.VALUES_PURPOSE)
     table = pa.table({"a": [1, 2, 3]})
-    for value in (b"raw", "text", {"a": [1, None]}, (1, 2), {1: "x"}, np.arange(6).reshape(2, 3),
-                  np.array([object(), 1], dtype=object)[1:], table, table.to_batches()[0], pa.array([1, 2]),
-                  pa.chunked_array([[1], [2]]), pa.py_buffer(b"buf")):
+    for value in (
+        b"raw",
+        "text",
+        {"a": [1, None]},
+        (1, 2),
+        {1: "x"},
+        np.arange(6).reshape(2, 3),
+        np.array([object(), 1], dtype=object)[1:],
+        table,
+        table.to_batches()[0],
+        pa.array([1, 2]),
+        pa.chunked_array([[1], [2]]),
+        pa.py_buffer(b"buf"),
+    ):
         back = _values.open_signed(_values.seal_signed(value, signer, b"n"), signer, b"n")
         assert type(back) is type(value) or isinstance(value, np.ndarray)
         assert _values.classify(back) == _values.classify(value)
@@ -163,8 +174,13 @@ def test_no_pickle_is_loaded_without_this_installations_signature(tmp_path):
     signer = Signer(os.urandom(32), _values.VALUES_PURPOSE)
     other = Signer(os.urandom(32), _values.VALUES_PURPOSE)
     good = _values.seal_signed({1: "x"}, signer, b"id1")
-    forged = [evil, b"O" + evil, signer.sign(b"O" + evil, b"id1")[:-1] + b"x", other.sign(b"O" + evil, b"id1"),
-              b"CS1" + b"\0" * 32 + b"O" + evil]
+    forged = [
+        evil,
+        b"O" + evil,
+        signer.sign(b"O" + evil, b"id1")[:-1] + b"x",
+        other.sign(b"O" + evil, b"id1"),
+        b"CS1" + b"\0" * 32 + b"O" + evil,
+    ]
     for blob in forged:
         with pytest.raises(IntegrityError):
             _values.open_signed(blob, signer, b"id1")

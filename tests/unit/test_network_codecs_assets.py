@@ -50,9 +50,10 @@ def _app(body: bytes, headers: list[tuple[bytes, bytes]], chunks: int = 1):
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         step = max(1, len(body) // chunks)
-        parts = [body[i:i + step] for i in range(0, len(body), step)] or [b""]
+        parts = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
         for i, p in enumerate(parts):
             await send({"type": "http.response.body", "body": p, "more_body": i < len(parts) - 1})
+
     return app
 
 

@@ -8,16 +8,36 @@ from cognopt_ray.network.errors import InvalidRequest, UrlRefused
 from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard, embedded_ipv4, parse_numeric_host
 
 INTERNAL_URLS = [
-    "http://127.0.0.1/", "http://127.0.0.1:8080/x", "http://10.0.0.1/", "http://172.16.5.4/", "http://192.168.1.1/",
-    "http://169.254.169.254/latest/meta-data/", "http://0.0.0.0/", "http://100.64.0.1/", "http://[::1]/",
-    "http://[fe80::1]/", "http://[fc00::1]/",
+    "http://127.0.0.1/",
+    "http://127.0.0.1:8080/x",
+    "http://10.0.0.1/",
+    "http://172.16.5.4/",
+    "http://192.168.1.1/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://0.0.0.0/",
+    "http://100.64.0.1/",
+    "http://[::1]/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
     # IPv4-mapped, 6to4, NAT64 (well-known and local-use) and Teredo forms of internal addresses
-    "http://[::ffff:127.0.0.1]/", "http://[::ffff:7f00:1]/", "http://[::ffff:169.254.169.254]/",
-    "http://[2002:7f00:1::]/", "http://[2002:a9fe:a9fe::1]/", "http://[64:ff9b::7f00:1]/",
-    "http://[64:ff9b::a9fe:a9fe]/", "http://[64:ff9b::10.0.0.1]/", "http://[64:ff9b:1::a00:1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:7f00:1]/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://[2002:7f00:1::]/",
+    "http://[2002:a9fe:a9fe::1]/",
+    "http://[64:ff9b::7f00:1]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[64:ff9b::10.0.0.1]/",
+    "http://[64:ff9b:1::a00:1]/",
     # decimal, hex, octal and short IPv4 forms
-    "http://2130706433/", "http://0x7f000001/", "http://0x7f.0.0.1/", "http://0177.0.0.1/", "http://127.1/",
-    "http://127.0.1/", "http://2852039166/", "http://0xa9fea9fe/",
+    "http://2130706433/",
+    "http://0x7f000001/",
+    "http://0x7f.0.0.1/",
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://127.0.1/",
+    "http://2852039166/",
+    "http://0xa9fea9fe/",
 ]
 
 
@@ -29,8 +49,15 @@ def test_default_refuses_non_global_addresses(url):
     assert e.value.status == 403 and "allowlist" in e.value.hint
 
 
-@pytest.mark.parametrize("url,rule", [("ftp://example.org/", "scheme"), ("file:///etc/passwd", "scheme"),
-                                      ("gopher://127.0.0.1/", "scheme"), ("http://user:pw@8.8.8.8/", "userinfo")])
+@pytest.mark.parametrize(
+    "url,rule",
+    [
+        ("ftp://example.org/", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("gopher://127.0.0.1/", "scheme"),
+        ("http://user:pw@8.8.8.8/", "userinfo"),
+    ],
+)
 def test_scheme_and_userinfo_rules(url, rule):
     with pytest.raises(UrlRefused) as e:
         SsrfGuard().check_url(url)

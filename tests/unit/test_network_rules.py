@@ -85,7 +85,9 @@ def test_freshness_sources_and_strategy_cap():
     lm = "Sat, 22 Dec 2029 00:00:00 GMT"  # 10 days before Date: heuristic 1 day
     assert freshness_lifetime(200, [("Date", date), ("Last-Modified", lm)], "long_term") == 86400
     assert freshness_lifetime(200, [("Date", date), ("Last-Modified", lm)], "medium_term") == 3600
-    assert freshness_lifetime(200, [("Date", date), ("Last-Modified", lm)], "long_term", heuristic_fraction=0.05) == 43200
+    assert (
+        freshness_lifetime(200, [("Date", date), ("Last-Modified", lm)], "long_term", heuristic_fraction=0.05) == 43200
+    )
     # nothing said: the strategy's lifetime
     assert freshness_lifetime(200, [], "short_term") == 300
     assert math.isinf(freshness_lifetime(200, [], "persistent"))
@@ -98,8 +100,16 @@ def test_freshness_sources_and_strategy_cap():
 
 def _entry(headers, *, age_at_store=0.0, strategy="long_term", request_time=None):
     now = time.time()
-    return StoredResponse("http://h/x", 200, [("Date", http_date(now - age_at_store)), *headers], b"body",
-                          request_time or now, now, {}, strategy)
+    return StoredResponse(
+        "http://h/x",
+        200,
+        [("Date", http_date(now - age_at_store)), *headers],
+        b"body",
+        request_time or now,
+        now,
+        {},
+        strategy,
+    )
 
 
 def test_age_calculation_rfc9111():
@@ -137,7 +147,12 @@ def test_stale_windows_rfc5861():
     assert sie.may_serve_on_error() and not sie.may_serve_while_revalidating()
     plain = _entry([("Cache-Control", "max-age=60"), ("Age", "100")])
     assert plain.may_serve_on_error(request_headers=[("Cache-Control", "stale-if-error=1000")])
-    mr = _entry([("Cache-Control", "max-age=60, must-revalidate, stale-if-error=1000, stale-while-revalidate=1000"), ("Age", "100")])
+    mr = _entry(
+        [
+            ("Cache-Control", "max-age=60, must-revalidate, stale-if-error=1000, stale-while-revalidate=1000"),
+            ("Age", "100"),
+        ]
+    )
     assert mr.must_revalidate() and not mr.may_serve_on_error() and not mr.may_serve_while_revalidating()
     assert _entry([("Cache-Control", "s-maxage=60")]).must_revalidate()
 
@@ -155,7 +170,9 @@ def test_vary_and_variants():
 
 def test_304_refresh_updates_headers_and_keeps_body():
     e = _entry([("Cache-Control", "max-age=0"), ("ETag", '"v1"'), ("X-Version", "1")])
-    r = e.refreshed([("Cache-Control", "max-age=60"), ("X-Version", "2"), ("Content-Length", "0")], time.time(), time.time())
+    r = e.refreshed(
+        [("Cache-Control", "max-age=60"), ("X-Version", "2"), ("Content-Length", "0")], time.time(), time.time()
+    )
     h = dict(r.headers)
     assert h["X-Version"] == "2" and h["Cache-Control"] == "max-age=60" and "Content-Length" not in h
     assert r.body == b"body" and r.is_fresh()

@@ -126,8 +126,11 @@ def test_caps_default_to_the_configured_values(tmp_path):
     from cognopt_ray.config import ServiceCaps, Settings
     from cognopt_ray.security.caps import CapsStore, effective_caps, over_caps
 
-    s = Settings.load(environ={}, storage_root=str(tmp_path),
-                      services={"ai_models": {"cpu": {"max_workers": 4, "cpu_affinity": [0, 1]}}})
+    s = Settings.load(
+        environ={},
+        storage_root=str(tmp_path),
+        services={"ai_models": {"cpu": {"max_workers": 4, "cpu_affinity": [0, 1]}}},
+    )
     caps = effective_caps(s, "ai_models", {})
     assert caps.max_workers == 4 and caps.cpu_affinity == [0, 1] and caps.cache_strategy == "medium_term"
     assert over_caps(s, "ai_models", "cpu", {"max_workers": 3, "cpu_affinity": [1]}, {}) == []

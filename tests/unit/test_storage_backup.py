@@ -48,7 +48,7 @@ def test_incremental_backup_adds_only_changes_and_restores_identically(tmp_path)
     # edit one file in the middle
     victim = sorted(src.rglob("*.py"))[3]
     data = bytearray(victim.read_bytes())
-    data[len(data) // 2:len(data) // 2] = b"# inserted line\n"
+    data[len(data) // 2 : len(data) // 2] = b"# inserted line\n"
     victim.write_bytes(bytes(data))
     s3 = repo.backup(str(src))
     assert s3["bytes_read"] == len(data)

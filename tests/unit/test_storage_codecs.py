@@ -41,7 +41,7 @@ def test_auto_fast_tier_uses_fast_zstd_and_archive_the_smallest():
 
 
 def test_dictionary_helps_small_items():
-    samples = [TEXT[i:i + 2000] for i in range(0, 180_000, 1000)]
+    samples = [TEXT[i : i + 2000] for i in range(0, 180_000, 1000)]
     d = codecs.load_dictionary(codecs.train_dictionary(samples, 8192))
     item = TEXT[3333:5333]
     plain = codecs.choose_codec(item, "cold")
@@ -64,7 +64,9 @@ def test_unknown_codec_and_tier_list_valid_ones():
         codecs.requested("zlib", 42)
 
 
-@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a/b", "a\x00b", "", ".hidden", "x" * 201, "a..b", 5, None, "é"])
+@pytest.mark.parametrize(
+    "bad", ["../etc/passwd", "/abs", "a/b", "a\x00b", "", ".hidden", "x" * 201, "a..b", 5, None, "é"]
+)
 def test_bad_item_ids_are_refused(bad):
     with pytest.raises(InvalidInput):
         check_item_id(bad)

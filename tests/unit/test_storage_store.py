@@ -31,7 +31,9 @@ def files_under(root: Path) -> list[Path]:
 
 def test_bytes_json_and_tables_in_every_tier(tmp_path):
     s = make(tmp_path)
-    table = pa.table({"id": list(range(5000)), "name": [f"n{i % 17}" for i in range(5000)], "x": [i * 0.5 for i in range(5000)]})
+    table = pa.table(
+        {"id": list(range(5000)), "name": [f"n{i % 17}" for i in range(5000)], "x": [i * 0.5 for i in range(5000)]}
+    )
     for tier in ("hot", "warm", "cold", "archive"):
         s.put(f"b-{tier}", TEXT, tier=tier)
         s.put(f"j-{tier}", {"tier": tier, "n": [1, 2, 3]}, tier=tier)

@@ -23,8 +23,12 @@ def test_confine_local_and_uri(tmp_path):
         assert "storage.restore_roots" in e.value.hint
     uri_root = "s3://bucket/data?endpoint_override=minio:9000"
     assert paths.confine("s3://bucket/data/x?endpoint_override=minio:9000", [uri_root], "s", "x").root is None
-    for bad in ("s3://bucket/data/x?endpoint_override=evil:1", "s3://bucket/datax?endpoint_override=minio:9000",
-                "s3://other/data?endpoint_override=minio:9000", "s3://bucket/data/../y?endpoint_override=minio:9000"):
+    for bad in (
+        "s3://bucket/data/x?endpoint_override=evil:1",
+        "s3://bucket/datax?endpoint_override=minio:9000",
+        "s3://other/data?endpoint_override=minio:9000",
+        "s3://bucket/data/../y?endpoint_override=minio:9000",
+    ):
         with pytest.raises(Forbidden):
             paths.confine(bad, [uri_root], "s", "x")
 

@@ -11,17 +11,38 @@ from cognopt_ray.system.metrics import compute_metrics, engine_scores, overall_e
 from cognopt_ray.system.report import build_table, min_cores, replay, to_markdown, trace_from_cpu_metrics
 
 COUNTERS = {
-    "cpu": {"cpu_efficiency": 0.8, "load_balance_score": 1.0, "tasks_processed": 12,
-            "run_time_s": {"critical": {"sum_s": 1.5}, "low": {"sum_s": 2.5}},
-            "wait_time_s": {"critical": {"sum_s": 0.25}}},
-    "memory": {"memory_efficiency": 0.5, "pool_hit_rate": 0.9,
-               "pools": {"ai_models": {"allocations": 2, "bytes_used": 1000, "hits": 6}},
-               "cache": {"in_cluster": {"hits": 3, "misses": 1}, "redis": {"hits": 1, "misses": 3}}},
-    "storage": {"raw_bytes": 1000, "stored_bytes": 250, "compression_ratio": 4.0,
-                "tiers": {"hot": {"utilization": 0.1}, "warm": {"utilization": 0.2}, "cold": {"utilization": None},
-                          "archive": {"utilization": 0.0}}},
-    "network": {"cache_hit_rate": 0.75, "compression_ratio": 2.0, "bandwidth_saved_mb": 0.003,
-                "bytes_served": 4000, "bytes_from_origin": 1000, "origin_requests_avoided": 9},
+    "cpu": {
+        "cpu_efficiency": 0.8,
+        "load_balance_score": 1.0,
+        "tasks_processed": 12,
+        "run_time_s": {"critical": {"sum_s": 1.5}, "low": {"sum_s": 2.5}},
+        "wait_time_s": {"critical": {"sum_s": 0.25}},
+    },
+    "memory": {
+        "memory_efficiency": 0.5,
+        "pool_hit_rate": 0.9,
+        "pools": {"ai_models": {"allocations": 2, "bytes_used": 1000, "hits": 6}},
+        "cache": {"in_cluster": {"hits": 3, "misses": 1}, "redis": {"hits": 1, "misses": 3}},
+    },
+    "storage": {
+        "raw_bytes": 1000,
+        "stored_bytes": 250,
+        "compression_ratio": 4.0,
+        "tiers": {
+            "hot": {"utilization": 0.1},
+            "warm": {"utilization": 0.2},
+            "cold": {"utilization": None},
+            "archive": {"utilization": 0.0},
+        },
+    },
+    "network": {
+        "cache_hit_rate": 0.75,
+        "compression_ratio": 2.0,
+        "bandwidth_saved_mb": 0.003,
+        "bytes_served": 4000,
+        "bytes_from_origin": 1000,
+        "origin_requests_avoided": 9,
+    },
 }
 
 
@@ -34,13 +55,22 @@ def test_metrics_formulas():
     assert doc["system_overview"]["last_updated"].startswith("2023-11-14T22:13:20")
     assert doc["memory_optimization"]["cache_hit_rate"] == pytest.approx(4 / 8)
     assert doc["storage_optimization"]["tier_utilization"] == {"hot": 0.1, "warm": 0.2, "cold": None, "archive": 0.0}
-    assert doc["savings"] == {"storage_bytes_saved": 750, "network_bytes_saved": 3000, "memory_bytes_shared": 3000,
-                              "origin_requests_avoided": 9, "cpu_seconds_run": 4.0, "critical_wait_s_total": 0.25}
+    assert doc["savings"] == {
+        "storage_bytes_saved": 750,
+        "network_bytes_saved": 3000,
+        "memory_bytes_shared": 3000,
+        "origin_requests_avoided": 9,
+        "cpu_seconds_run": 4.0,
+        "critical_wait_s_total": 0.25,
+    }
 
 
 def test_metrics_with_missing_engines_and_weights():
-    doc = compute_metrics({"cpu": {"cpu_efficiency": 0.4}, "memory": {"error": "down"}}, now=0.0,
-                          weights={"cpu": 3.0, "memory": 1.0, "storage": 0.0, "network": 0.0})
+    doc = compute_metrics(
+        {"cpu": {"cpu_efficiency": 0.4}, "memory": {"error": "down"}},
+        now=0.0,
+        weights={"cpu": 3.0, "memory": 1.0, "storage": 0.0, "network": 0.0},
+    )
     assert doc["system_overview"]["overall_efficiency"] == 40.0
     assert doc["system_overview"]["optimization_status"] == "degraded"
     assert doc["system_overview"]["engines_unavailable"] == ["memory", "network", "storage"]
@@ -68,9 +98,13 @@ def test_replay_fifo_vs_priority():
 
 
 def test_trace_from_histograms():
-    cpu = {"window_s": 10.0, "run_time_s": {
-        "critical": {"buckets": {"0.01": 2, "0.1": 2, "+Inf": 2}},
-        "background": {"buckets": {"0.01": 0, "0.1": 4, "+Inf": 4}}}}
+    cpu = {
+        "window_s": 10.0,
+        "run_time_s": {
+            "critical": {"buckets": {"0.01": 2, "0.1": 2, "+Inf": 2}},
+            "background": {"buckets": {"0.01": 0, "0.1": 4, "+Inf": 4}},
+        },
+    }
     trace = trace_from_cpu_metrics(cpu)
     assert sorted(p for _a, p, _r in trace) == [1, 1, 5, 5, 5, 5]
     assert all(0 <= a < 10 for a, _p, _r in trace)
@@ -78,8 +112,14 @@ def test_trace_from_histograms():
 
 
 def test_report_table_and_markdown():
-    rep = build_table(cores=(10, 4), ram_bytes=(4 * 2**30, 2**30), storage_bytes=(100 * 2**30, 40 * 2**30),
-                      bandwidth_bytes=(2e9, 1e9), window_s=86400.0, prices=PriceSheet())
+    rep = build_table(
+        cores=(10, 4),
+        ram_bytes=(4 * 2**30, 2**30),
+        storage_bytes=(100 * 2**30, 40 * 2**30),
+        bandwidth_bytes=(2e9, 1e9),
+        window_s=86400.0,
+        prices=PriceSheet(),
+    )
     rows = {r["resource"]: r for r in rep["rows"]}
     assert rows["cores"]["reduction"] == 0.6 and rows["ram"]["reduction"] == 0.75
     assert rows["bandwidth"]["before"] == pytest.approx(60.0)  # 2 GB a day = 60 GB a month

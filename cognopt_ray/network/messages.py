@@ -1,0 +1,161 @@
+"""What crosses the HTTP client's edges: the pool settings, the response, and the request headers.
+
+:class:`NetworkResponse` is what :meth:`OptimizedClient.request
+<cognopt_ray.network.http_client.OptimizedClient.request>` returns; :class:`PoolConfig` the
+connection pool's limits; the small records are the client's hand-offs between
+the cache, coalescing and the origin fetch. Request headers are checked here, once
+(:func:`clean_headers`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import BaseModel, Field
+from yarl import URL
+
+from cognopt_ray.network.errors import BadGateway, InvalidRequest
+from cognopt_ray.network.rules import StoredResponse, header
+
+CacheStatus = Literal["HIT", "MISS", "REVALIDATED", "STALE", "BYPASS"]
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+REDIRECTS = (301, 302, 303, 307, 308)
+#: Request headers a caller may not set (the client owns them).
+_OWNED_REQUEST_HEADERS = {
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "accept-encoding",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+    "trailer",
+    "expect",
+}
+#: Response headers that describe the transfer, not the (decoded) body.
+TRANSFER_HEADERS = (
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-encoding",
+    "content-length",
+    "proxy-connection",
+    "trailer",
+    "upgrade",
+    "te",
+)
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: The total timeout of the request being served (``timeout_s``), seen by every hop it makes.
+request_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("cognopt_request_timeout", default=None)
+
+
+class PoolConfig(BaseModel):
+    """The connection pool: aiohttp ``TCPConnector`` limits."""
+
+    limit: int = Field(default=100, ge=0, le=100_000, description="total connections; 0 = no limit")
+    limit_per_host: int = Field(default=20, ge=0, le=100_000, description="connections per host; 0 = no limit")
+    keepalive_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class NetworkResponse(BaseModel):
+    """What a request through the engine returns.
+
+    ``cache_status``: ``HIT`` (fresh from the cache), ``MISS`` (from the origin), ``REVALIDATED``
+    (stored body confirmed by a 304), ``STALE`` (served stale under stale-while-revalidate or
+    stale-if-error), ``BYPASS`` (the cache was not used: unsafe method, ``no_cache``, no-store).
+    """
+
+    request_id: str | None = None
+    url: str
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    cache_status: CacheStatus
+    coalesced: bool = False
+    redirects: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+    fresh_for_s: float = Field(
+        default=0.0, description="seconds the answer stays fresh in the cache (0 = not stored or stale)"
+    )
+
+    def header(self, name: str) -> str | None:
+        return header(self.headers, name)
+
+    def json(self) -> Any:  # type: ignore[override]
+        import json
+
+        return json.loads(self.body)
+
+
+@dataclass
+class OriginReply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    request_time: float
+    response_time: float
+
+
+@dataclass
+class Outcome:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    cache_status: CacheStatus
+    coalesced: bool = False
+    fresh_for: float = 0.0
+
+
+@dataclass
+class PoolSlot:
+    session: aiohttp.ClientSession
+    inflight: int = 0
+    retired: bool = False
+
+
+@dataclass
+class Inflight:
+    future: asyncio.Future
+    waiters: int = 0
+
+
+def too_large(url: URL, limit: int) -> BadGateway:
+    return BadGateway(
+        f"the response of {str(url)[:200]!r} is over the limit of {limit} bytes",
+        hint="raise settings.network.max_response_bytes",
+        rule="max-response-bytes",
+    )
+
+
+def entry_fresh_for(entry: StoredResponse | None) -> float:
+    if entry is None or entry.vary:  # variants are selected by the engine, not by a near cache
+        return 0.0
+    return max(0.0, entry.lifetime() - entry.current_age())
+
+
+def clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]]:
+    items = list(headers.items()) if isinstance(headers, dict) else [tuple(h) for h in (headers or [])]
+    out = []
+    for item in items:
+        if len(item) != 2:
+            raise InvalidRequest("headers must be name/value pairs")
+        k, v = item
+        if not isinstance(k, str) or not isinstance(v, str) or not _TOKEN.match(k) or any(c in v for c in "\r\n\x00"):
+            raise InvalidRequest(
+                f"header {str(k)[:100]!r} has an invalid name or value",
+                hint="header names are tokens; values must not contain CR, LF or NUL",
+            )
+        if k.lower() in _OWNED_REQUEST_HEADERS:
+            continue
+        out.append((k, v))
+    return out
+
+
+__all__ = ["NetworkResponse", "PoolConfig", "METHODS", "CacheStatus"]
