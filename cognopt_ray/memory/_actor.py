@@ -31,9 +31,10 @@ from typing import Any
 import ray
 
 from cognopt_ray import runtime
+from cognopt_ray._private import values as _values
 from cognopt_ray.config import MemoryServiceSettings, Settings
 from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound, PayloadTooLarge
-from cognopt_ray.memory import _values, figures
+from cognopt_ray.memory import figures
 from cognopt_ray.memory.allocations import Allocation, AllocationRequest, Pool, PoolChange
 from cognopt_ray.memory.errors import PoolFull
 from cognopt_ray.memory.gc_reports import GcReports

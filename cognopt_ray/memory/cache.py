@@ -14,7 +14,7 @@ Redis (the package's one fallback policy, :class:`~cognopt_ray._private.kv.Redis
 backend once this process has used it.
 
 Values are ``bytes``, ``str``, JSON values, numpy arrays or Arrow tables/arrays, stored in the
-package's one tagged codec (:mod:`cognopt_ray.memory._values`; numpy via ``numpy.save`` with
+package's one tagged codec (:mod:`cognopt_ray._private.values`; numpy via ``numpy.save`` with
 ``allow_pickle=False``) without its pickle tag, so nothing read from a shared Redis is unpickled.
 
 Example:
@@ -37,12 +37,12 @@ from typing import Any
 import ray
 
 from cognopt_ray import runtime
+from cognopt_ray._private import values as _values
 from cognopt_ray._private.client import translate_error
 from cognopt_ray._private.kv import RedisState, ping_redis, redact_url
 from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import InvalidInput
-from cognopt_ray.memory import _values
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ MAX_KEY_LEN = 512
 _MISSING = object()
 
 
-# -- encoding: the one tagged codec (cognopt_ray.memory._values); the cache never writes pickles ---
+# -- encoding: the one tagged codec (cognopt_ray._private.values); the cache never writes pickles ---
 encode = _values.encode
 decode = _values.decode
 

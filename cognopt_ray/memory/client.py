@@ -37,10 +37,10 @@ import ray
 from ray.exceptions import ObjectLostError
 
 from cognopt_ray import runtime
+from cognopt_ray._private import values as _values
 from cognopt_ray._private.client import EngineClient, process_client, translate_error
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import EngineUnavailable
-from cognopt_ray.memory import _values
 from cognopt_ray.memory._actor import ACTOR_NAME, _MemoryPoolsRemote
 from cognopt_ray.memory.allocations import (
     AllocationRequest,

@@ -28,12 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cognopt_ray._private import values as _values
 from cognopt_ray._private.files import atomic_write, fsync_dir
 from cognopt_ray._private.sealer import MAGIC as SEALED_MAGIC
 from cognopt_ray._private.sealer import Sealer, Signer
 from cognopt_ray.config import Settings
 from cognopt_ray.errors import IntegrityError
-from cognopt_ray.memory import _values
 from cognopt_ray.memory.allocations import Allocation
 
 logger = logging.getLogger(__name__)

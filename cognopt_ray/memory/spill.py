@@ -3,7 +3,7 @@
 These are the default ``memory.evict_to`` / ``memory.load_evicted`` / ``memory.delete_evicted``
 hooks. Each evicted value is stored as item ``memory-evicted:<service>:<allocation id>`` in WARM
 (fast codec, checksummed, encrypted when a key is configured) in the package's tagged codec
-(:mod:`cognopt_ray.memory._values`) and **signed** with an HMAC sub-key (purpose
+(:mod:`cognopt_ray._private.values`) and **signed** with an HMAC sub-key (purpose
 ``b"cognopt values"``) of the per-installation secret, the signature bound to the item id.
 
 Reading it back checks that signature before anything is decoded: an item that anyone else
@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cognopt_ray._private import values as _values
 from cognopt_ray._private.sealer import Signer
 from cognopt_ray.errors import NotFound
-from cognopt_ray.memory import _values
 
 logger = logging.getLogger(__name__)
 

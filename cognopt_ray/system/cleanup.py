@@ -18,7 +18,7 @@ per-installation secret, bound to the quarantine id, category and target) and, w
 ``encryption_key``, sealed (AES-GCM, same binding); the signature is checked before anything is
 read back, so a file someone else put under ``quarantine/`` is refused (:class:`IntegrityError`),
 never restored into an engine. A memory allocation's value is stored in the tagged codec of
-:mod:`cognopt_ray.memory._values` (a pickle only for Python objects, and only inside the signature). :func:`restore` puts an item back where it came from; :func:`purge_expired` deletes
+:mod:`cognopt_ray._private.values` (a pickle only for Python objects, and only inside the signature). :func:`restore` puts an item back where it came from; :func:`purge_expired` deletes
 items whose retention (``settings.system.quarantine_retention_s``) has passed.
 
 Example:
@@ -193,7 +193,7 @@ async def _network(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
 
 def _memory(q: Quarantine, dry_run: bool) -> list[dict[str, Any]]:
     from cognopt_ray import memory
-    from cognopt_ray.memory import _values
+    from cognopt_ray._private import values as _values
 
     pools = memory.client()
     candidates = pools.expired_allocations()
@@ -285,7 +285,7 @@ def restore(settings: Settings, qid: str, *, dry_run: bool = False) -> dict[str,
         result: dict[str, Any] = {"key": entry["meta"]["key"]}
     elif cat == "memory_allocations":
         from cognopt_ray import memory
-        from cognopt_ray.memory import _values
+        from cognopt_ray._private import values as _values
 
         # ``data`` passed the quarantine's signature check in q.load: only then may it hold a pickle
         result = memory.client().restore_allocation(entry["meta"], _values.decode_verified(data))

@@ -5,8 +5,8 @@ import gc
 import numpy as np
 import pytest
 
+from cognopt_ray._private import values as _values
 from cognopt_ray.errors import InvalidInput, NotFound
-from cognopt_ray.memory import _values
 from cognopt_ray.memory.allocations import split_allocation_id
 from cognopt_ray.memory.cache import decode, encode
 from cognopt_ray.memory.gc_tuner import SETUP_HOOK, GcTuner, merge_setup_hook, probe_pauses
