@@ -39,13 +39,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import ray  # noqa: E402
-from _harness import emit, parse_args, percentile  # noqa: E402
+import numpy as np
+import psutil
+import ray
+from _harness import emit, parse_args, percentile
 
-import cognopt_ray  # noqa: E402
-from cognopt_ray.config import Settings  # noqa: E402
+import cognopt_ray
+from cognopt_ray.config import Settings
 
 ACTORS = 4
 MiB = 1024 * 1024

@@ -31,13 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import ray  # noqa: E402
+import ray
 
-import cognopt_ray  # noqa: E402
-from benchmarks._harness import emit, parse_args, percentile  # noqa: E402
-from cognopt_ray.config import Settings  # noqa: E402
-from cognopt_ray.cpu import CPUTask, PriorityScheduler  # noqa: E402
-from cognopt_ray.priority import Priority  # noqa: E402
+import cognopt_ray
+from benchmarks._harness import emit, parse_args, percentile
+from cognopt_ray.config import Settings
+from cognopt_ray.cpu import CPUTask, PriorityScheduler
+from cognopt_ray.priority import Priority
 
 TASK_S = 0.05
 TP_TASK_S = 0.02

@@ -45,10 +45,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import zstandard  # noqa: E402
+import numpy as np
+import zstandard
 
-from benchmarks._harness import emit, parse_args  # noqa: E402
+from benchmarks._harness import emit, parse_args
 
 MiB = 1024 * 1024
 #: Runs of each side of the warm and small-item comparisons (alternated; best of each kept).
@@ -245,7 +245,7 @@ def main() -> None:
             try:
                 cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
                 break
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 stage(f"Ray did not start ({e}); retrying")
                 cognopt_ray.shutdown()
                 if attempt == 2:

@@ -53,16 +53,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import ray  # noqa: E402
-import requests  # noqa: E402
+import numpy as np
+import psutil
+import ray
+import requests
 
-import cognopt_ray  # noqa: E402
-from benchmarks._harness import emit, parse_args, percentile  # noqa: E402
-from cognopt_ray.config import Settings  # noqa: E402
-from cognopt_ray.priority import Priority  # noqa: E402
-from cognopt_ray.system.report import build_table, min_cores, to_markdown  # noqa: E402
+import cognopt_ray
+from benchmarks._harness import emit, parse_args, percentile
+from cognopt_ray.config import Settings
+from cognopt_ray.priority import Priority
+from cognopt_ray.system.report import build_table, min_cores, to_markdown
 
 MiB = 1024 * 1024
 _T0 = time.perf_counter()

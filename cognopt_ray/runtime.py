@@ -209,7 +209,7 @@ def _in_worker() -> bool:
     """True inside a Ray worker (an actor or a task, e.g. a Serve replica), False in a driver."""
     try:
         return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - outside Ray there is no runtime context: not a worker
         return False
 
 

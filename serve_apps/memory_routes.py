@@ -87,7 +87,7 @@ async def allocate(
         return await _allocate(request, principal, service_name, body, memory_type, pin, ttl_s)
     try:
         req = AllocateRequest.model_validate_json(body or b"{}")
-    except Exception as e:  # pydantic ValidationError or bad JSON → 422
+    except ValueError as e:  # pydantic's ValidationError (bad JSON too) → 422
         from pydantic import ValidationError
 
         if isinstance(e, ValidationError):

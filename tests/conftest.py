@@ -55,7 +55,7 @@ def ray_session(session_root):
         try:
             cognopt_ray.init(settings=settings, num_cpus=RAY_NUM_CPUS, include_dashboard=False, log_to_driver=False)
             break
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if "timed out during startup" not in str(e) or attempt == 2:
                 raise
             ray.shutdown()

@@ -88,5 +88,5 @@ class EngineClient:
             return await asyncio.wait_for(ref, timeout=_timeout or self._timeout_s)
         except asyncio.TimeoutError:
             raise EngineUnavailable(f"the {self.engine} engine did not answer in time", hint="retry") from None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - every actor error becomes the package's own
             raise translate_error(e, self.engine) from None

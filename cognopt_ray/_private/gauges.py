@@ -54,7 +54,7 @@ class Gauges:
         """Run ``fill`` (which calls :meth:`set`); log and swallow any error."""
         try:
             fill()
-        except Exception:  # noqa: BLE001 - metrics export must never break the caller
+        except Exception:
             logger.debug("could not export %s gauges", what, exc_info=True)
 
 

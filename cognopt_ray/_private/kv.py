@@ -199,7 +199,7 @@ class RedisBackend:
         try:
             await self.ping()
             return {"status": "up", "backend": self.name}
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure of the primary is reported as its health
             return {"status": "down", "backend": self.name, "reason": f"{type(e).__name__}: {e}"}
 
     async def stats(self) -> dict[str, Any]:
@@ -240,7 +240,7 @@ class FallbackBackend:
             return False
         try:
             await self.primary.ping()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure of the primary means: stay on the fallback
             self.state.failed(e)
             return False
         self.state.recovered()
@@ -277,7 +277,7 @@ class FallbackBackend:
         if self.state.up:
             try:
                 await self.primary.ping()
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any failure of the primary means: switch to the fallback
                 self.state.failed(e)
         else:
             await self._primary_ok()
@@ -291,7 +291,7 @@ class FallbackBackend:
         }
         try:
             out["secondary"] = await self.secondary.stats()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - stats answer even when the fallback cannot
             out["secondary"] = {"error": f"{type(e).__name__}: {e}"}
         return out
 

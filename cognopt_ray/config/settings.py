@@ -109,7 +109,7 @@ class Settings(_Model):
             return None
         try:
             raw = base64.b64decode(v.get_secret_value(), validate=True)
-        except Exception:
+        except ValueError:  # binascii.Error, or text that is not ASCII
             raise ValueError("encryption_key must be base64 of 32 random bytes") from None
         if len(raw) != 32:
             raise ValueError(f"encryption_key must decode to 32 bytes, got {len(raw)}")

@@ -110,7 +110,7 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
                     self._registry[name] = (key, blob)
                 except IntegrityError as e:
                     logger.warning("refusing registered task file %s (%s); register the task again", f, e)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - one unreadable task file must not stop the engine
                     logger.warning("ignoring registered task file %s: %s", f, e)
 
     def _task_signer(self) -> Signer:

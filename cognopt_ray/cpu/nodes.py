@@ -99,7 +99,7 @@ class NodeView:
             try:
                 nodes = await loop.run_in_executor(None, ray.nodes)
                 self._apply_nodes(nodes)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - the monitor loop survives a failed refresh and retries
                 logger.warning("cpu engine: node refresh failed: %s", e)
 
     async def _monitor_loop(self) -> None:

@@ -268,5 +268,5 @@ class _RayMetrics:
                 self._depth.set(n, tags={"priority": Priority(p).name.lower()})
             self._processed.set(processed)
             self._running.set(running)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - metrics export must never break the scheduler
             pass

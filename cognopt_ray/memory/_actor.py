@@ -121,7 +121,7 @@ class _MemoryPoolsActor:
             try:
                 self._sweep()
                 self.gauges.export({name: self._figures(p) for name, p in self.pools.items()})
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("memory sweep failed")
 
     def _remember(self, book: OrderedDict, alloc_id: str, service: str) -> None:
@@ -153,7 +153,7 @@ class _MemoryPoolsActor:
                         time.time(),
                     )
                     self.spill.add(alloc.id, entry, limit)
-                except Exception:  # noqa: BLE001 - eviction must not fail the allocation that caused it
+                except Exception:
                     logger.exception("evict_to hook failed for %s; the allocation is dropped", alloc.id)
         self._drop(pool, alloc)
         pool.evictions += 1

@@ -228,13 +228,13 @@ class SharedCache:
         if counts:
             try:
                 self._cluster().add_counts.remote(counts)
-            except Exception:  # noqa: BLE001 - figures only
+            except Exception:
                 logger.debug("could not push cache counters", exc_info=True)
 
     def _cluster_call(self, method: str, *args: Any) -> Any:
         try:
             return ray.get(getattr(self._cluster(), method).remote(*args), timeout=30)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - every actor error becomes the package's own
             raise translate_error(e, "memory") from None
 
     def _redis_call(self, fn: Any) -> Any:
@@ -264,7 +264,7 @@ class SharedCache:
     def _note(self, status: str, reason: str | None) -> None:
         try:
             self._cluster().note_redis.remote(self.url, status, reason)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.debug("could not report Redis state", exc_info=True)
 
     # -- the interface -------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def cache_figures() -> dict[str, Any] | None:
         return None
     try:
         return ray.get(actor.stats.remote(), timeout=10)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - stats answer even when the in-cluster cache cannot
         return {"error": str(translate_error(e, "memory"))}
 
 
@@ -355,7 +355,7 @@ async def acache_figures() -> dict[str, Any] | None:
         return None
     try:
         return await actor.stats.remote()
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - stats answer even when the in-cluster cache cannot
         return {"error": str(translate_error(e, "memory"))}
 
 

@@ -225,7 +225,7 @@ class MemoryPools(EngineClient):
         if touches:
             try:
                 self._actor.touch.remote(touches)
-            except Exception:  # noqa: BLE001 - figures only; the actor may be restarting
+            except Exception:
                 logger.debug("could not report leased hits", exc_info=True)
 
     def _lookup(self, allocation_id: str) -> tuple[Any, str]:
@@ -249,7 +249,7 @@ class MemoryPools(EngineClient):
             return ray.get(ref, timeout=self._timeout_s)
         except ObjectLostError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - every actor error becomes the package's own
             raise translate_error(e, self.engine) from None
 
     # -- allocations -----------------------------------------------------------------------------
@@ -350,7 +350,7 @@ class MemoryPools(EngineClient):
                 self._forget(allocation_id)
                 if attempt:
                     raise EngineUnavailable(f"allocation {allocation_id!r} is being reloaded", hint="retry") from None
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - every actor error becomes the package's own
                 raise translate_error(e, self.engine) from None
         raise AssertionError("unreachable")
 

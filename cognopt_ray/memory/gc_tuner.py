@@ -342,7 +342,7 @@ def setup_worker() -> None:
                 daemon=True,
             )
             _thread.start()
-    except Exception:  # noqa: BLE001
+    except Exception:
         logger.exception("cognopt GC tuner could not be installed in this worker")
 
 
@@ -357,7 +357,7 @@ def _worker_loop(tuner: GcTuner, interval_s: float, freeze_after_s: float) -> No
             handle = handle or _engine_handle()
             if handle is not None:
                 handle.report_gc.remote(_worker_key(), tuner.report())
-        except Exception:  # noqa: BLE001 - the engine may be restarting; report next time
+        except Exception:
             handle = None
             logger.debug("gc tuner report failed", exc_info=True)
 
@@ -379,7 +379,7 @@ def _worker_key() -> str:
 
         ctx = ray.get_runtime_context()
         return f"{ctx.get_node_id()[:12]}:{os.getpid()}"
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - outside Ray there is no node id: use the pid alone
         return f"local:{os.getpid()}"
 
 

@@ -58,7 +58,7 @@ class SpillLedger:
             for alloc_id, e in doc.get("entries", {}).items():
                 self._put(alloc_id, Spilled(**e))
             self.dropped = {str(k): int(v) for k, v in doc.get("dropped", {}).items()}
-        except Exception:  # noqa: BLE001 - a torn file loses the ledger, never the engine
+        except Exception:
             logger.warning("ignoring unreadable spill ledger %s", self.path, exc_info=True)
 
     def save(self) -> None:
@@ -107,7 +107,7 @@ class SpillLedger:
         if self.delete is not None:
             try:
                 self.delete(entry.service, alloc_id)
-            except Exception:  # noqa: BLE001 - the ledger entry goes anyway; the copy is unreachable
+            except Exception:
                 logger.warning("could not delete the spilled copy of %s", alloc_id, exc_info=True)
         return entry
 

@@ -165,7 +165,7 @@ class _NetworkActor:
         snap = self.client.metrics.snapshot()
         try:
             snap["backend"] = await asyncio.wait_for(self.backend.stats(), timeout=10)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - metrics answer even when the backend cannot
             snap["backend"] = {"error": f"{type(e).__name__}: {e}"}
         snap["pool"] = self.client.pool_stats()
         snap["services"] = {k: v.model_dump() for k, v in self.client.services.items()}
@@ -195,7 +195,7 @@ class _NetworkActor:
     async def health(self) -> dict[str, Any]:
         try:
             b = await asyncio.wait_for(self.backend.health(), timeout=2)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any backend failure is reported as its health
             b = {"status": "degraded", "reason": f"cache backend: {type(e).__name__}: {e}"}
         status = "up" if b.get("status") == "up" else "degraded"
         return {"status": status, "reason": b.get("reason"), "cache_backend": b.get("backend")}

@@ -134,7 +134,7 @@ class InClusterBackend:
         try:
             await asyncio.wait_for(self.actor.health.remote(), timeout=2)
             return {"status": "up", "backend": self.name}
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any failure of the cache actor is reported as its health
             return {"status": "down", "backend": self.name, "reason": f"{type(e).__name__}: {e}"}
 
     async def stats(self) -> dict[str, Any]:

@@ -110,7 +110,7 @@ class NetworkEngine(EngineClient):
         if hits:
             try:
                 self._actor.record_near_hits.remote(hits, served)
-            except Exception:  # noqa: BLE001 - metrics must never fail a request
+            except Exception:
                 logger.debug("could not report near-cache hits", exc_info=True)
 
     # -- requests ---------------------------------------------------------------------------------

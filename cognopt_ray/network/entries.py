@@ -320,7 +320,7 @@ class CacheStore:
     async def _delete_quietly(self, name: str) -> None:
         try:
             await self.backend.delete(name)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - a failed delete of a dead entry must not fail the request
             logger.warning("could not delete refused cache entry %s: %s", name[:200], e)
 
 

@@ -539,7 +539,7 @@ class OptimizedClient:
             try:
                 await self.store.drop_url(str(t.with_fragment(None)))
                 self.metrics.invalidations += 1
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - invalidation is best effort; the answer stands
                 self.metrics.cache_errors += 1
                 logger.warning("cache invalidation of %s failed: %s", t, e)
 

@@ -42,7 +42,7 @@ def check(repo: BackupRepository, read_data: bool | float = False, repair: bool 
                 for e in repo.tree(s["snapshot_id"]):
                     referenced.update(e["chunks"])
                 referenced.update(repo.snapshot(s["snapshot_id"])["tree"])
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - check reports every damaged snapshot, then goes on
                 errors.append(f"snapshot {s['snapshot_id']}: {e}")
         packs = {loc[0] for loc in repo.index.values()}
         for p in packs:

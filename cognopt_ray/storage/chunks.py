@@ -108,7 +108,7 @@ class ArchiveChunks:
                 )
             except IntegrityError:
                 raise self._integrity(rec, f"chunk {h[:12]} failed authentication") from None
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - any decode failure of stored bytes is an integrity error
                 raise self._integrity(rec, f"chunk {h[:12]} unreadable ({type(e).__name__})") from None
             if not self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False)):
                 raise self._integrity(rec, f"chunk {h[:12]} checksum mismatch")

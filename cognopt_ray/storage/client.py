@@ -187,7 +187,7 @@ class StorageClient(EngineClient):
             value = await asyncio.wait_for(out[1][0], timeout=self._timeout_s)
         except asyncio.TimeoutError:
             raise EngineUnavailable(f"the {self.engine} engine did not answer in time", hint="retry") from None
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - every actor error becomes the package's own
             raise translate_error(e, self.engine) from None
         return _finish(value, out[2], columns)
 

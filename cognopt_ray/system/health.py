@@ -59,7 +59,7 @@ def _check_ray() -> dict[str, Any]:
             "cpus": total.get("CPU", 0.0),
             **({} if nodes else {"reason": "no alive nodes"}),
         }
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any failure to read the cluster is reported as its health
         return {"status": DOWN, "reason": f"{type(e).__name__}: {e}"}
 
 
@@ -90,7 +90,7 @@ async def _check_engine(name: str, timeout_s: float) -> dict[str, Any]:
         return report if isinstance(report, dict) and "status" in report else {"status": UP}
     except asyncio.TimeoutError:
         return {"status": DOWN, "reason": f"no answer within {timeout_s:g} s (restarting or overloaded)"}
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any failure of an engine is reported as its health
         return {"status": DOWN, "reason": f"{type(e).__name__}: {e}"}
 
 

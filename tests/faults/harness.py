@@ -71,7 +71,7 @@ def run_with_kill(
                     rep.clear_errors.append(f"{type(e).__name__}: {e.message}")
                 time.sleep(0.05)
                 continue
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - the harness counts every unexpected error
                 with lock:
                     rep.unclear_errors.append(f"{type(e).__name__}: {str(e)[:300]}")
                 time.sleep(0.05)
