@@ -64,13 +64,15 @@ POOL_GAUGES = {
 }
 
 
+#: the memory engine's Prometheus gauges: name -> (description, label keys)
+GAUGES = {f"cognopt_memory_pool_{k}": (f"memory pool: {d}", ("service",)) for k, d in POOL_GAUGES.items()}
+
+
 class PoolGauges:
     """The pool figures as Prometheus gauges (``cognopt_memory_pool_*``, a ``service`` label)."""
 
     def __init__(self) -> None:
-        self.gauges = Gauges(
-            {f"cognopt_memory_pool_{k}": (f"memory pool: {d}", ("service",)) for k, d in POOL_GAUGES.items()}
-        )
+        self.gauges = Gauges(GAUGES)
 
     def export(self, pools: dict[str, dict[str, Any]]) -> None:
         """Set every gauge from the pools' figures; never raises."""

@@ -1,7 +1,8 @@
 """The Grafana dashboard only charts metrics the code exports, and charts every engine.
 
 The exported names are read from the source: every ``Gauge(...)``, ``Counter(...)`` and
-``Histogram(...)`` of ``ray.util.metrics`` whose name is a ``cognopt_*`` string. An f-string name
+``Histogram(...)`` of ``ray.util.metrics`` whose name is a ``cognopt_*`` string, and the ``GAUGES``
+declaration of every module that builds a :class:`cognopt_ray._private.gauges.Gauges` from it. An f-string name
 such as ``f"cognopt_network_{n}"`` matches ``cognopt_network_<x>`` when ``<x>`` is a string
 literal of the same module (the names it is built from). Ray's Prometheus exporter prefixes
 every application metric with ``ray_`` (Counters also get ``_total``, Histograms
@@ -11,6 +12,7 @@ every application metric with ``ray_`` (Counters also get ``_total``, Histograms
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import re
 from pathlib import Path
@@ -48,6 +50,11 @@ def exported_metrics() -> dict[str, set[str]]:
                 head = arg.values[0]
                 if isinstance(head, ast.Constant) and str(head.value).startswith("cognopt_"):
                     found[kind].update(_expand_fstring(arg, node, parents, tree, path))
+        if "Gauges(GAUGES)" in path.read_text():
+            module = ".".join(path.relative_to(REPO).with_suffix("").parts)
+            declared = importlib.import_module(module).GAUGES
+            assert declared, f"{module}.GAUGES declares no gauge"
+            found["Gauge"].update(n for n in declared if n.startswith("cognopt_"))
     return found
 
 
