@@ -10,8 +10,9 @@ this run except the cores counts, which are a model (a replay of the measured tr
   (driver processes joined to this Ray). Before: each job ``ray.put``s its own copy (plain Ray
   cannot hand an object to another job: it dies with its owner). After: the first job allocates
   it in the ``ai_models`` memory pool, the others ``get`` it by id. RAM = object-store bytes in use
-  (raylet ``store_stats``) while all readers hold it, minus before, plus Σ the readers' USS growth
-  after a pass that touches every page. Vs nothing (``ram_bytes_vs_nothing``): reader actors that
+  (raylet ``store_stats``) while all readers hold it, minus before, plus Σ the readers' anonymous
+  (heap) memory growth after a pass that touches every page (``/proc/self/smaps_rollup``; not
+  USS, which would count a job's own object-store pages twice). Vs nothing (``ram_bytes_vs_nothing``): reader actors that
   each ``np.load`` a private copy.
 - ``code_generation`` + ``payment_processing`` (cores, CRITICAL wait): ``--bulk`` CPU tasks of
   ``--bulk-s`` seconds at mixed priorities (submitted at once) and ``--critical`` CRITICAL payment
@@ -88,14 +89,25 @@ BASELINE = (
 
 
 # -- ai_models across separate jobs -------------------------------------------------------------------
+def anonymous_bytes() -> int:
+    """This process's anonymous (heap) memory, from ``/proc/self/smaps_rollup``.
+
+    Not USS: object-store pages a job wrote itself are mapped by it alone, so USS would count
+    them a second time next to the object-store bytes; shared-memory pages are not anonymous."""
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Anonymous:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no Anonymous: line in /proc/self/smaps_rollup")
+
+
 def as_job(mode: str, gcs: str, root: str, path: str, allocation_id: str) -> None:
     """A separate job: join the Ray at ``gcs``, hold the model (own ``ray.put`` or the pool's
-    allocation), touch every page, print ``READY <id> <uss growth>``, keep it until stdin closes."""
+    allocation), touch every page, print ``READY <id> <heap growth>``, keep it until stdin closes."""
     cognopt_ray.init(address=gcs, settings=workload_settings(root, 1), log_to_driver=False)
     from cognopt_ray import memory
 
-    me = psutil.Process()
-    base = me.memory_full_info().uss
+    base = anonymous_bytes()
     ref = None
     if mode == "put":
         ref = ray.put(np.load(path))
@@ -105,7 +117,7 @@ def as_job(mode: str, gcs: str, root: str, path: str, allocation_id: str) -> Non
             allocation_id = memory.client().allocate("ai_models", np.load(path), pin=True)
         view = memory.client().get(allocation_id)
     float(view.sum(dtype=np.float64))  # the inference pass touches every page
-    growth = max(0, me.memory_full_info().uss - base)
+    growth = max(0, anonymous_bytes() - base)
     print(f"READY {allocation_id} {growth}", flush=True)
     sys.stdin.read()
     del view, ref
@@ -119,7 +131,7 @@ def store_bytes_used() -> int:
 
 
 def ram_jobs(readers: int, pooled: bool, root: str, path: str) -> dict[str, float]:
-    """RAM of ``readers`` separate jobs holding the model: object-store growth + their USS growth."""
+    """RAM of ``readers`` separate jobs holding the model: object-store growth + their heap growth."""
     gcs = ray.get_runtime_context().gcs_address
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
@@ -152,7 +164,7 @@ def ram_jobs(readers: int, pooled: bool, root: str, path: str) -> dict[str, floa
         from cognopt_ray import memory
 
         memory.client().deallocate(aid)
-    return {"object_store": float(store), "uss_growth": float(sum(growths)), "total": float(store + sum(growths))}
+    return {"object_store": float(store), "heap_growth": float(sum(growths)), "total": float(store + sum(growths))}
 
 
 # -- ai_models: RAM ------------------------------------------------------------------------------------
