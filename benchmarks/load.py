@@ -371,6 +371,10 @@ def main() -> None:
         for r, v in sorted(lat.items())
     }
     results = {
+        "baseline": (
+            "none: a load test of the Serve app (every answer checked); its figures are the error rate "
+            "and the memory growth, not a ratio against an alternative"
+        ),
         "clients": CLIENTS,
         "seconds": round(out["seconds"], 1),
         "requests": total,

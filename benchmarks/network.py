@@ -1,24 +1,32 @@
 """Network engine benchmark: cache-hit latency, request coalescing, bandwidth on a Zipf trace.
 
-A local aiohttp origin (own process, 127.0.0.1) answers ``/obj/<i>`` after 20 ms with a JSON body
-of 5–200 KB (gzip when asked, as real servers do) and one of five Cache-Control policies chosen
-by ``i % 5``: ``public, max-age=300``; ``max-age=60, stale-while-revalidate=30``; ``no-cache``
-with an ETag (every use revalidated: 304s); no freshness but ``Last-Modified`` 10 days ago
-(heuristic freshness); ``no-store``. The origin counts requests and body bytes it sends.
+A local aiohttp origin (own process, 127.0.0.1) answers ``/obj/<i>`` after ``--origin-latency-ms``
+(default 5 ms, reported as ``results.origin_latency_ms``) with a JSON body of 5–200 KB (gzip when
+asked, as real servers do) and one of five Cache-Control policies chosen by ``i % 5``:
+``public, max-age=300``; ``max-age=60, stale-while-revalidate=30``; ``no-cache`` with an ETag
+(every use revalidated: 304s); no freshness but ``Last-Modified`` 10 days ago (heuristic
+freshness); ``no-store``. The origin counts requests and body bytes it sends (wire bytes).
 
-Measured, side by side in one run:
+Baseline: requests-cache (SQLite backend, ``cache_control=True`` so it follows the origin's
+Cache-Control and revalidates with ETag / Last-Modified) — the HTTP cache a Python user would
+pick — with one ``CachedSession`` shared by the same 8 threads that drive the engine, on the
+same Zipf(s=1.1) trace. Measured, side by side in one run:
 
-- ``ratios.hit_latency_speedup`` = p50 latency of plain aiohttp GETs to the origin ÷ p50 latency
-  of cache hits through the engine's Python client (``NetworkEngine.request``: the path a task or
-  notebook uses; repeated hits within ``near_cache_ttl_s`` come from its near cache, the others
-  are one actor call). ``results.actor_hit_p50_ms`` / ``actor_hit_speedup``: the same with the
-  near cache off, so every hit is an actor call. ``results.rest_hit_p50_ms``: the same hit through
-  ``POST network/optimize-request`` on the Serve app.
+- ``ratios.origin_requests_vs_requests_cache`` = origin requests with the engine ÷ with
+  requests-cache (≤ 1 means the engine never asks the origin more often).
+- ``ratios.bandwidth_reduction_vs_requests_cache`` = 1 − origin wire bytes with the engine ÷ with
+  requests-cache.
+- ``ratios.hit_latency_speedup`` = p50 of plain aiohttp GETs to the origin ÷ p50 of cache hits
+  through the engine's actor (the Python client with its near cache off: every hit is one actor
+  call; ``results.actor_hit_p50_ms``). ``results.near_hit_speedup``: the same with the client's
+  near cache on (an in-process dict for repeated hits, ``results.hit_p50_ms``);
+  ``results.requests_cache_hit_p50_ms``: a requests-cache hit (SQLite read) for comparison;
+  ``results.rest_hit_p50_ms``: the hit through ``POST network/optimize-request`` on Serve.
 - ``results.coalesced_origin_requests``: origin requests made when 100 concurrent requests for one
   cold URL go through the engine; ``results.plain_origin_requests``: the same with a plain aiohttp
   session.
-- ``ratios.bandwidth_reduction`` = 1 − origin body bytes with the engine ÷ origin body bytes with
-  plain aiohttp, for the same Zipf(s=1.1) trace of URLs, same concurrency.
+- Secondary, against no cache at all: ``results.bandwidth_reduction_vs_no_cache`` = 1 − engine
+  wire bytes ÷ plain aiohttp's wire bytes (gzip on both sides) on the same trace.
 - ``results.hit_throughput_rps_redis`` / ``_in_cluster``: cache hits per second through the
   engine (32 concurrent async calls) with each backend, near and hot caches off so that every
   hit reads the backend; ``_default``: the same with the default settings.
@@ -37,13 +45,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever
 
-LATENCY_S = 0.020
+BASELINE = (
+    "requests-cache 1.x (SQLite backend, cache_control=True) shared by the same 8 threads on the same "
+    "Zipf trace; latency against plain aiohttp GETs to the origin"
+)
 POLICIES = [
     "public, max-age=300",
     "max-age=60, stale-while-revalidate=30",
@@ -76,7 +88,7 @@ def _body(i: int) -> bytes:
     return json.dumps({"object": i, "items": items}).encode()[:size].ljust(size, b" ")
 
 
-def run_origin(port: int, ready: mp.synchronize.Event) -> None:
+def run_origin(port: int, ready: mp.synchronize.Event, latency_s: float) -> None:
     import gzip
 
     from aiohttp import web
@@ -89,7 +101,7 @@ def run_origin(port: int, ready: mp.synchronize.Event) -> None:
         i = int(request.match_info["i"])
         stats["requests"] += 1
         stats["by_path"][request.path] = stats["by_path"].get(request.path, 0) + 1
-        await asyncio.sleep(LATENCY_S)
+        await asyncio.sleep(latency_s)
         if i not in cache:
             raw = _body(i)
             cache[i] = (raw, gzip.compress(raw, 6))
@@ -154,9 +166,16 @@ async def _run_trace(fetch, trace: list[int], base: str, concurrency: int) -> No
 
 
 def main() -> None:
-    args = parse_args("network", __doc__.splitlines()[0])
+    args = parse_args(
+        "network",
+        __doc__.splitlines()[0],
+        extra=[("--origin-latency-ms", {"type": float, "default": 5.0, "help": "the origin's added latency (ms)"})],
+    )
     quick = args.quick
+    latency_s = args.origin_latency_ms / 1000.0
     import aiohttp
+    import requests
+    import requests_cache
 
     import cognopt_ray
     from cognopt_ray.config import Settings
@@ -168,7 +187,7 @@ def main() -> None:
     port = _free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    origin = ctx.Process(target=run_origin, args=(port, ready), daemon=True)
+    origin = ctx.Process(target=run_origin, args=(port, ready, latency_s), daemon=True)
     origin.start()
     ready.wait(30)
     base = f"http://127.0.0.1:{port}"
@@ -184,7 +203,7 @@ def main() -> None:
         redis_url = f"redis://127.0.0.1:{rport}/0"
     settings = Settings.load(storage_root=str(tmp / "root"), network={"allowlist": ["127.0.0.1"]})
     cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
-    results: dict = {}
+    results: dict = {"baseline": BASELINE, "origin_latency_ms": args.origin_latency_ms}
     rows = []
     try:
         engine = NetworkEngine.get_or_create(settings)
@@ -218,7 +237,7 @@ def main() -> None:
         results["hit_p50_ms"] = percentile(hit_ms, 50)
         results["hit_p99_ms"] = percentile(hit_ms, 99)
         results["actor_hit_p50_ms"] = percentile(actor_ms, 50)
-        results["actor_hit_speedup"] = results["origin_p50_ms"] / results["actor_hit_p50_ms"]
+        results["near_hit_speedup"] = results["origin_p50_ms"] / results["hit_p50_ms"]
         rows.append(("origin via plain aiohttp", "p50 ms", results["origin_p50_ms"]))
         rows.append(("cache hit via NetworkEngine (near cache + actor)", "p50 ms", results["hit_p50_ms"]))
         rows.append(("cache hit via the actor (near cache off)", "p50 ms", results["actor_hit_p50_ms"]))
@@ -253,49 +272,80 @@ def main() -> None:
         trace_base = base
         offset = 1000  # fresh URLs for the trace: /obj/1000+i
 
-        async def bandwidth() -> tuple[int, int, float, float]:
-            ids = [offset + i for i in trace]
-            async with aiohttp.ClientSession() as s:
-                await _origin_stats(s, base, reset=True)
-                engine.purge(prefix=f"{base}/obj/")
+        ids = [offset + i for i in trace]
+        urls = [f"{trace_base}/obj/{i}" for i in ids]
+        ctl = requests.Session()
+
+        def stats(reset: bool = False) -> dict:
+            if reset:
+                return ctl.post(f"{base}/_reset").json()
+            return ctl.get(f"{base}/_stats").json()
+
+        def threaded(fetch) -> tuple[int, int, float]:
+            """The trace through 8 threads; returns (origin requests, origin wire bytes, seconds)."""
+            stats(reset=True)
+            t = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(fetch, urls))
+            took = time.perf_counter() - t
+            time.sleep(0.5)  # background revalidations land in the count
+            st = stats()
+            return st["requests"], st["bytes"], took
+
+        engine.purge(prefix=f"{base}/obj/")
+        e_req, eb, es = threaded(lambda u: engine.request(u))
+        rc_session = requests_cache.CachedSession(
+            str(tmp / "requests-cache"), backend="sqlite", cache_control=True, expire_after=-1
+        )
+        rc_req, rcb, rcs = threaded(lambda u: rc_session.get(u, timeout=60).content)
+
+        async def plain_trace() -> tuple[int, float]:
+            async with aiohttp.ClientSession() as plain:
+
+                async def via_plain(u: str) -> None:
+                    async with plain.get(u) as r:
+                        await r.read()
+
                 t = time.perf_counter()
+                await _run_trace(via_plain, ids, trace_base, 8)
+                return time.perf_counter() - t
 
-                async def via_engine(u: str) -> None:
-                    await engine.request_async(u)
-
-                await _run_trace(via_engine, ids, trace_base, 8)
-                engine_s = time.perf_counter() - t
-                await asyncio.sleep(0.5)  # background revalidations land in the count
-                engine_bytes = (await _origin_stats(s, base))["bytes"]
-                await _origin_stats(s, base, reset=True)
-                async with aiohttp.ClientSession() as plain:
-
-                    async def via_plain(u: str) -> None:
-                        async with plain.get(u) as r:
-                            await r.read()
-
-                    t = time.perf_counter()
-                    await _run_trace(via_plain, ids, trace_base, 8)
-                    plain_s = time.perf_counter() - t
-                plain_bytes = (await _origin_stats(s, base))["bytes"]
-            return engine_bytes, plain_bytes, engine_s, plain_s
-
-        eb, pb, es, ps = asyncio.run(bandwidth())
+        stats(reset=True)
+        ps = asyncio.run(plain_trace())
+        st = stats()
+        p_req, pb = st["requests"], st["bytes"]
+        # a requests-cache hit, for the latency comparison
+        _ = rc_session.get(url0).content
+        rc_hit_ms = []
+        for _ in range(n_latency):
+            t = time.perf_counter()
+            r = rc_session.get(url0)
+            rc_hit_ms.append((time.perf_counter() - t) * 1000)
+            assert r.from_cache, "requests-cache did not answer from its cache"
+        results["requests_cache_hit_p50_ms"] = percentile(rc_hit_ms, 50)
+        rc_session.close()
         results.update(
             trace_requests=n_requests,
             trace_urls=n_urls,
+            origin_requests_engine=e_req,
+            origin_requests_requests_cache=rc_req,
+            origin_requests_plain=p_req,
             origin_bytes_engine=eb,
+            origin_bytes_requests_cache=rcb,
             origin_bytes_plain=pb,
             trace_seconds_engine=es,
+            trace_seconds_requests_cache=rcs,
             trace_seconds_plain=ps,
+            bandwidth_reduction_vs_no_cache=1 - eb / pb,
         )
         m = engine.metrics()
         results["engine_cache_hit_rate"] = m["cache_hit_rate"]
         results["engine_bandwidth_saved_mb"] = m["bandwidth_saved_mb"]
         results["engine_compression_ratio"] = m["compression_ratio"]
         results["engine_connection_reuse_rate"] = m["connection_reuse_rate"]
-        rows.append(("Zipf trace, engine", "origin bytes", eb))
-        rows.append(("Zipf trace, plain aiohttp", "origin bytes", pb))
+        rows.append(("Zipf trace, engine", "origin requests / wire bytes", f"{e_req} / {eb}"))
+        rows.append(("Zipf trace, requests-cache (SQLite)", "origin requests / wire bytes", f"{rc_req} / {rcb}"))
+        rows.append(("Zipf trace, plain aiohttp (no cache)", "origin requests / wire bytes", f"{p_req} / {pb}"))
 
         # -- hit throughput per backend ------------------------------------------------------------------
         def throughput(eng: NetworkEngine, seconds: float) -> float:
@@ -352,8 +402,11 @@ def main() -> None:
             redis_proc.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
     ratios = {
-        "hit_latency_speedup": results["origin_p50_ms"] / results["hit_p50_ms"],
-        "bandwidth_reduction": 1 - results["origin_bytes_engine"] / results["origin_bytes_plain"],
+        "hit_latency_speedup": results["origin_p50_ms"] / results["actor_hit_p50_ms"],
+        "origin_requests_vs_requests_cache": results["origin_requests_engine"]
+        / results["origin_requests_requests_cache"],
+        "bandwidth_reduction_vs_requests_cache": 1
+        - results["origin_bytes_engine"] / results["origin_bytes_requests_cache"],
     }
     emit("network", quick, results, ratios, rows, ("case", "measure", "value"))
 

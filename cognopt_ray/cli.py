@@ -1,4 +1,4 @@
-"""The ``cognopt`` command: serve the API, show its status, manage keys."""
+"""The ``cognopt`` command: serve the API, show its status, manage keys, back up a folder."""
 
 from __future__ import annotations
 
@@ -272,3 +272,33 @@ def report(address: str, config: str | None, fmt: str, output: str | None) -> No
         click.echo(f"report written to {output}")
     else:
         click.echo(text)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False))
+@click.option(
+    "--repo",
+    default=None,
+    help="Backup repository (folder or pyarrow.fs URI); default: settings storage.backup_root.",
+)
+@click.option("--tag", default=None, help="A label kept with the snapshot.")
+@click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file.")
+def backup(source: str, repo: str | None, tag: str | None, config: str | None) -> None:
+    """Back up the folder SOURCE into the deduplicated repository, in this process (no Ray).
+
+    Encrypted when ``encryption_key`` is set (``COGNOPT_ENCRYPTION_KEY``). Prints the snapshot's
+    summary as JSON. This reads SOURCE with the caller's own permissions, as restic or borg
+    would; backups through the engine (the job, the REST route) stay confined to
+    ``storage.backup_source_roots``.
+    """
+    from cognopt_ray.storage.backup import BackupRepository
+
+    settings = _load_settings(config)
+    if repo:
+        settings = settings.model_copy(update={"storage": settings.storage.model_copy(update={"backup_root": repo})})
+    try:
+        snap = BackupRepository.for_settings(settings).backup(source, tag=tag)
+    except CognoptError as e:
+        raise click.ClickException(str(e)) from None
+    keys = ("snapshot_id", "files", "bytes_scanned", "bytes_read", "bytes_added", "chunks_new", "seconds")
+    click.echo(json.dumps({k: snap.get(k) for k in keys}))
