@@ -32,7 +32,10 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cognopt_system_cpu_tasks_processed": ("tasks the scheduler finished", ("engine",)),
     "cognopt_system_cpu_wait_p99_seconds": ("p99 queue wait in the window per priority", ("engine", "priority")),
     "cognopt_system_memory_efficiency": ("bytes held / bytes of reserved blocks", ("engine",)),
-    "cognopt_system_memory_pool_hit_rate": ("pool hits / (hits + misses), a miss = a get that found nothing", ("engine",)),
+    "cognopt_system_memory_pool_hit_rate": (
+        "pool hits / (hits + misses), a miss = a get that found nothing",
+        ("engine",),
+    ),
     "cognopt_system_memory_cache_hit_rate": ("shared cache hits / gets", ("engine",)),
     "cognopt_system_memory_service_bytes_used": ("bytes held by a service's pool", ("engine", "service")),
     "cognopt_system_memory_service_hits": ("gets answered from a service's pool", ("engine", "service")),
