@@ -295,6 +295,7 @@ class _SchedulerActor(Admission, NodeView, Outcomes):
         return {
             "time": now,
             "window_s": st.window_s,
+            "window_span_s": st.window_span_s(now),
             "queue_depth": {Priority(p).name.lower(): len(q) for p, q in self._queues.items()},
             "queued": self._queued,
             "running": len(self._running),

@@ -49,12 +49,19 @@ class Histogram:
         return [v for t, v in self.recent if t >= since]
 
     def summary(self, since: float) -> dict[str, Any]:
+        """All-time ``count``, ``sum_s``, cumulative ``buckets``; over the window (values recorded at
+        or after ``since``, at most the last ``keep``): ``window_count``, cumulative
+        ``window_buckets``, percentiles."""
         vals = self.window(since)
+        counts = [0] * len(BUCKETS_S)
+        for v in vals:
+            counts[next(i for i, b in enumerate(BUCKETS_S) if v <= b)] += 1
         return {
             "count": self.total,
             "sum_s": round(self.sum, 6),
-            "buckets": {("+Inf" if math.isinf(b) else f"{b:g}"): c for b, c in zip(BUCKETS_S, self._cumulative())},
+            "buckets": _labelled(self._cumulative()),
             "window_count": len(vals),
+            "window_buckets": _labelled(_cumulative(counts)),
             "p50_s": _pct(vals, 50),
             "p95_s": _pct(vals, 95),
             "p99_s": _pct(vals, 99),
@@ -62,11 +69,19 @@ class Histogram:
         }
 
     def _cumulative(self) -> list[int]:
-        out, acc = [], 0
-        for c in self.counts:
-            acc += c
-            out.append(acc)
-        return out
+        return _cumulative(self.counts)
+
+
+def _cumulative(counts: list[int]) -> list[int]:
+    out, acc = [], 0
+    for c in counts:
+        acc += c
+        out.append(acc)
+    return out
+
+
+def _labelled(cumulative: list[int]) -> dict[str, int]:
+    return {("+Inf" if math.isinf(b) else f"{b:g}"): c for b, c in zip(BUCKETS_S, cumulative)}
 
 
 @dataclass
@@ -117,6 +132,16 @@ class EngineStats:
         self.cap_hits.setdefault(service, deque(maxlen=4096)).append(now)
 
     # -- derived figures -------------------------------------------------------------------
+    def window_span_s(self, now: float) -> float | None:
+        """The real span of the window's work: from the earliest start (end − run time) to the
+        latest end of the tasks that ended in the window (as the run histograms keep them);
+        ``None`` when none did. It does not grow with uptime."""
+        since = now - self.window_s
+        spans = [(t - v, t) for h in self.run.values() for t, v in h.recent if t >= since]
+        if not spans:
+            return None
+        return round(max(e for _s, e in spans) - min(s for s, _e in spans), 6)
+
     def cpu_efficiency(self, now: float) -> float | None:
         """Share of the cluster's CPU time spent running tasks while there was work to do.
 
@@ -146,8 +171,8 @@ class EngineStats:
 
         ``u_n`` = task cpu-seconds on node ``n`` in the window / cpus of ``n``;
         ``load_balance_score = 1 - stdev(u) / mean(u)`` (coefficient of variation), clipped to
-        [0, 1]. 1.0 is perfectly even (and the value for a single node); ``None`` when no task
-        ran in the window.
+        [0, 1]. 1.0 is perfectly even; ``None`` when no task ran in the window or there are fewer
+        than two nodes (a balance needs two).
         """
         since = now - self.window_s
         busy = {n: 0.0 for n, c in node_cpus.items() if c > 0}
@@ -159,8 +184,8 @@ class EngineStats:
         if not any_work:
             return None
         u = [busy[n] / node_cpus[n] for n in busy]
-        if len(u) == 1:
-            return 1.0
+        if len(u) < 2:
+            return None
         mean = sum(u) / len(u)
         sd = math.sqrt(sum((x - mean) ** 2 for x in u) / len(u))
         return round(max(0.0, min(1.0, 1.0 - sd / mean)), 4) if mean > 0 else None

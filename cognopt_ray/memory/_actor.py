@@ -79,6 +79,7 @@ class _MemoryPoolsActor:
         self.sweep_task: asyncio.Task | None = None
         self.gc = GcReports()
         self.reloaded = 0
+        self.unpooled_misses = 0  # misses of ids whose service has no pool
         self.object_store = figures.ObjectStoreUse()
         self.gauges = figures.PoolGauges()
         self._reload()
@@ -262,8 +263,26 @@ class _MemoryPoolsActor:
             pool.allocations.move_to_end(alloc_id)
             alloc.last_used = now
 
-    async def lookup(self, allocation_id: str) -> tuple[Any, str]:
-        """The object reference of an allocation (a hit) and its kind."""
+    def _miss(self, allocation_id: str) -> None:
+        """Count a get that found nothing, in the pool its id names (if that pool exists)."""
+        service = allocation_id.rsplit(".", 1)[0] if isinstance(allocation_id, str) else ""
+        pool = self.pools.get(service)
+        if pool is not None:
+            pool.misses += 1
+        else:
+            self.unpooled_misses += 1
+
+    async def lookup(self, allocation_id: str, reader: Any = None) -> tuple[Any, str]:
+        """The object reference of an allocation (a hit) and its kind; ``reader`` names the calling
+        process (``[node id, process id]``, for ``bytes_shared``). Every get that finds nothing
+        is a miss."""
+        try:
+            return self._lookup(allocation_id, reader)
+        except NotFound:
+            self._miss(allocation_id)
+            raise
+
+    def _lookup(self, allocation_id: str, reader: Any) -> tuple[Any, str]:
         alloc = self.index.get(allocation_id)
         if alloc is not None and alloc.expires is not None and alloc.expires <= time.time():
             pool = self.pools[alloc.service]
@@ -280,14 +299,15 @@ class _MemoryPoolsActor:
                     self._free_spilled(pool, allocation_id, "expired")
                     self.spill.save()
                     raise self._unknown(allocation_id)
-                pool.misses += 1
                 if spilled is not None and self.load_evicted is not None:
                     try:
                         value = self.load_evicted(service, allocation_id)
+                        pool.misses += 1  # the pool had nothing, though the spilled copy answers
                         return ray.put(value), _values.classify(value)
                     except KeyError:
                         pass
                     except IntegrityError:
+                        pool.misses += 1
                         logger.warning("the spilled copy of %s failed its integrity check; refused", allocation_id)
                         raise
                 raise NotFound(
@@ -300,6 +320,7 @@ class _MemoryPoolsActor:
         pool.hits += 1
         pool.allocations.move_to_end(alloc.id)
         alloc.last_used = time.time()
+        alloc.add_reader(reader)
         if alloc.ref is None:  # persistent allocation after a restart: re-put from its durable copy
             alloc.ref = ray.put(self.copies.load(alloc))
         return alloc.ref, alloc.kind
@@ -555,7 +576,7 @@ class _MemoryPoolsActor:
         self.gauges.export(pools)
         return {
             "pools": pools,
-            **figures.totals(pools),
+            **figures.totals(pools, self.unpooled_misses),
             "cleanup": {
                 "sweeps": self.sweeps,
                 "last_sweep": self.last_sweep,

@@ -22,6 +22,8 @@ from cognopt_ray.config import MemoryServiceSettings, check_service_name
 from cognopt_ray.errors import InvalidInput, NotFound
 
 MemoryType = Literal["transient", "persistent"]
+#: Most distinct reader processes remembered per allocation (beyond it ``bytes_shared`` is a lower bound).
+MAX_READERS = 1024
 MEMORY_TYPES = ("transient", "persistent")
 #: What ``optimize_service`` may change, by ``optimization_type``. The platform document's
 #: examples name the engine as the type (``"optimization_type": "cpu"``): ``memory`` accepts any
@@ -140,11 +142,26 @@ class Allocation:
     last_used: float
     expires: float | None
     ref: Any = field(default=None, repr=False)  # None: persistent, not re-put since the restart
+    #: the distinct processes that looked it up, as ``(node id, process id)`` (at most MAX_READERS)
+    readers: set[tuple[str, str]] = field(default_factory=set, repr=False, compare=False)
 
     def meta(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("ref")
+        d.pop("readers")
         return d
+
+    def add_reader(self, reader: Any) -> None:
+        """Remember the process that looked it up (``[node id, process id]``; anything else is ignored)."""
+        if isinstance(reader, (tuple, list)) and len(reader) == 2 and all(isinstance(x, str) for x in reader):
+            if len(self.readers) < MAX_READERS:
+                self.readers.add((reader[0][:128], reader[1][:128]))
+
+    @property
+    def bytes_shared(self) -> int:
+        """``nbytes × (distinct reader processes − distinct reader nodes)``: each node holds one
+        object-store copy its readers share, where private copies would cost one per process."""
+        return self.nbytes * max(0, len(self.readers) - len({n for n, _ in self.readers}))
 
     @property
     def evictable(self) -> bool:
@@ -198,6 +215,8 @@ class Pool:
             "hits": self.hits,
             "misses": self.misses,
             "hit_rate": (self.hits / gets) if gets else None,
+            "readers": sum(len(a.readers) for a in self.allocations.values()),
+            "bytes_shared": sum(a.bytes_shared for a in self.allocations.values()),
             "eviction": cfg.eviction,
             "transient_ttl_s": cfg.transient_ttl_s,
             "max_spill_bytes": cfg.max_spill_bytes,

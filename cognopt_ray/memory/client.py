@@ -26,6 +26,8 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -131,6 +133,26 @@ class MemoryPool:
         )
 
 
+_READERS: dict[tuple[int, bool], list[str]] = {}
+
+
+def reader_id() -> list[str]:
+    """This process as the pools see a reader: ``[node id, Ray worker id:pid]`` (host and pid when
+    Ray is not connected; never starts Ray), for ``bytes_shared``. A forked child is another reader."""
+    key = (os.getpid(), ray.is_initialized())
+    found = _READERS.get(key)
+    if found is None:
+        node, worker = socket.gethostname(), str(key[0])
+        if key[1]:
+            try:
+                ctx = ray.get_runtime_context()
+                node, worker = ctx.get_node_id(), f"{ctx.get_worker_id()}:{key[0]}"
+            except Exception:  # noqa: BLE001 - keep host and pid
+                pass
+        found = _READERS[key] = [str(node), worker]
+    return found
+
+
 def _resize_parameters(pool_size: int | None, block_size: int | None) -> dict[str, Any]:
     return {k: v for k, v in {"pool_size": pool_size, "block_size": block_size}.items() if v is not None}
 
@@ -232,7 +254,7 @@ class MemoryPools(EngineClient):
         leased = self._leased(allocation_id)
         if leased is not None:
             return leased
-        ref, kind = self._call("lookup", allocation_id)
+        ref, kind = self._call("lookup", allocation_id, reader_id())
         self._lease(allocation_id, ref, kind)
         return ref, kind
 
@@ -240,7 +262,7 @@ class MemoryPools(EngineClient):
         leased = self._leased(allocation_id)
         if leased is not None:
             return leased
-        ref, kind = await self._acall("lookup", allocation_id)
+        ref, kind = await self._acall("lookup", allocation_id, reader_id())
         self._lease(allocation_id, ref, kind)
         return ref, kind
 

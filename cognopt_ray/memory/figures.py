@@ -19,27 +19,33 @@ logger = logging.getLogger("cognopt_ray.memory")
 OBJECT_STORE_CACHE_S = 2.0
 
 
-def totals(pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def totals(pools: dict[str, dict[str, Any]], unpooled_misses: int = 0) -> dict[str, Any]:
     """Totals over every pool's figures.
 
     - ``pool_hit_rate`` = Σ hits / Σ (hits + misses) over all pools, where a hit is a get
-      answered from the pool and a miss a get of an allocation the pool evicted; ``None``
-      before any such get.
+      answered from the pool and a miss a get that found nothing (an unknown, freed, evicted or
+      expired id; ``unpooled_misses`` are those whose service has no pool); ``None`` before any get.
     - ``memory_efficiency`` = Σ bytes held / Σ (blocks used × block_size): the share of the
       reserved blocks that holds data (1.0 = no block waste); ``None`` when nothing is held.
+    - ``bytes_shared`` = Σ over live allocations of nbytes × (distinct reader processes −
+      distinct reader nodes) (:attr:`Allocation.bytes_shared
+      <cognopt_ray.memory.allocations.Allocation.bytes_shared>`); ``None`` when nothing is held.
     """
     hits = sum(p["hits"] for p in pools.values())
-    misses = sum(p["misses"] for p in pools.values())
+    misses = sum(p["misses"] for p in pools.values()) + unpooled_misses
+    n_alloc = sum(p["allocations"] for p in pools.values())
     held = sum(p["bytes_used"] for p in pools.values())
     reserved = sum(p["bytes_reserved"] for p in pools.values())
     return {
         "totals": {
-            "allocations": sum(p["allocations"] for p in pools.values()),
+            "allocations": n_alloc,
             "bytes_used": held,
             "bytes_reserved": reserved,
             "evictions": sum(p["evictions"] for p in pools.values()),
             "hits": hits,
             "misses": misses,
+            "readers": sum(p.get("readers", 0) for p in pools.values()),
+            "bytes_shared": sum(p.get("bytes_shared", 0) for p in pools.values()) if n_alloc else None,
         },
         "pool_hit_rate": (hits / (hits + misses)) if (hits + misses) else None,
         "memory_efficiency": (held / reserved) if reserved else None,
@@ -60,7 +66,8 @@ POOL_GAUGES = {
     "allocations": "live allocations",
     "evictions": "evictions since start",
     "hits": "gets answered from the pool",
-    "misses": "gets of evicted allocations",
+    "misses": "gets that found nothing (unknown, freed, evicted or expired id)",
+    "bytes_shared": "bytes x (reader processes - reader nodes) over live allocations",
 }
 
 

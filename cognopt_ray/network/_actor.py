@@ -37,6 +37,7 @@ GAUGES = {
     "cognopt_network_origin_requests": ("network engine: origin_requests", ()),
     "cognopt_network_bytes_from_origin": ("network engine: bytes_from_origin", ()),
     "cognopt_network_bytes_served": ("network engine: bytes_served", ()),
+    "cognopt_network_bytes_saved": ("network engine: bytes_saved (plain-client wire bytes - wire bytes)", ()),
     "cognopt_network_cache_hit_rate": ("network engine: cache_hit_rate", ()),
     "cognopt_network_bandwidth_saved_mb": ("network engine: bandwidth_saved_mb", ()),
     "cognopt_network_compression_ratio": ("network engine: compression_ratio", ()),
@@ -159,7 +160,7 @@ class _NetworkActor:
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
         return await self.client.purge(url, prefix)
 
-    async def metrics(self, near_hits: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    async def metrics(self, near_hits: tuple[int, ...] = (0, 0)) -> dict[str, Any]:
         if near_hits[0]:
             await self.record_near_hits(*near_hits)
         snap = self.client.metrics.snapshot()
@@ -171,13 +172,16 @@ class _NetworkActor:
         snap["services"] = {k: v.model_dump() for k, v in self.client.services.items()}
         return snap
 
-    async def record_near_hits(self, hits: int, served: int) -> None:
-        """Count hits that engine clients answered from their near cache."""
+    async def record_near_hits(self, hits: int, served: int, saved: int = 0, unmeasured: int = 0) -> None:
+        """Count hits that engine clients answered from their near cache (``saved``: Σ of their
+        ``plain_wire_bytes``; ``unmeasured``: hits whose saving is unknown)."""
         m = self.client.metrics
         m.requests += hits
         m.hits += hits
         m.near_hits += hits
         m.bytes_served += served
+        m.bytes_saved += saved
+        m.bytes_saved_unmeasured += unmeasured
 
     # -- the in-cluster cache (for the system layer: cleanup, optimize-all, restore) ----------
     async def cache_stats(self) -> dict[str, Any]:

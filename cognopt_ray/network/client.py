@@ -106,10 +106,10 @@ class NetworkEngine(EngineClient):
             self._near.put(key, resp.model_copy(update={"headers": without(resp.headers, *NEVER_STORED_HEADERS)}))
 
     def _flush_near(self) -> None:
-        hits, served = self._near.take_pending()
-        if hits:
+        pending = self._near.take_pending()
+        if pending[0]:
             try:
-                self._actor.record_near_hits.remote(hits, served)
+                self._actor.record_near_hits.remote(*pending)
             except Exception:
                 logger.debug("could not report near-cache hits", exc_info=True)
 

@@ -99,6 +99,8 @@ def pack(
                 "strategy": v.strategy,
                 "hf": v.heuristic_fraction,
                 "len": len(v.body),
+                "wire": v.wire,
+                "ae": v.accept,
             }
         )
     head = json.dumps({"key": cache_key, "variants": meta}, separators=(",", ":")).encode()
@@ -154,6 +156,8 @@ def unpack(
                     m["vary"],
                     m["strategy"],
                     m.get("hf", 0.1),
+                    _wire_of(m),
+                    m.get("ae") if isinstance(m.get("ae"), str) else None,
                 )
             )
         return out
@@ -161,6 +165,11 @@ def unpack(
         raise
     except (ValueError, KeyError, TypeError, struct.error, AttributeError) as e:
         raise BadEntry(f"malformed entry: {type(e).__name__}: {e}") from None
+
+
+def _wire_of(m: dict) -> int | None:
+    w = m.get("wire")
+    return w if isinstance(w, int) and not isinstance(w, bool) and w >= 0 else None
 
 
 def entry_key_of(

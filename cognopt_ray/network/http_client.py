@@ -49,6 +49,8 @@ from cognopt_ray.network.messages import (
     PoolSlot,
     clean_headers,
     entry_fresh_for,
+    from_entry,
+    from_origin,
     request_timeout,
     too_large,
 )
@@ -70,6 +72,7 @@ from cognopt_ray.network.rules import (
 )
 
 logger = logging.getLogger(__name__)
+STALE_WARNING, FAILED_WARNING = '110 - "Response is Stale"', '111 - "Revalidation Failed"'
 
 
 class OptimizedClient:
@@ -296,6 +299,7 @@ class OptimizedClient:
             location = header(res.headers, "location")
             if not (follow_redirects and res.status in REDIRECTS and location):
                 break
+            self.metrics.saved(res.plain_wire, res.wire)  # a hop before the answer
             if len(redirects) >= self.net.max_redirects:
                 raise BadGateway(
                     f"more than {self.net.max_redirects} redirects starting at {url[:200]!r}",
@@ -317,7 +321,9 @@ class OptimizedClient:
                 hdrs = [(k, v) for k, v in hdrs if k.lower() not in self.credential_headers]
             redirects.append(str(nxt_checked.url))
             current = nxt_checked.url
-        self.metrics.record(res.cache_status, served=len(res.body), coalesced=res.coalesced)
+        self.metrics.record(
+            res.cache_status, served=len(res.body), plain_wire=res.plain_wire, wire=res.wire, coalesced=res.coalesced
+        )
         return NetworkResponse(
             request_id=request_id,
             url=str(current),
@@ -329,6 +335,7 @@ class OptimizedClient:
             redirects=redirects,
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
             fresh_for_s=0.0 if redirects else max(0.0, min(res.fresh_for, 1e9)),
+            plain_wire_bytes=res.plain_wire,
         )
 
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
@@ -362,8 +369,9 @@ class OptimizedClient:
             origin = await self._fetch(url, method, hdrs, data, level, svc)
             if invalidates(method, origin.status):
                 await self._invalidate(url, origin.headers)
-            return Outcome(origin.status, origin.headers, origin.body, "BYPASS")
+            return from_origin(origin, "BYPASS")
         key = entry_key(url, service)
+        ae = encoding.accept_encoding(level)
         variants = await self.store.load(key)
         entry = next((v for v in variants if v.matches(hdrs)), None)
         now = time.time()
@@ -371,17 +379,10 @@ class OptimizedClient:
         ckey = (key, tuple(sorted((k.lower(), v) for k, v in hdrs)))
         if entry is not None:
             if entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
-                return Outcome(
-                    entry.status, entry.response_headers(now), entry.body, "HIT", fresh_for=entry_fresh_for(entry)
-                )
+                return from_entry(entry, "HIT", now, plain_wire=entry.plain_wire(ae), fresh=True)
             if entry.may_serve_while_revalidating(now) and "no-cache" not in req_cc:
                 self._revalidate_in_background(ckey, key, entry, url, hdrs, strategy, level, svc)
-                return Outcome(
-                    entry.status,
-                    entry.response_headers(now) + [("Warning", '110 - "Response is Stale"')],
-                    entry.body,
-                    "STALE",
-                )
+                return from_entry(entry, "STALE", now, warning=STALE_WARNING, plain_wire=entry.plain_wire(ae))
             return await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc))
         return await self._coalesced(ckey, lambda: self._miss(key, url, hdrs, strategy, level, svc))
 
@@ -403,6 +404,7 @@ class OptimizedClient:
                 res.cache_status,
                 coalesced=True,
                 fresh_for=res.fresh_for,
+                plain_wire=res.plain_wire,  # what the leader's answer cost a plain client; nothing to us
             )
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[ckey] = Inflight(fut)
@@ -424,7 +426,7 @@ class OptimizedClient:
     ) -> Outcome:
         origin = await self._fetch(url, "GET", hdrs, None, level, svc)
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return Outcome(origin.status, origin.headers, origin.body, "MISS", fresh_for=entry_fresh_for(stored))
+        return from_origin(origin, "MISS", entry_fresh_for(stored))
 
     async def _revalidate(
         self,
@@ -443,13 +445,8 @@ class OptimizedClient:
         try:
             origin = await self._fetch(url, "GET", conditional, None, level, svc)
         except (OriginTimeout, BadGateway) as e:
-            if entry.may_serve_on_error(now, hdrs):
-                return Outcome(
-                    entry.status,
-                    entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
-                    entry.body,
-                    "STALE",
-                )
+            if entry.may_serve_on_error(now, hdrs):  # a plain client gets no body: the saving is 0
+                return from_entry(entry, "STALE", now, warning=FAILED_WARNING)
             if entry.must_revalidate():
                 raise OriginTimeout(
                     f"the cached response of {str(url)[:200]!r} must be revalidated and the origin is unreachable ({e.message})",
@@ -460,18 +457,13 @@ class OptimizedClient:
         if origin.status == 304:
             fresh = entry.refreshed(origin.headers, origin.request_time, origin.response_time)
             await self.store.save(key, fresh)
-            return Outcome(
-                fresh.status, fresh.response_headers(), fresh.body, "REVALIDATED", fresh_for=entry_fresh_for(fresh)
-            )
+            ae = origin.accept
+            return from_entry(fresh, "REVALIDATED", plain_wire=fresh.plain_wire(ae), wire=origin.wire, fresh=True)
         if origin.status >= 500 and entry.may_serve_on_error(now, hdrs):
-            return Outcome(
-                entry.status,
-                entry.response_headers(now) + [("Warning", '111 - "Revalidation Failed"')],
-                entry.body,
-                "STALE",
-            )
+            # a plain client gets the error; the saving is 0
+            return from_entry(entry, "STALE", now, warning=FAILED_WARNING, plain_wire=origin.wire, wire=origin.wire)
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return Outcome(origin.status, origin.headers, origin.body, "MISS", fresh_for=entry_fresh_for(stored))
+        return from_origin(origin, "MISS", entry_fresh_for(stored))
 
     def _revalidate_in_background(
         self,
@@ -490,9 +482,10 @@ class OptimizedClient:
         async def run() -> None:
             self.metrics.background_revalidations += 1
             try:
-                await self._coalesced(
+                res = await self._coalesced(
                     ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc, background=True)
                 )
+                self.metrics.saved(0, res.wire)  # a plain client makes no such request: its bytes cost
             except Exception as e:  # noqa: BLE001 - a background refresh never fails a request
                 logger.info("background revalidation of %s failed: %s", url, e)
 
@@ -520,6 +513,8 @@ class OptimizedClient:
             vary_key(names, hdrs),
             strategy,
             self.net.heuristic_fraction,
+            origin.wire,
+            origin.accept,
         )
         return entry if await self.store.save(key, entry) else None
 
@@ -547,7 +542,8 @@ class OptimizedClient:
     async def _fetch(
         self, url: URL, method: str, hdrs: list, data: bytes | None, level: str, svc: NetworkServiceSettings
     ) -> OriginReply:
-        send = list(hdrs) + [("Accept-Encoding", encoding.accept_encoding(level))]
+        accept = encoding.accept_encoding(level)
+        send = list(hdrs) + [("Accept-Encoding", accept)]
         if data is not None:
             self.metrics.request_bytes_raw += len(data)
             if (
@@ -597,7 +593,7 @@ class OptimizedClient:
                     ) from None
                 headers = without([(k, v) for k, v in r.headers.items()], *TRANSFER_HEADERS)
                 self.metrics.origin(len(wire), len(body))
-                return OriginReply(r.status, headers, body, request_time, response_time)
+                return OriginReply(r.status, headers, body, request_time, response_time, len(wire), accept)
         except CognoptError:
             self.metrics.origin_errors += 1
             raise

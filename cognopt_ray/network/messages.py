@@ -84,6 +84,11 @@ class NetworkResponse(BaseModel):
     fresh_for_s: float = Field(
         default=0.0, description="seconds the answer stays fresh in the cache (0 = not stored or stale)"
     )
+    plain_wire_bytes: int | None = Field(
+        default=None,
+        description="wire bytes of this body a plain client sending the same Accept-Encoding would have "
+        "received (None = unknown); what a near-cache hit of it saves",
+    )
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
@@ -101,16 +106,52 @@ class OriginReply:
     body: bytes
     request_time: float
     response_time: float
+    wire: int = 0  #: body bytes as they came over the wire
+    accept: str = ""  #: the Accept-Encoding they were asked for with
 
 
 @dataclass
 class Outcome:
+    """One hop's answer. ``plain_wire``: the wire bytes a plain client (same Accept-Encoding) would
+    have received for it (None = unknown); ``wire``: the bytes received from the origin for it."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
     cache_status: CacheStatus
     coalesced: bool = False
     fresh_for: float = 0.0
+    plain_wire: int | None = 0
+    wire: int = 0
+
+
+def from_origin(origin: OriginReply, status: CacheStatus, fresh_for: float = 0.0) -> Outcome:
+    """The origin's answer as it is: a plain client would have received the same bytes (saving 0)."""
+    return Outcome(
+        origin.status,
+        origin.headers,
+        origin.body,
+        status,
+        fresh_for=fresh_for,
+        plain_wire=origin.wire,
+        wire=origin.wire,
+    )
+
+
+def from_entry(
+    entry: StoredResponse,
+    status: CacheStatus,
+    now: float | None = None,
+    *,
+    warning: str | None = None,
+    plain_wire: int | None = 0,
+    wire: int = 0,
+    fresh: bool = False,
+) -> Outcome:
+    """A stored entry's answer (``Age`` set, a ``Warning`` added when given)."""
+    headers = entry.response_headers(now) + ([("Warning", warning)] if warning else [])
+    fresh_for = entry_fresh_for(entry) if fresh else 0.0
+    return Outcome(entry.status, headers, entry.body, status, fresh_for=fresh_for, plain_wire=plain_wire, wire=wire)
 
 
 @dataclass

@@ -38,6 +38,8 @@ class NearCache:
         self._lock = threading.Lock()
         self.pending_hits = 0
         self.pending_bytes = 0
+        self.pending_saved = 0  # Σ plain_wire_bytes of the hits (what a plain client would have received)
+        self.pending_unmeasured = 0  # hits whose plain_wire_bytes is unknown
         self.last_flush = time.monotonic()
 
     @property
@@ -53,6 +55,10 @@ class NearCache:
             resp, stored = item
             self.pending_hits += 1
             self.pending_bytes += len(resp.body)
+            if resp.plain_wire_bytes is None:
+                self.pending_unmeasured += 1
+            else:
+                self.pending_saved += resp.plain_wire_bytes
         elapsed = time.monotonic() - stored
         headers, has_age = [], False
         for k, v in resp.headers:
@@ -89,11 +95,12 @@ class NearCache:
                 )
             )
 
-    def take_pending(self) -> tuple[int, int]:
-        """The hits and bytes served since the last call (reset to zero)."""
+    def take_pending(self) -> tuple[int, int, int, int]:
+        """The hits, bytes served, bytes saved and hits with an unknown saving since the last call
+        (reset to zero)."""
         with self._lock:
-            out = (self.pending_hits, self.pending_bytes)
-            self.pending_hits = self.pending_bytes = 0
+            out = (self.pending_hits, self.pending_bytes, self.pending_saved, self.pending_unmeasured)
+            self.pending_hits = self.pending_bytes = self.pending_saved = self.pending_unmeasured = 0
             self.last_flush = time.monotonic()
             return out
 

@@ -264,6 +264,8 @@ class StoredResponse:
         request_time / response_time: when the request that produced it was sent and answered.
         vary: the selecting request header values (secondary key).
         strategy: the cache strategy in force when it was stored.
+        wire / accept: the body's size on the wire and the ``Accept-Encoding`` it was fetched with
+            (None: not recorded), for ``bandwidth_saved_mb`` (:meth:`plain_wire`).
     """
 
     url: str
@@ -275,6 +277,18 @@ class StoredResponse:
     vary: dict[str, str | None] = field(default_factory=dict)
     strategy: str = "medium_term"
     heuristic_fraction: float = 0.1
+    wire: int | None = None
+    accept: str | None = None
+
+    def plain_wire(self, accept_encoding: str) -> int | None:
+        """Wire bytes a plain client sending ``accept_encoding`` would receive for this body: the
+        size it arrived with when fetched with the same ``Accept-Encoding``; its decoded size
+        for ``identity``; else unknown (None)."""
+        if self.wire is not None and self.accept == accept_encoding:
+            return self.wire
+        if accept_encoding == "identity":
+            return len(self.body)
+        return None
 
     # -- ages and lifetimes (RFC 9111 4.2.3) ---------------------------------------------------
     def __post_init__(self) -> None:
@@ -400,6 +414,8 @@ class StoredResponse:
             dict(self.vary),
             self.strategy,
             self.heuristic_fraction,
+            self.wire,
+            self.accept,
         )
 
     def ttl(self, keep_stale_s: float) -> float | None:

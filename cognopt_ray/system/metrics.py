@@ -6,36 +6,44 @@ below is a formula over measured counters (also in ``docs/metrics.md``); a figur
 counters it needs is ``None``, never a made-up constant.
 
 ``system_overview``
-    ``overall_efficiency`` = 100 × Σ wᵢ·sᵢ / Σ wᵢ over the engines whose score sᵢ is known, with
-    the weights ``settings.system.efficiency_weights`` (default ¼ each) and the scores
+    ``overall_efficiency`` = 100 × Σ wᵢ·sᵢ / Σ wᵢ over the engines whose score sᵢ is known (the
+    weights renormalised over the scores present; ``None`` when no score is known), with the
+    weights ``settings.system.efficiency_weights`` (default ¼ each) and the scores
 
     - cpu: ``cpu_efficiency`` (task CPU-seconds ÷ cluster CPU-seconds while work was pending);
     - memory: mean of ``memory_efficiency`` and ``pool_hit_rate`` (those known);
     - storage: ``1 − stored_bytes ÷ raw_bytes`` (share of the raw bytes the store did not need);
-    - network: ``1 − bytes_from_origin ÷ bytes_served`` (share of the served bytes not fetched),
-      clipped to [0, 1].
+    - network: ``bytes_saved ÷ (bytes_from_origin + bytes_saved)``: the share of the wire bytes a
+      plain client (same ``Accept-Encoding``) would have received that were not fetched, clipped
+      to [0, 1]; ``None`` before the first request.
 
     ``optimization_status`` is ``active`` when every engine answered, ``degraded`` when some did
     not (their names under ``engines_unavailable``). ``last_updated`` is when the counters were read.
 ``cpu_optimization``
-    ``cpu_efficiency``, ``load_balance_score``, ``tasks_processed`` as the CPU engine reports them.
+    ``cpu_efficiency``, ``load_balance_score`` (``None`` on fewer than two nodes),
+    ``tasks_processed`` as the CPU engine reports them.
 ``memory_optimization``
     ``memory_efficiency`` = Σ bytes held ÷ Σ bytes of reserved blocks; ``pool_hit_rate`` =
-    Σ pool hits ÷ Σ (hits + misses); ``cache_hit_rate`` = shared-cache hits ÷ gets over the
-    in-cluster and Redis backends.
+    Σ pool hits ÷ Σ (hits + misses), a miss being every get that found nothing; ``cache_hit_rate``
+    = shared-cache hits ÷ gets over the in-cluster and Redis backends.
 ``storage_optimization``
     ``compression_ratio`` = raw bytes ÷ stored bytes; ``tier_utilization[t]`` = the tier's stored
     bytes ÷ its capacity (or ÷ stored + free bytes of its volume).
 ``network_optimization``
     ``cache_hit_rate`` = (HIT + STALE + REVALIDATED) ÷ lookups; ``compression_ratio`` = decoded ÷
-    wire bytes from origins; ``bandwidth_saved_mb`` = (bytes served − bytes from origins) ÷ 10⁶.
+    wire bytes from origins; ``bandwidth_saved_mb`` = ``bytes_saved`` ÷ 10⁶, where ``bytes_saved``
+    = Σ (wire bytes a plain client sending the same ``Accept-Encoding`` would have received −
+    wire bytes received) (the formulas in :mod:`cognopt_ray.network.metrics`).
 ``savings``
-    ``storage_bytes_saved`` = raw − stored bytes; ``network_bytes_saved`` = bytes served − bytes
-    from origins; ``memory_bytes_shared`` = Σ over pools of pool hits × mean allocation size (each
-    hit is a zero-copy read of one object-store copy instead of a private copy);
-    ``origin_requests_avoided`` = HIT + STALE + coalesced; ``cpu_seconds_run`` = Σ run seconds of
-    the tasks the scheduler ran (all time, the sums of its run histograms);
-    ``critical_wait_s_total`` = Σ waits of CRITICAL tasks.
+    ``storage_bytes_saved`` = raw − stored bytes; ``network_bytes_saved`` = the network engine's
+    ``bytes_saved``; ``memory_bytes_shared`` = Σ over live allocations of nbytes × (distinct
+    reader processes − distinct reader nodes) (the private copies the readers would otherwise
+    hold: each node keeps one object-store copy); ``origin_requests_avoided`` = HIT + STALE +
+    coalesced; ``cpu_seconds_run`` = Σ run seconds of the tasks the scheduler ran (all time, the
+    sums of its run histograms); ``critical_wait_s_total`` = Σ waits of CRITICAL tasks.
+
+Every figure is ``None`` when the counters it needs are empty (no request, no live allocation,
+no task, one node), never a 0.0 or 1.0 placeholder.
 
 Example:
     >>> doc = compute_metrics({"cpu": {"cpu_efficiency": 0.5}}, now=0.0)
@@ -86,13 +94,27 @@ def engine_scores(c: dict[str, dict[str, Any]]) -> dict[str, float | None]:
     """Each engine's score in [0, 1] (formulas in the module docstring)."""
     cpu, mem, sto, net = (c.get(e) or {} for e in ENGINES)
     raw, stored = _num(sto.get("raw_bytes")), _num(sto.get("stored_bytes"))
-    served, origin = _num(net.get("bytes_served")), _num(net.get("bytes_from_origin"))
+    saved, origin = _network_saved(net), _num(net.get("bytes_from_origin")) or 0.0
+    plain = None if saved is None else origin + saved
     return {
         "cpu": _clip(_num(cpu.get("cpu_efficiency"))),
         "memory": _clip(_mean([_num(mem.get("memory_efficiency")), _num(mem.get("pool_hit_rate"))])),
         "storage": _clip(1.0 - stored / raw) if raw and stored is not None else None,
-        "network": _clip(1.0 - (origin or 0.0) / served) if served else None,
+        "network": _clip(saved / plain) if saved is not None and plain and plain > 0 else None,
     }
+
+
+def _network_saved(net: dict[str, Any]) -> float | None:
+    """The network engine's ``bytes_saved``; ``None`` before its first request."""
+    return _num(net.get("bytes_saved")) if net.get("requests") else None
+
+
+def memory_bytes_shared(mem: dict[str, Any]) -> int | None:
+    """Σ over the pools of ``bytes_shared``; ``None`` when no allocation is live."""
+    pools = (mem.get("pools") or {}).values()
+    if not any(p.get("allocations") for p in pools):
+        return None
+    return int(sum(p.get("bytes_shared") or 0 for p in pools))
 
 
 def overall_efficiency(scores: dict[str, float | None], weights: dict[str, float]) -> float | None:
@@ -104,22 +126,18 @@ def overall_efficiency(scores: dict[str, float | None], weights: dict[str, float
 
 def _savings(c: dict[str, dict[str, Any]]) -> dict[str, Any]:
     cpu, mem, sto, net = (c.get(e) or {} for e in ENGINES)
-    shared = 0.0
-    for pool in (mem.get("pools") or {}).values():
-        n = pool.get("allocations") or 0
-        if n:
-            shared += (pool.get("hits") or 0) * (pool.get("bytes_used") or 0) / n
-    run = cpu.get("run_time_s") or {}
+    run = [h or {} for h in (cpu.get("run_time_s") or {}).values()]
     crit = (cpu.get("wait_time_s") or {}).get("critical") or {}
     raw, stored = sto.get("raw_bytes"), sto.get("stored_bytes")
-    served, origin = net.get("bytes_served"), net.get("bytes_from_origin")
+    saved = _network_saved(net)
+    ran = sum(h.get("count") or 0 for h in run)
     return {
-        "storage_bytes_saved": (raw - stored) if raw is not None and stored is not None else None,
-        "network_bytes_saved": (served - origin) if served is not None and origin is not None else None,
-        "memory_bytes_shared": int(shared) if mem else None,
-        "origin_requests_avoided": net.get("origin_requests_avoided"),
-        "cpu_seconds_run": round(sum((h or {}).get("sum_s") or 0.0 for h in run.values()), 6) if run else None,
-        "critical_wait_s_total": crit.get("sum_s"),
+        "storage_bytes_saved": (raw - stored) if raw and stored is not None else None,
+        "network_bytes_saved": None if saved is None else int(saved),
+        "memory_bytes_shared": memory_bytes_shared(mem),
+        "origin_requests_avoided": net.get("origin_requests_avoided"),  # a count: 0 is a measurement
+        "cpu_seconds_run": round(sum(h.get("sum_s") or 0.0 for h in run), 6) if ran else None,
+        "critical_wait_s_total": crit.get("sum_s") if crit.get("count") else None,
     }
 
 
@@ -217,6 +235,7 @@ __all__ = [
     "read_counters",
     "system_metrics",
     "shared_cache_hit_rate",
+    "memory_bytes_shared",
     "engine_clients",
     "ENGINES",
 ]

@@ -32,7 +32,10 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cognopt_system_cpu_tasks_processed": ("tasks the scheduler finished", ("engine",)),
     "cognopt_system_cpu_wait_p99_seconds": ("p99 queue wait in the window per priority", ("engine", "priority")),
     "cognopt_system_memory_efficiency": ("bytes held / bytes of reserved blocks", ("engine",)),
-    "cognopt_system_memory_pool_hit_rate": ("pool hits / (hits + misses)", ("engine",)),
+    "cognopt_system_memory_pool_hit_rate": (
+        "pool hits / (hits + misses), a miss = a get that found nothing",
+        ("engine",),
+    ),
     "cognopt_system_memory_cache_hit_rate": ("shared cache hits / gets", ("engine",)),
     "cognopt_system_memory_service_bytes_used": ("bytes held by a service's pool", ("engine", "service")),
     "cognopt_system_memory_service_hits": ("gets answered from a service's pool", ("engine", "service")),
@@ -42,7 +45,7 @@ GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     "cognopt_system_storage_tier_stored_bytes": ("bytes a tier stores", ("engine", "tier")),
     "cognopt_system_network_cache_hit_rate": ("(HIT+STALE+REVALIDATED) / lookups", ("engine",)),
     "cognopt_system_network_compression_ratio": ("decoded / wire bytes from origins", ("engine",)),
-    "cognopt_system_network_bandwidth_saved_mb": ("(bytes served - bytes from origins) / 1e6", ("engine",)),
+    "cognopt_system_network_bandwidth_saved_mb": ("(plain-client wire bytes - wire bytes received) / 1e6", ("engine",)),
     "cognopt_system_savings_bytes": ("bytes saved by kind (storage, network, memory)", ("engine", "kind")),
     "cognopt_system_network_origin_requests_avoided": (
         "requests answered without their own origin request",

@@ -7,21 +7,25 @@ turns the quantities into money.
 Rows and their methods (also in ``docs/metrics.md``):
 
 - **storage**: before = raw bytes of the stored items, after = bytes the tiers store.
-- **bandwidth**: before = bytes served to callers (what fetching every answer from its origin
-  uncompressed would have moved), after = bytes received from origins.
-- **RAM**: before = bytes held in pools + Σ pool hits × mean allocation size (each zero-copy
-  read of the one object-store copy would otherwise be a private copy; an upper bound, since
-  readers that did not overlap in time are counted too), after = bytes held in pools. The
-  workload measures RAM directly instead (USS of the readers plus the object-store copy).
-- **cores**: the fewest CPUs on which the CRITICAL tasks' p99 wait stays under
+- **bandwidth**: before = the wire bytes a plain HTTP client sending the same
+  ``Accept-Encoding`` would have received (bytes from origins + the network engine's
+  ``bytes_saved``), after = bytes received from origins.
+- **RAM**: before = bytes held in pools + the memory engine's ``bytes_shared`` (Σ over live
+  allocations of nbytes × (distinct reader processes − reader nodes): the private copies its
+  readers would otherwise hold), after = bytes held in pools. The workload measures RAM
+  directly instead (USS of the readers plus the object-store copy).
+- **cores** (``"kind": "model"``: a simulation, not a run): the fewest CPUs on which the CRITICAL tasks' p99 wait stays under
   ``critical_p99_target_s`` *and* the whole trace finishes no later than it does on the
   cluster it was measured on (same trace, same policy), found by replaying a task trace through a non-preemptive simulator under each policy —
   ``fifo`` (plain Ray: arrival order) before, ``priority`` (cognopt: strict priority, FIFO
   within a level) after. The workload replays the trace it measured (arrival, priority, run
-  time of every task). From counters alone, the trace is rebuilt from the scheduler's run-time
-  histograms per priority (each bucket's count at the bucket's geometric midpoint), with the
-  tasks' arrivals spread evenly over the scheduler's window, priorities interleaved in
-  proportion.
+  time of every task). From counters alone, the trace is rebuilt from the tasks that ended in
+  the scheduler's metrics window (``window_buckets`` of its run-time histograms per priority,
+  each bucket's count at the bucket's geometric midpoint), with the tasks' arrivals spread
+  evenly over the real span of that work (``window_span_s``: earliest start to latest end, not
+  the window's length), priorities interleaved in proportion. All-time counts are never used,
+  so the row does not grow with uptime; ``None`` when no task ended in the window.
+  Every other row is ``"kind": "measured"``.
 - **monthly cost**: cores × ``vcpu_month`` + RAM GiB × ``ram_gib_month`` + storage GiB ×
   ``storage_gib_month`` + bandwidth GB per month × ``egress_gb``, where bandwidth per month is
   the window's bytes × (30 days ÷ the window).
@@ -131,13 +135,14 @@ def min_cores(
 
 
 def trace_from_cpu_metrics(cpu: dict[str, Any], *, span_s: float | None = None) -> list[Task]:
-    """Rebuild a task trace from the scheduler's run-time histograms (see the module docstring)."""
+    """Rebuild a task trace from the window of the scheduler's run-time histograms
+    (``window_buckets`` over ``window_span_s``; see the module docstring)."""
     from cognopt_ray.priority import Priority
 
     per_prio: dict[int, list[float]] = {}
     for name, hist in (cpu.get("run_time_s") or {}).items():
         prio = Priority[name.upper()].value
-        buckets = hist.get("buckets") or {}
+        buckets = hist.get("window_buckets") or {}
         prev_bound, prev_count, runs = 0.0, 0, []
         for bound, cum in buckets.items():
             b = math.inf if bound == "+Inf" else float(bound)
@@ -151,7 +156,9 @@ def trace_from_cpu_metrics(cpu: dict[str, Any], *, span_s: float | None = None) 
     total = sum(len(v) for v in per_prio.values())
     if not total:
         return []
-    span = span_s if span_s is not None else float(cpu.get("window_s") or 60.0)
+    span = span_s if span_s is not None else cpu.get("window_span_s")
+    if not isinstance(span, (int, float)):
+        return []  # no span measured: no trace
     # interleave priorities in proportion, deterministically
     slots: list[tuple[float, int, float]] = []
     for prio, runs in per_prio.items():
@@ -163,10 +170,13 @@ def trace_from_cpu_metrics(cpu: dict[str, Any], *, span_s: float | None = None) 
 
 
 # -- the table ---------------------------------------------------------------------------------------
-def _row(resource: str, unit: str, before: float | None, after: float | None, method: str) -> dict[str, Any]:
+def _row(
+    resource: str, unit: str, before: float | None, after: float | None, method: str, kind: str = "measured"
+) -> dict[str, Any]:
     red = (1.0 - after / before) if before and after is not None else None
     return {
         "resource": resource,
+        "kind": kind,
         "unit": unit,
         "before": before,
         "after": after,
@@ -185,9 +195,12 @@ def build_table(
     prices: PriceSheet,
     methods: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
+    kinds: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The report document from measured before/after quantities (bandwidth over ``window_s``)."""
+    """The report document from before/after quantities (bandwidth over ``window_s``). Each row's
+    ``kind`` is ``measured`` unless ``kinds`` says otherwise (``model``: simulated)."""
     m = methods or {}
+    k = {"cores": "model", **(kinds or {})}
     per_month = MONTH_S / window_s if window_s > 0 else 0.0
 
     def gib(x: float | None) -> float | None:
@@ -197,15 +210,36 @@ def build_table(
         return None if x is None else x / 1e9 * per_month
 
     rows = [
-        _row("cores", "vCPU", *cores, m.get("cores", "fewest CPUs meeting the CRITICAL p99 target (trace replay)")),
-        _row("ram", "GiB", gib(ram_bytes[0]), gib(ram_bytes[1]), m.get("ram", "pool bytes + zero-copy reads")),
-        _row("storage", "GiB", gib(storage_bytes[0]), gib(storage_bytes[1]), m.get("storage", "raw vs stored bytes")),
+        _row(
+            "cores",
+            "vCPU",
+            *cores,
+            m.get("cores", "fewest CPUs meeting the CRITICAL p99 target (trace replay)"),
+            k.get("cores", "measured"),
+        ),
+        _row(
+            "ram",
+            "GiB",
+            gib(ram_bytes[0]),
+            gib(ram_bytes[1]),
+            m.get("ram", "pool bytes + private copies its readers avoided"),
+            k.get("ram", "measured"),
+        ),
+        _row(
+            "storage",
+            "GiB",
+            gib(storage_bytes[0]),
+            gib(storage_bytes[1]),
+            m.get("storage", "raw vs stored bytes"),
+            k.get("storage", "measured"),
+        ),
         _row(
             "bandwidth",
             "GB/month",
             gb_month(bandwidth_bytes[0]),
             gb_month(bandwidth_bytes[1]),
-            m.get("bandwidth", "bytes served vs bytes from origins, scaled to a month"),
+            m.get("bandwidth", "plain-client wire bytes vs bytes from origins, scaled to a month"),
+            k.get("bandwidth", "measured"),
         ),
     ]
     unit_price = {
@@ -279,15 +313,18 @@ def report_from_counters(counters: dict[str, dict[str, Any]], settings: Settings
         else (None, None)
     )
     held = shared = None
-    if "error" not in mem and mem.get("pools") is not None:
-        held, shared = 0.0, 0.0
-        for p in mem["pools"].values():
-            held += p.get("bytes_used") or 0
-            if p.get("allocations"):
-                shared += (p.get("hits") or 0) * (p.get("bytes_used") or 0) / p["allocations"]
-    ram = (None if held is None else held + shared, held)
-    storage = (sto.get("raw_bytes"), sto.get("stored_bytes")) if "error" not in sto else (None, None)
-    bandwidth = (net.get("bytes_served"), net.get("bytes_from_origin")) if "error" not in net else (None, None)
+    pools = (mem.get("pools") or {}) if "error" not in mem else {}
+    if any(p.get("allocations") for p in pools.values()):
+        held = float(sum(p.get("bytes_used") or 0 for p in pools.values()))
+        shared = float(sum(p.get("bytes_shared") or 0 for p in pools.values()))
+    ram = (None if held is None or shared is None else held + shared, held)
+    storage = (
+        (sto.get("raw_bytes"), sto.get("stored_bytes")) if "error" not in sto and sto.get("raw_bytes") else (None, None)
+    )
+    bandwidth: tuple[float | None, float | None] = (None, None)
+    if "error" not in net and net.get("requests") and isinstance(net.get("bytes_saved"), int):
+        origin = net.get("bytes_from_origin") or 0
+        bandwidth = (origin + net["bytes_saved"], origin)
     window = float(net.get("uptime_s") or sysset.report_window_s)
     return build_table(
         cores=cores,
@@ -297,11 +334,12 @@ def report_from_counters(counters: dict[str, dict[str, Any]], settings: Settings
         window_s=window,
         prices=sysset.prices,
         methods={
-            "cores": f"replay of the scheduler's run-time histograms, fifo vs priority, "
-            f"CRITICAL p99 wait <= {target:g} s ({len(trace)} tasks)",
-            "ram": "pool bytes held + pool hits x mean allocation size (upper bound)",
+            "cores": f"model: replay of the tasks that ended in the scheduler's window "
+            f"({len(trace)} tasks over {cpu.get('window_span_s') or 0:.3g} s), fifo vs priority, "
+            f"CRITICAL p99 wait <= {target:g} s",
+            "ram": "pool bytes held + bytes_shared (nbytes x (reader processes - reader nodes))",
             "storage": "raw bytes vs bytes stored by the tiers",
-            "bandwidth": "bytes served vs bytes from origins, scaled to a month",
+            "bandwidth": "plain-client wire bytes (from origins + bytes_saved) vs bytes from origins, scaled to a month",
         },
         extra={"source": "counters", "critical_p99_target_s": target},
     )

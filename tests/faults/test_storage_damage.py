@@ -14,6 +14,7 @@ from cognopt_ray.config import Settings
 from cognopt_ray.errors import InsufficientStorage, IntegrityError
 from cognopt_ray.storage import client
 from tests.faults.harness import wait_up
+from tests.support.helpers import need_binary, tool_missing
 
 #: generous: the first use of an engine starts Ray workers, slow on a busy 2-core machine
 pytestmark = pytest.mark.timeout(900)
@@ -36,12 +37,15 @@ def _client(tmp_path, **storage):
 
 @pytest.fixture
 def small_tmpfs(tmp_path):
-    """A 2 MiB tmpfs (needs root); skipped where mounting is not permitted."""
+    """A 2 MiB tmpfs (needs root and mount(8)); skipped where mounting is not permitted, failed
+    under CI=true (tests.support.helpers.tool_missing)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    r = subprocess.run(
+        [need_binary("mount"), "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        tool_missing(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 

@@ -123,6 +123,28 @@ def test_allocation_takes_ceil_blocks_and_figures_add_up(make_pools, svc):
     assert pools.get(small["allocation_id"]) == {"a": 1}
 
 
+def test_bytes_shared_counts_distinct_reader_processes(ray_session, shared_actor, make_pools, svc):
+    """Issue 15: bytes_shared = nbytes × (distinct reader processes − reader nodes), not hits × size."""
+    pools = make_pools(lease_s=0)
+    name = svc(8, 1 * MiB)
+    arr = np.arange(100_000, dtype=np.int64)  # 800 000 bytes
+    aid = pools.allocate(name, arr)
+    for _ in range(5):  # one process reading five times is one reader: nothing shared
+        pools.get(aid)
+    fig = pools.metrics()["pools"][name]
+    assert fig["hits"] == 5 and fig["readers"] == 1 and fig["bytes_shared"] == 0
+
+    @ray_session.remote
+    def read(handle, allocation_id):
+        return int(MemoryPools(handle, lease_s=0).get(allocation_id).sum())
+
+    assert ray_session.get(read.remote(shared_actor, aid)) == int(arr.sum())  # another process, same node
+    fig = pools.metrics()["pools"][name]
+    assert fig["readers"] == 2 and fig["bytes_shared"] == arr.nbytes
+    pools.deallocate(aid)  # only live allocations count
+    assert pools.metrics()["pools"][name]["bytes_shared"] == 0
+
+
 def test_full_pool_evicts_lru_unpinned_transient_only(make_pools, svc):
     pools = make_pools(lease_s=0)
     tiny = svc(4, 128 * KiB)

@@ -93,7 +93,7 @@ def test_efficiency_and_balance_formulas():
     st2 = EngineStats(window_s=100.0)
     st2.task_finished("a", 1.0, 10.0, now - 1)
     assert st2.load_balance_score(now, {"a": 1.0, "b": 1.0}) == 0.0
-    assert st2.load_balance_score(now, {"a": 1.0}) == 1.0
+    assert st2.load_balance_score(now, {"a": 1.0}) is None  # one node: no balance to score (issue 15)
     assert EngineStats().cpu_efficiency(now) is None and EngineStats().load_balance_score(now, {"a": 1}) is None
 
 

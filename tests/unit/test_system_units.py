@@ -8,20 +8,27 @@ from cognopt_ray.config import PriceSheet, Settings
 from cognopt_ray.errors import InvalidInput, NotFound
 from cognopt_ray.system.cleanup import Quarantine, purge_expired
 from cognopt_ray.system.metrics import compute_metrics, engine_scores, overall_efficiency
-from cognopt_ray.system.report import build_table, min_cores, replay, to_markdown, trace_from_cpu_metrics
+from cognopt_ray.system.report import (
+    build_table,
+    min_cores,
+    replay,
+    report_from_counters,
+    to_markdown,
+    trace_from_cpu_metrics,
+)
 
 COUNTERS = {
     "cpu": {
         "cpu_efficiency": 0.8,
         "load_balance_score": 1.0,
         "tasks_processed": 12,
-        "run_time_s": {"critical": {"sum_s": 1.5}, "low": {"sum_s": 2.5}},
-        "wait_time_s": {"critical": {"sum_s": 0.25}},
+        "run_time_s": {"critical": {"count": 4, "sum_s": 1.5}, "low": {"count": 8, "sum_s": 2.5}},
+        "wait_time_s": {"critical": {"count": 4, "sum_s": 0.25}},
     },
     "memory": {
         "memory_efficiency": 0.5,
         "pool_hit_rate": 0.9,
-        "pools": {"ai_models": {"allocations": 2, "bytes_used": 1000, "hits": 6}},
+        "pools": {"ai_models": {"allocations": 2, "bytes_used": 1000, "hits": 6, "bytes_shared": 3000}},
         "cache": {"in_cluster": {"hits": 3, "misses": 1}, "redis": {"hits": 1, "misses": 3}},
     },
     "storage": {
@@ -39,8 +46,10 @@ COUNTERS = {
         "cache_hit_rate": 0.75,
         "compression_ratio": 2.0,
         "bandwidth_saved_mb": 0.003,
+        "requests": 12,
         "bytes_served": 4000,
         "bytes_from_origin": 1000,
+        "bytes_saved": 3000,
         "origin_requests_avoided": 9,
     },
 }
@@ -76,7 +85,8 @@ def test_metrics_with_missing_engines_and_weights():
     assert doc["system_overview"]["engines_unavailable"] == ["memory", "network", "storage"]
     assert compute_metrics({}, now=0.0)["system_overview"]["overall_efficiency"] is None
     assert overall_efficiency({"cpu": 1.0, "network": 0.0}, {"cpu": 1, "network": 3}) == 25.0
-    assert engine_scores({"network": {"bytes_served": 100, "bytes_from_origin": 300}})["network"] == 0.0  # clipped
+    # a saving below zero (background refreshes cost more than the hits saved) is clipped to 0
+    assert engine_scores({"network": {"requests": 2, "bytes_saved": -50, "bytes_from_origin": 300}})["network"] == 0.0
 
 
 def test_bad_weights_are_refused():
@@ -99,10 +109,11 @@ def test_replay_fifo_vs_priority():
 
 def test_trace_from_histograms():
     cpu = {
-        "window_s": 10.0,
+        "window_s": 60.0,
+        "window_span_s": 10.0,  # the trace spreads over the real span of the window's work
         "run_time_s": {
-            "critical": {"buckets": {"0.01": 2, "0.1": 2, "+Inf": 2}},
-            "background": {"buckets": {"0.01": 0, "0.1": 4, "+Inf": 4}},
+            "critical": {"window_buckets": {"0.01": 2, "0.1": 2, "+Inf": 2}, "buckets": {"+Inf": 900}},
+            "background": {"window_buckets": {"0.01": 0, "0.1": 4, "+Inf": 4}},
         },
     }
     trace = trace_from_cpu_metrics(cpu)
@@ -163,3 +174,111 @@ def test_quarantine_refuses_data_it_did_not_write(tmp_path):
     data.write_bytes((q.dir / other["id"] / "data.bin").read_bytes())  # a genuine blob of another entry
     with pytest.raises(IntegrityError):
         q.load(e["id"])
+
+
+def test_no_data_is_none_everywhere():
+    """Issue 15: engines that answered with empty counters give ``None`` figures, not 0.0 / 1.0."""
+    from cognopt_ray.cpu.stats import EngineStats
+    from cognopt_ray.memory.figures import totals
+    from cognopt_ray.network.metrics import NetworkMetrics
+
+    now = 1000.0
+    st = EngineStats()
+    since = now - st.window_s
+    cpu = {
+        "cpu_efficiency": st.cpu_efficiency(now),
+        "load_balance_score": st.load_balance_score(now, {"n1": 2.0}),
+        "tasks_processed": 0,
+        "window_span_s": st.window_span_s(now),
+        "run_time_s": {"critical": st.run[1].summary(since)},
+        "wait_time_s": {"critical": st.wait[1].summary(since)},
+    }
+    counters = {
+        "cpu": cpu,
+        "memory": {"pools": {}, **totals({})},
+        "storage": {"raw_bytes": 0, "stored_bytes": 0, "compression_ratio": None, "tiers": {}},
+        "network": NetworkMetrics().snapshot(),
+    }
+    doc = compute_metrics(counters, now=now)
+    assert doc["system_overview"]["overall_efficiency"] is None
+    assert set(doc["system_overview"]["engine_scores"].values()) == {None}
+    for section in ("cpu_optimization", "memory_optimization", "network_optimization"):
+        for k, v in doc[section].items():
+            assert v is None or k == "tasks_processed", (section, k, v)
+    assert doc["cpu_optimization"]["tasks_processed"] == 0  # a count: 0 is a measurement
+    sav = doc["savings"]
+    assert {k: v for k, v in sav.items() if k != "origin_requests_avoided"} == dict.fromkeys(
+        [
+            "storage_bytes_saved",
+            "network_bytes_saved",
+            "memory_bytes_shared",
+            "cpu_seconds_run",
+            "critical_wait_s_total",
+        ]
+    )
+    rep = report_from_counters(counters, Settings.load())
+    assert all(r["before"] is None and r["after"] is None for r in rep["rows"])
+
+
+def test_load_balance_needs_two_nodes_and_overall_renormalises():
+    from cognopt_ray.cpu.stats import EngineStats
+
+    st = EngineStats(window_s=100.0)
+    st.task_finished("a", 1.0, 10.0, 999.0)
+    assert st.load_balance_score(1000.0, {"a": 4.0}) is None
+    assert st.load_balance_score(1000.0, {"a": 1.0, "b": 1.0}) == 0.0
+    # weights renormalised over the scores present: (1·0.5 + 3·0.9) / 4 with storage and network unknown
+    scores = {"cpu": 0.5, "memory": 0.9, "storage": None, "network": None}
+    assert overall_efficiency(scores, {"cpu": 1, "memory": 3, "storage": 5, "network": 5}) == 80.0
+    assert overall_efficiency(dict.fromkeys(scores), {"cpu": 1}) is None
+
+
+def _cpu_doc(st, now):
+    from cognopt_ray.priority import Priority
+
+    since = now - st.window_s
+    return {
+        "window_s": st.window_s,
+        "window_span_s": st.window_span_s(now),
+        "run_time_s": {p.name.lower(): st.run[p.value].summary(since) for p in Priority},
+        "nodes": [{"cpus": 2}],
+    }
+
+
+def test_cores_row_does_not_grow_with_uptime():
+    """Hours of counters with the work only in the last minute: the row is what that minute says."""
+    from cognopt_ray.cpu.stats import EngineStats
+
+    now = 100_000.0
+    last_minute = [(now - 50 + i, 5 if i % 4 else 1, 0.2) for i in range(40)]  # (end, priority, run s)
+    old, fresh = EngineStats(window_s=60.0), EngineStats(window_s=60.0)
+    for i in range(20_000):  # three hours of earlier work (20 000 tasks of 1 s)
+        old.run[5].add(1.0, now - 3 * 3600 + i * 0.5)
+    for st in (old, fresh):
+        for end, prio, run in last_minute:
+            st.run[prio].add(run, end)
+    doc_old, doc_fresh = _cpu_doc(old, now), _cpu_doc(fresh, now)
+    assert doc_old["run_time_s"]["background"]["count"] == 20_030  # all-time counts keep growing ...
+    assert doc_old["window_span_s"] == doc_fresh["window_span_s"] == pytest.approx(39.2)  # ... the span does not
+    trace = trace_from_cpu_metrics(doc_old)
+    assert trace == trace_from_cpu_metrics(doc_fresh) and len(trace) == 40
+    settings = Settings.load()
+    rows = [
+        {r["resource"]: r for r in report_from_counters({"cpu": d}, settings)["rows"]} for d in (doc_old, doc_fresh)
+    ]
+    assert rows[0]["cores"] == rows[1]["cores"] and rows[0]["cores"]["kind"] == "model"
+    assert rows[0]["cores"]["before"] is not None
+    assert trace_from_cpu_metrics(_cpu_doc(EngineStats(), now)) == []  # nothing ended in the window
+
+
+def test_report_ram_and_bandwidth_rows_from_honest_counters():
+    counters = {
+        "memory": {"pools": {"a": {"allocations": 1, "bytes_used": 2**30, "bytes_shared": 3 * 2**30}}},
+        "network": {"requests": 5, "bytes_from_origin": 1_000_000, "bytes_saved": 3_000_000, "uptime_s": 86400.0},
+    }
+    rows = {r["resource"]: r for r in report_from_counters(counters, Settings.load())["rows"]}
+    assert (rows["ram"]["before"], rows["ram"]["after"]) == (4.0, 1.0)  # GiB: held + shared, held
+    assert rows["ram"]["kind"] == "measured"
+    # 4 MB a day a plain client would have received vs 1 MB from origins, 30 days
+    assert rows["bandwidth"]["before"] == pytest.approx(0.12) and rows["bandwidth"]["after"] == pytest.approx(0.03)
+    assert rows["bandwidth"]["reduction"] == 0.75
