@@ -34,6 +34,27 @@ def test_bad_setting_fails_at_start_naming_it(tmp_path):
     assert "max_body_bytes" in r.stderr and "COGNOPT_MAX_BODY_BYTES" in r.stderr
 
 
+def test_a_task_path_that_does_not_import_stops_the_start_naming_it(tmp_path):
+    for option, says in (
+        ("fact=math:no_such_function", "module 'math' has no 'no_such_function'"),
+        ("x=no_such_package.mod:f", "cannot import module 'no_such_package.mod'"),
+        ("noequals", "is not name=package.module:function"),
+    ):
+        r = subprocess.run(
+            [BIN, "serve", "--task", option], capture_output=True, text=True, env=_env(tmp_path), timeout=60
+        )
+        assert r.returncode != 0 and says in r.stderr, r.stderr
+        assert "Started a local Ray" not in r.stderr + r.stdout  # it stops before starting Ray
+        if "=" in option:
+            assert f"cpu.tasks.{option.split('=')[0]}" in r.stderr, r.stderr
+    yaml_file = tmp_path / "settings.yaml"
+    yaml_file.write_text("cpu:\n  tasks:\n    primes: cognopt_ray.examples.tasks:nope\n")
+    r = subprocess.run(
+        [BIN, "serve", "--config", str(yaml_file)], capture_output=True, text=True, env=_env(tmp_path), timeout=60
+    )
+    assert r.returncode != 0 and "cpu.tasks.primes" in r.stderr and "'nope'" in r.stderr, r.stderr
+
+
 def test_keys_create_prints_once_and_stores_hash(tmp_path):
     r = subprocess.run(
         [BIN, "keys", "create", "--scope", "read", "--scope", "service:ai_models"],
@@ -57,7 +78,7 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
     port = free_port()
     # the CLI starts its own local Ray beside the test session's one
     proc = subprocess.Popen(
-        [BIN, "serve", "--port", str(port), "--num-cpus", "1"],
+        [BIN, "serve", "--port", str(port), "--num-cpus", "1", "--task", "fact=math:factorial"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,6 +124,15 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         ).stdout.strip()
         assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
         _trust_boundary_holds(url, key, tmp_path)
+        # the task named by --task runs over REST, with no driver registering it
+        r = requests.post(
+            f"{url}/cpu/optimize-tasks",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"tasks": [{"name": "fact", "args": [20], "priority": "high"}]},
+            timeout=120,
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["tasks"][0]["result"] == 2432902008176640000 and r.json()["completed"] == 1
     finally:
         proc.send_signal(signal.SIGINT)
         try:
