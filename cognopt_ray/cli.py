@@ -91,7 +91,11 @@ def serve(
     except CognoptError as e:
         raise click.ClickException(str(e)) from None
     base = f"http://{host}:{port}/api/v0/optimization"
+    import ray
+
     click.echo(f"cognopt_ray API ready at {base}")
+    # jobs on this machine (python -m cognopt_ray.jobs.health) join this Ray by its address
+    click.echo(f"  ray:     RAY_ADDRESS={ray.get_runtime_context().gcs_address}")
     click.echo(f"  health:  curl {base}/health")
     click.echo(f"  docs:    http://{host}:{port}/docs")
     if settings.cpu.tasks:
