@@ -1,5 +1,6 @@
 """The `cognopt` command as a user runs it: a subprocess, real HTTP, SIGINT to stop."""
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,18 @@ import requests
 from tests.support.helpers import free_port, wait_http
 
 BIN = Path(sys.executable).parent / "cognopt"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_task_example() -> tuple[list[str], dict, list]:
+    """The README's REST task example: the ``--task`` options of its run command, the body it
+    posts to ``cpu/optimize-tasks`` and the results it shows."""
+    text = README.read_text()
+    block = text.split("./scripts/run.sh --task", 1)[1].split("```", 1)[0]
+    options = re.findall(r"--task (\S+)", "--task" + block.splitlines()[0])
+    body = json.loads(re.search(r"-d '(.*?)' \$URL/cpu/optimize-tasks", block, re.S).group(1))
+    results = [json.loads(r) for r in re.findall(r'"result": ([0-9]+)', block)]
+    return [a for o in options for a in ("--task", o)], body, results
 
 
 def _env(tmp_path, **extra):
@@ -78,7 +91,7 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
     port = free_port()
     # the CLI starts its own local Ray beside the test session's one
     proc = subprocess.Popen(
-        [BIN, "serve", "--port", str(port), "--num-cpus", "1", "--task", "fact=math:factorial"],
+        [BIN, "serve", "--port", str(port), "--num-cpus", "1", *readme_task_example()[0]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -124,15 +137,13 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         ).stdout.strip()
         assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
         _trust_boundary_holds(url, key, tmp_path)
-        # the task named by --task runs over REST, with no driver registering it
+        # the README's example: the tasks named by --task run over REST, with no driver registering them
+        _, body, results = readme_task_example()
         r = requests.post(
-            f"{url}/cpu/optimize-tasks",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"tasks": [{"name": "fact", "args": [20], "priority": "high"}]},
-            timeout=120,
+            f"{url}/cpu/optimize-tasks", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=120
         )
         assert r.status_code == 200, r.text
-        assert r.json()["tasks"][0]["result"] == 2432902008176640000 and r.json()["completed"] == 1
+        assert [t["result"] for t in r.json()["tasks"]] == results and r.json()["completed"] == len(results)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
