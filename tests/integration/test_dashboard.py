@@ -237,6 +237,7 @@ EMPTY_API = {
         "redis": {"status": "not_configured", "reason": "COGNOPT_REDIS_URL is not set"},
     },
     "system/audit": [],
+    "auth/whoami": {"key_id": "stand-in", "scopes": ["admin"]},
 }
 
 
@@ -342,6 +343,12 @@ def test_dashboard_shows_the_operators_panels_in_chromium(api_server, chromium):
     # no constant charted, no unitless tiny numbers
     assert "weights" not in p["body"] and not re.search(r"\de-\d", p["body"]), p["body"]
     assert "403" in out["read_audit"] and "admin" in out["read_audit"]
+    # the page asked whoami instead of polling the audit log with the read key (each 403 is audited)
+    read_id = api_server.keys["read"][4:].split(".", 1)[0]
+    denied = requests.get(
+        api_server.url("system/audit"), params={"action": "system.read_audit", "key_id": read_id}, headers=h, timeout=60
+    )
+    assert denied.status_code == 200 and denied.json() == [], denied.text
     shot = shots / "dashboard.png"
     assert out["png"] > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a real picture
 
