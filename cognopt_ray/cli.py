@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -94,8 +95,11 @@ def serve(
     import ray
 
     click.echo(f"cognopt_ray API ready at {base}")
-    # jobs on this machine (python -m cognopt_ray.jobs.health) join this Ray by its address
-    click.echo(f"  ray:     RAY_ADDRESS={ray.get_runtime_context().gcs_address}")
+    # jobs on this machine (python -m cognopt_ray.jobs.health) join this Ray by its address, with
+    # token auth when the Ray started here turned it on (Ray >= 2.60 does by default; the token
+    # itself stays in ~/.ray/auth_token)
+    mode = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    click.echo(f"  ray:     {mode}RAY_ADDRESS={ray.get_runtime_context().gcs_address}")
     click.echo(f"  health:  curl {base}/health")
     click.echo(f"  docs:    http://{host}:{port}/docs")
     if settings.cpu.tasks:

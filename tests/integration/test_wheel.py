@@ -133,7 +133,7 @@ def test_the_wheel_installs_and_serves_outside_the_repository(tmp_path):
         cwd=run,
     )
     try:
-        lines, key, url, ray_address = [], None, None, None
+        lines, key, url, ray_env = [], None, None, {}
         deadline = time.time() + 180
         while time.time() < deadline and key is None:
             line = proc.stdout.readline()
@@ -142,9 +142,10 @@ def test_the_wheel_installs_and_serves_outside_the_repository(tmp_path):
                 continue
             lines.append(line)
             url = (m := re.search(r"ready at (http://\S+)", line)) and m.group(1) or url
-            ray_address = (m := re.search(r"RAY_ADDRESS=(\S+)", line)) and m.group(1) or ray_address
+            if line.strip().startswith("ray:"):  # the environment a job on this machine needs
+                ray_env = dict(re.findall(r"(RAY_\w+)=(\S+)", line))
             key = (m := re.search(r"admin key.*: (cok_\S+)", line)) and m.group(1) or key
-        assert url and key and ray_address, lines
+        assert url and key and "RAY_ADDRESS" in ray_env, lines
         wait_http(f"{url}/health", timeout=60)
         assert requests.get(f"{url}/health", timeout=30).json()["ray"]["status"] == "up"
         page = requests.get(f"http://127.0.0.1:{port}/dashboard", timeout=30)
@@ -171,7 +172,7 @@ def test_the_wheel_installs_and_serves_outside_the_repository(tmp_path):
             capture_output=True,
             text=True,
             cwd=run,
-            env={**env, "RAY_ADDRESS": ray_address},
+            env={**env, **ray_env},
             timeout=180,
         )
         assert job.returncode == 0, job.stderr[-3000:]
