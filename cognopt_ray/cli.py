@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -16,9 +17,9 @@ from cognopt_ray.config import Settings
 from cognopt_ray.errors import CognoptError
 
 
-def _load_settings(config: str | None) -> Settings:
+def _load_settings(config: str | None, **overrides) -> Settings:
     try:
-        return Settings.load(config)
+        return Settings.load(config, **overrides)
     except CognoptError as e:
         raise click.ClickException(str(e)) from None
 
@@ -44,14 +45,37 @@ def version() -> None:
 @click.option("--port", default=None, type=int, help="HTTP port (default from settings: 8000).")
 @click.option("--config", "config", default=None, type=click.Path(dir_okay=False), help="YAML settings file.")
 @click.option("--num-cpus", default=None, type=int, help="CPUs of a locally started Ray.")
-def serve(address: str | None, host: str | None, port: int | None, config: str | None, num_cpus: int | None) -> None:
+@click.option(
+    "--task",
+    "tasks",
+    multiple=True,
+    metavar="NAME=MODULE:FUNCTION",
+    help="Register a task for cpu/optimize-tasks (repeatable; adds to the setting cpu.tasks).",
+)
+def serve(
+    address: str | None,
+    host: str | None,
+    port: int | None,
+    config: str | None,
+    num_cpus: int | None,
+    tasks: tuple[str, ...],
+) -> None:
     """Start (or join) Ray, deploy the API, print its URL and an admin key, run until Ctrl-C."""
     from ray import serve as ray_serve
 
     from cognopt_ray import runtime
+    from cognopt_ray.cpu import configured
     from serve_apps.optimization_api import app_builder
 
-    settings = _load_settings(config)
+    try:
+        extra = dict(configured.parse_task_option(t) for t in tasks)
+    except CognoptError as e:
+        raise click.ClickException(str(e)) from None
+    settings = _load_settings(config, **({"cpu": {"tasks": extra}} if extra else {}))
+    try:  # every task path imports before Ray starts: a typo stops here, naming the setting
+        configured.resolve(settings)
+    except CognoptError as e:
+        raise click.ClickException(str(e)) from None
     host = host or settings.http_host
     port = port or settings.http_port
     admin_key, records = _first_admin_key(settings)
@@ -68,9 +92,18 @@ def serve(address: str | None, host: str | None, port: int | None, config: str |
     except CognoptError as e:
         raise click.ClickException(str(e)) from None
     base = f"http://{host}:{port}/api/v0/optimization"
+    import ray
+
     click.echo(f"cognopt_ray API ready at {base}")
+    # jobs on this machine (python -m cognopt_ray.jobs.health) join this Ray by its address, with
+    # token auth when the Ray started here turned it on (Ray >= 2.60 does by default; the token
+    # itself stays in ~/.ray/auth_token)
+    mode = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    click.echo(f"  ray:     {mode}RAY_ADDRESS={ray.get_runtime_context().gcs_address}")
     click.echo(f"  health:  curl {base}/health")
     click.echo(f"  docs:    http://{host}:{port}/docs")
+    if settings.cpu.tasks:
+        click.echo(f"  tasks:   {', '.join(sorted(settings.cpu.tasks))} (POST {base}/cpu/optimize-tasks)")
     if admin_key:
         click.echo(f"  admin key (shown once, only its hash is stored): {admin_key}")
         click.echo(f"  try:     curl -H 'Authorization: Bearer {admin_key}' {base}/health/details")

@@ -96,6 +96,10 @@ class OptimizationAPI:
     def __init__(self, config_file: str | None = None, settings: dict[str, Any] | None = None) -> None:
         loaded = Settings.load(config_file, **(settings or {}))
         runtime.init(settings=loaded, detached=True)
+        if loaded.cpu.tasks:  # cpu.tasks: registered before the replica answers (a bad path stops it)
+            from cognopt_ray.cpu.configured import register_configured
+
+            register_configured(loaded)
         configure_api(loaded)
         if loaded.system.automation_enabled:  # the engines' passes on timers (cognopt.system, idempotent)
             from cognopt_ray.system import automation

@@ -111,6 +111,8 @@ def api_server(ray_session, redis_server, session_root):
         "max_body_bytes": MAX_BODY,
         "health_timeout_s": 5,
         "network": {"allowlist": ["127.0.0.1"], "assets_dir": str(session_root / "assets")},
+        # registered by the replica at start (cpu.tasks), as `cognopt serve --task` does
+        "cpu": {"tasks": {"count_primes": "cognopt_ray.examples.tasks:count_primes"}},
     }
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     apps = {

@@ -15,6 +15,10 @@ from cognopt_ray.config._base import (
 )
 from cognopt_ray.priority import Priority
 
+#: A registered task's name (as ``cpu/optimize-tasks`` accepts it) and a ``cpu.tasks`` import path.
+TASK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,127}")
+TASK_PATH = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
 
 class CpuEngineSettings(_Model):
     """Settings of the CPU engine (scheduler, pools, placement). Owned by cognopt_ray.cpu.
@@ -47,6 +51,9 @@ class CpuEngineSettings(_Model):
         max_queued: refuse new tasks (409) beyond this many queued ones.
         results_kept: finished REST task records kept for ``GET cpu/tasks/{id}``.
         batch_chunk: tasks per scheduler call in ``submit_batch`` (their refs resolve together).
+        tasks: tasks the API registers at start for ``POST cpu/optimize-tasks``, name →
+            ``"package.module:function"`` (``cognopt serve --task name=package.module:function``);
+            a path that does not import stops the start with an error naming it.
     """
 
     enabled: bool = True
@@ -70,6 +77,7 @@ class CpuEngineSettings(_Model):
     max_queued: int = Field(default=1_000_000, ge=1)
     results_kept: int = Field(default=10_000, ge=0)
     batch_chunk: int = Field(default=128, ge=1, le=100_000)
+    tasks: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("cpu_affinity")
     @classmethod
@@ -77,6 +85,18 @@ class CpuEngineSettings(_Model):
         if any(c < 0 for c in v):
             raise ValueError("cpu_affinity holds core numbers >= 0")
         return sorted(set(v))
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not TASK_NAME.fullmatch(name):
+                raise ValueError(
+                    f"task name {name!r}: 1-128 of A-Z a-z 0-9 _ . - starting with a letter (as in cpu/optimize-tasks)"
+                )
+            if not isinstance(path, str) or not TASK_PATH.fullmatch(path):
+                raise ValueError(f"task {name!r}: {path!r} is not 'package.module:function'")
+        return v
 
     @field_validator("wait_targets_s")
     @classmethod

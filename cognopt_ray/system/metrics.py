@@ -183,8 +183,9 @@ def compute_metrics(
             "tier_utilization": {t: _num((tiers.get(t) or {}).get("utilization")) for t in TIERS},
         },
         "network_optimization": {
-            "cache_hit_rate": _num(net.get("cache_hit_rate")),
-            "compression_ratio": _num(net.get("compression_ratio")),
+            # no lookup yet: not measured (the engine's snapshot says 0.0 then)
+            "cache_hit_rate": _num(net.get("cache_hit_rate")) if net.get("cache_lookups") else None,
+            "compression_ratio": _num(net.get("compression_ratio")) if net.get("bytes_from_origin") else None,
             "bandwidth_saved_mb": _num(net.get("bandwidth_saved_mb")),
         },
         "savings": _savings(ok),

@@ -1,5 +1,6 @@
 """The `cognopt` command as a user runs it: a subprocess, real HTTP, SIGINT to stop."""
 
+import json
 import os
 import re
 import signal
@@ -13,6 +14,18 @@ import requests
 from tests.support.helpers import free_port, wait_http
 
 BIN = Path(sys.executable).parent / "cognopt"
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_task_example() -> tuple[list[str], dict, list]:
+    """The README's REST task example: the ``--task`` options of its run command, the body it
+    posts to ``cpu/optimize-tasks`` and the results it shows."""
+    text = README.read_text()
+    block = text.split("./scripts/run.sh --task", 1)[1].split("```", 1)[0]
+    options = re.findall(r"--task (\S+)", "--task" + block.splitlines()[0])
+    body = json.loads(re.search(r"-d '(.*?)' \$URL/cpu/optimize-tasks", block, re.S).group(1))
+    results = [json.loads(r) for r in re.findall(r'"result": ([0-9]+)', block)]
+    return [a for o in options for a in ("--task", o)], body, results
 
 
 def _env(tmp_path, **extra):
@@ -32,6 +45,27 @@ def test_bad_setting_fails_at_start_naming_it(tmp_path):
     )
     assert r.returncode != 0
     assert "max_body_bytes" in r.stderr and "COGNOPT_MAX_BODY_BYTES" in r.stderr
+
+
+def test_a_task_path_that_does_not_import_stops_the_start_naming_it(tmp_path):
+    for option, says in (
+        ("fact=math:no_such_function", "module 'math' has no 'no_such_function'"),
+        ("x=no_such_package.mod:f", "cannot import module 'no_such_package.mod'"),
+        ("noequals", "is not name=package.module:function"),
+    ):
+        r = subprocess.run(
+            [BIN, "serve", "--task", option], capture_output=True, text=True, env=_env(tmp_path), timeout=60
+        )
+        assert r.returncode != 0 and says in r.stderr, r.stderr
+        assert "Started a local Ray" not in r.stderr + r.stdout  # it stops before starting Ray
+        if "=" in option:
+            assert f"cpu.tasks.{option.split('=')[0]}" in r.stderr, r.stderr
+    yaml_file = tmp_path / "settings.yaml"
+    yaml_file.write_text("cpu:\n  tasks:\n    primes: cognopt_ray.examples.tasks:nope\n")
+    r = subprocess.run(
+        [BIN, "serve", "--config", str(yaml_file)], capture_output=True, text=True, env=_env(tmp_path), timeout=60
+    )
+    assert r.returncode != 0 and "cpu.tasks.primes" in r.stderr and "'nope'" in r.stderr, r.stderr
 
 
 def test_keys_create_prints_once_and_stores_hash(tmp_path):
@@ -57,7 +91,7 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
     port = free_port()
     # the CLI starts its own local Ray beside the test session's one
     proc = subprocess.Popen(
-        [BIN, "serve", "--port", str(port), "--num-cpus", "1"],
+        [BIN, "serve", "--port", str(port), "--num-cpus", "1", *readme_task_example()[0]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -103,6 +137,13 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         ).stdout.strip()
         assert requests.get(f"{url}/auth/whoami", headers={"X-API-Key": new}).json()["scopes"] == ["read"]
         _trust_boundary_holds(url, key, tmp_path)
+        # the README's example: the tasks named by --task run over REST, with no driver registering them
+        _, body, results = readme_task_example()
+        r = requests.post(
+            f"{url}/cpu/optimize-tasks", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=120
+        )
+        assert r.status_code == 200, r.text
+        assert [t["result"] for t in r.json()["tasks"]] == results and r.json()["completed"] == len(results)
     finally:
         proc.send_signal(signal.SIGINT)
         try:

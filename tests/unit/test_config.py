@@ -115,3 +115,23 @@ def test_storage_root_uri_kept(tmp_path):
     s = Settings.load(environ={}, storage_root="s3://bucket/prefix")
     assert s.storage_root == "s3://bucket/prefix"
     assert isinstance(s.root, Path)
+
+
+def test_cpu_tasks_setting_checks_names_and_paths_and_imports():
+    from cognopt_ray.cpu import configured
+    from cognopt_ray.examples.tasks import count_primes
+
+    s = Settings.load(environ={"COGNOPT_CPU__TASKS": '{"primes": "cognopt_ray.examples.tasks:count_primes"}'})
+    assert configured.resolve(s) == {"primes": count_primes}
+    assert count_primes(100) == 25 and count_primes(2) == 0
+    for tasks, says in (
+        ({"1bad": "math:factorial"}, "task name '1bad'"),
+        ({"ok": "math.factorial"}, "is not 'package.module:function'"),
+        ({"ok": "math:factorial; rm"}, "is not 'package.module:function'"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            Settings.load(environ={}, cpu={"tasks": tasks})
+    with pytest.raises(ConfigError, match=r"cpu.tasks.pi: 'math:pi' is a float, not a function"):
+        configured.resolve(Settings.load(environ={}, cpu={"tasks": {"pi": "math:pi"}}))
+    with pytest.raises(ValueError):
+        count_primes(10**9)

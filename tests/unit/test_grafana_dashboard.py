@@ -37,6 +37,19 @@ def exported_metrics() -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(), str(path))
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
+            # the declarations of cognopt_ray._private.gauges.Gauges: {"cognopt_x": (description, labels)}
+            if isinstance(node, ast.Dict):
+                for k, v in zip(node.keys, node.values):
+                    if isinstance(k, ast.Constant) and str(k.value).startswith("cognopt_") and isinstance(v, ast.Tuple):
+                        found["Gauge"].add(k.value)
+            elif (
+                isinstance(node, ast.DictComp)
+                and isinstance(node.key, ast.JoinedStr)
+                and isinstance(node.value, ast.Tuple)
+            ):
+                head = node.key.values[0]
+                if isinstance(head, ast.Constant) and str(head.value).startswith("cognopt_"):
+                    found["Gauge"].update(_expand_fstring(node.key, node, parents, tree, path))
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
@@ -65,9 +78,11 @@ def _expand_fstring(name: ast.JoinedStr, call: ast.Call, parents: dict, tree: as
     holes = [v for v in name.values if isinstance(v, ast.FormattedValue)]
     assert len(holes) == 1 and isinstance(holes[0].value, ast.Name), f"metric name too dynamic to check: {where}"
     var = holes[0].value.id
-    node = call
+    chain, node = [call], call
     while node in parents:
         node = parents[node]
+        chain.append(node)
+    for node in chain:
         loops = (
             node.generators
             if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp))
@@ -152,3 +167,29 @@ def test_dashboard_is_importable_grafana_json():
         for t in panel.get("targets", []):
             assert t["refId"] and t["expr"]
             assert t["expr"].count("(") == t["expr"].count(")"), t["expr"]
+
+
+def documented_series() -> dict[str, tuple[str, ...]]:
+    """``{series: labels}`` from the table "Every series" of ``docs/metrics.md``."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    section = text.split("#### Every series", 1)[1].split("####", 1)[0]
+    out = {}
+    for m in re.finditer(r"^\| `(ray_cognopt_\w+)` \| ([^|]*) \|", section, re.M):
+        out[m.group(1)] = tuple(re.findall(r"`(\w+)`", m.group(2)))
+    return out
+
+
+def test_the_docs_list_every_exported_series_with_the_codes_labels():
+    from cognopt_ray.memory.figures import POOL_GAUGES
+    from cognopt_ray.network._actor import GAUGES as NETWORK
+    from cognopt_ray.storage._actor import GAUGES as STORAGE
+    from cognopt_ray.system.prometheus import GAUGES as SYSTEM
+
+    documented = documented_series()
+    exported = {"ray_" + n for names in exported_metrics().values() for n in names}
+    assert set(documented) == exported, (sorted(set(documented) - exported), sorted(exported - set(documented)))
+    labels = {f"cognopt_memory_pool_{k}": ("service",) for k in POOL_GAUGES}
+    labels.update({k: t for k, (_d, t) in {**NETWORK, **STORAGE, **SYSTEM}.items()})
+    labels.update({"cognopt_cpu_queue_depth": ("priority",), "cognopt_cpu_tasks_processed": ()})
+    labels["cognopt_cpu_tasks_running"] = ()
+    assert {"ray_" + k: tuple(v) for k, v in labels.items()} == documented

@@ -44,6 +44,7 @@ COUNTERS = {
     },
     "network": {
         "cache_hit_rate": 0.75,
+        "cache_lookups": 12,
         "compression_ratio": 2.0,
         "bandwidth_saved_mb": 0.003,
         "requests": 12,
@@ -63,6 +64,12 @@ def test_metrics_formulas():
     assert doc["system_overview"]["optimization_status"] == "active"
     assert doc["system_overview"]["last_updated"].startswith("2023-11-14T22:13:20")
     assert doc["memory_optimization"]["cache_hit_rate"] == pytest.approx(4 / 8)
+    assert doc["network_optimization"]["cache_hit_rate"] == 0.75
+    assert doc["network_optimization"]["compression_ratio"] == 2.0
+    # no lookup and no origin byte yet: not measured, not the engine's 0.0 / 1.0 placeholders
+    idle = compute_metrics({"network": {"cache_hit_rate": 0.0, "cache_lookups": 0, "compression_ratio": 1.0}}, now=0.0)
+    assert idle["network_optimization"]["cache_hit_rate"] is None
+    assert idle["network_optimization"]["compression_ratio"] is None
     assert doc["storage_optimization"]["tier_utilization"] == {"hot": 0.1, "warm": 0.2, "cold": None, "archive": 0.0}
     assert doc["savings"] == {
         "storage_bytes_saved": 750,
