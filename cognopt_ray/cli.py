@@ -80,7 +80,9 @@ def serve(
     port = port or settings.http_port
     admin_key, records = _first_admin_key(settings)
     # The replica gets hashes only; a key printed here is never stored whole.
-    overrides = settings.model_dump(mode="json", exclude={"admin_key", "encryption_key", "api_keys"})
+    overrides = settings.model_dump(
+        mode="json", exclude={"admin_key", "encryption_key", "installation_secret", "api_keys"}
+    )
     overrides["api_keys"] = [r.model_dump(mode="json") for r in [*settings.api_keys, *records]]
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -131,6 +131,24 @@ class EngineUnavailable(CognoptError):
     retryable = True
 
 
+class StorageBackendError(CognoptError):
+    """The object store behind a tier root or the backup repository did not answer, or refused the
+    request (HTTP 503 when retrying may help: connection refused, timeouts, 5xx; 502 otherwise)."""
+
+    status = 503
+    title = "Storage backend unavailable"
+    retryable = True
+
+
+class StorageBackendRefused(StorageBackendError):
+    """The object store answered but refused the request (credentials, permissions, no such bucket):
+    retrying the same request does not help (HTTP 502)."""
+
+    status = 502
+    title = "Storage backend refused the request"
+    retryable = False
+
+
 __all__ = [
     "CognoptError",
     "ConfigError",
@@ -143,4 +161,6 @@ __all__ = [
     "InsufficientStorage",
     "IntegrityError",
     "EngineUnavailable",
+    "StorageBackendError",
+    "StorageBackendRefused",
 ]

@@ -42,6 +42,16 @@ def redis_factory(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-protocol server on 127.0.0.1 (moto's server mode) for the whole session."""
+    from tests.support.s3 import S3Server
+
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def ray_session(session_root):
     """One local Ray for the whole session, with a fixed number of CPUs."""
     import ray

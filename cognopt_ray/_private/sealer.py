@@ -16,7 +16,8 @@ derivation and one format:
   origin, Redis or a file could have written carries no valid tag and is refused.
 * :func:`installation_secret` is 32 random bytes created once per storage root at first start
   (``<root>/keys/installation.secret``, mode 0600, created with ``O_EXCL`` so concurrent
-  starts agree). Signing keys derive from it; the encryption key, when configured, is mixed in so
+  starts agree), or the ``installation_secret`` setting (``COGNOPT_INSTALLATION_SECRET``) when
+  several nodes must share it. Signing keys derive from it; the encryption key, when configured, is mixed in so
   that rotating it also rotates signatures.
 
 Keys are never logged.
@@ -152,9 +153,13 @@ def installation_secret(settings: Any) -> bytes:
     With an ``encryption_key`` configured the secret is HKDF-mixed with it. Several processes
     starting at once agree: the file is created with ``O_EXCL`` and a loser reads the winner's.
     """
+    enc = getattr(settings, "encryption_key", None)
+    shared = getattr(settings, "installation_secret", None)
+    if shared is not None:  # the same on every node (COGNOPT_INSTALLATION_SECRET): no local file
+        raw = base64.b64decode(shared.get_secret_value())
+        return derive_key(raw + base64.b64decode(enc.get_secret_value()), b"cognopt installation") if enc else raw
     root = Path(settings.root)
     path = root / "keys" / "installation.secret"
-    enc = getattr(settings, "encryption_key", None)
     cache_key = f"{path}|{hashlib.sha256(enc.get_secret_value().encode()).hexdigest() if enc else ''}"
     if cache_key in _secrets:
         return _secrets[cache_key]

@@ -171,6 +171,33 @@ class MemoryEngineSettings(_Model):
 # ---------------------------------------------------------------------------------------------
 
 
+class ObjectStoreSettings(_Model):
+    """How ``s3://`` roots (tier roots, the catalog journal, the backup repository) are reached.
+
+    Credentials never go here nor into URIs: pyarrow's S3 client reads them from the environment
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``) or
+    the instance's role. A root URI carrying ``access_key=``/``secret_key=``/``session_token=`` or
+    ``user:password@`` is refused at start.
+
+    Attributes:
+        endpoint_override: ``host:port`` (or ``http(s)://host:port``) of an S3-compatible store
+            (MinIO, Ceph RGW, R2, GCS's XML API...); unset: AWS (or ``AWS_ENDPOINT_URL``).
+        scheme: ``https`` or ``http`` (``http`` only for a store on a trusted network or 127.0.0.1).
+        region: the bucket's region (unset: pyarrow resolves it, ``AWS_DEFAULT_REGION``).
+        allow_bucket_creation: create a missing bucket (off: a missing bucket is a clear 502).
+        connect_timeout_s / request_timeout_s: per S3 request.
+        retry_attempts: attempts per S3 request (AWS standard retry: 5xx, throttling, timeouts).
+    """
+
+    endpoint_override: str | None = None
+    scheme: Literal["https", "http"] = "https"
+    region: str | None = None
+    allow_bucket_creation: bool = False
+    connect_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    request_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    retry_attempts: int = Field(default=3, ge=1, le=20)
+
+
 class StorageEngineSettings(_Model):
     """Settings of the storage engine (tiers, codecs, lifecycle, backups). Owned by cognopt_ray.storage.
 
@@ -194,6 +221,14 @@ class StorageEngineSettings(_Model):
             ``<storage_root>/backup-sources``. Sources must sit inside one (realpath, no symlinks).
         restore_roots: folders (or URIs) that ``storage/restore`` may write into; default
             ``<storage_root>/restores``.
+        s3: how ``s3://`` roots are reached (:class:`ObjectStoreSettings`).
+        journal: the catalog journal in the root (:mod:`cognopt_ray.storage.journal`): ``on``,
+            ``off``, or ``auto`` (on when a tier root or ``journal_root`` is not a local folder).
+            With it, every acknowledged change is written to the root before it is answered, and a
+            node with an empty local catalog rebuilds it from there.
+        journal_root: where the journal lives (folder or URI); default ``<warm tier root>/catalog``.
+        journal_checkpoint_every: journal entries after which a checkpoint (the whole catalog in
+            one object) replaces them.
             A URI source or target must equal or sit under a URI root here, with the same query
             (``endpoint_override`` and the like) exactly. Tier roots and the backup repository are
             themselves settings and are never taken from a request.
@@ -219,6 +254,10 @@ class StorageEngineSettings(_Model):
     default_quota_bytes: int | None = Field(default=None, ge=0)
     backup_source_roots: list[str] = Field(default_factory=list)
     restore_roots: list[str] = Field(default_factory=list)
+    s3: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
+    journal: Literal["auto", "on", "off"] = "auto"
+    journal_root: str | None = None
+    journal_checkpoint_every: int = Field(default=1000, ge=10, le=1_000_000)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,11 @@ class Settings(_Model):
         api_keys: stored keys (hashes only) with their scopes.
         max_body_bytes: request bodies above this are answered 413.
         encryption_key: base64 of 32 bytes; enables AES-GCM at rest.
+        installation_secret: base64 of 32 bytes shared by every node that may run the storage
+            engine (``COGNOPT_INSTALLATION_SECRET``); unset, each storage root makes its own at
+            first start (``<root>/keys/installation.secret``). Signatures (the catalog journal's
+            without an ``encryption_key``, spilled values) derive from it, so a node started with a
+            fresh local state dir needs the same one to trust what the others wrote.
         services: per-service settings; the spec's services ship as defaults, any other name
             uses ``default_service``.
         health_cache_s: ``GET health`` answers from a document at most this old; the engines
@@ -62,6 +67,7 @@ class Settings(_Model):
     api_keys: list[ApiKeyRecord] = Field(default_factory=list)
     max_body_bytes: int = Field(default=64 * MiB, ge=1, le=16 * 1024 * MiB)
     encryption_key: SecretStr | None = None
+    installation_secret: SecretStr | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     detached_engines: bool = False
@@ -115,6 +121,19 @@ class Settings(_Model):
             raise ValueError(f"encryption_key must decode to 32 bytes, got {len(raw)}")
         return v
 
+    @field_validator("installation_secret")
+    @classmethod
+    def _inst_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        try:
+            raw = base64.b64decode(v.get_secret_value(), validate=True)
+        except Exception:
+            raise ValueError("installation_secret must be base64 of 32 random bytes") from None
+        if len(raw) != 32:
+            raise ValueError(f"installation_secret must decode to 32 bytes, got {len(raw)}")
+        return v
+
     @field_validator("services")
     @classmethod
     def _service_names(cls, v: dict[str, ServiceSettings]) -> dict[str, ServiceSettings]:
@@ -148,7 +167,7 @@ class Settings(_Model):
     def to_overrides(self) -> dict[str, Any]:
         """A plain dict that recreates these settings in another process (secrets included)."""
         data = self.model_dump(mode="python")
-        for key in ("admin_key", "encryption_key"):
+        for key in ("admin_key", "encryption_key", "installation_secret"):
             secret = getattr(self, key)
             data[key] = secret.get_secret_value() if secret is not None else None
         return data
@@ -241,7 +260,7 @@ def _explain(err: ValidationError, sources: Mapping[str, str]) -> str:
         if e["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_fields(err, e["loc"]))
             msg = f"unknown setting; allowed here: {allowed}"
-        shown = "***" if "key" in loc else repr(e.get("input"))[:80]
+        shown = "***" if "key" in loc or "secret" in loc else repr(e.get("input"))[:80]
         lines.append(f"setting {loc!r} (from {src}): {msg}; got {shown}")
     return "invalid settings: " + "; ".join(lines)
 

@@ -73,6 +73,13 @@ class _StoreActor:
             "status": status,
             "items": self.store.catalog.query("SELECT COUNT(*) FROM items")[0][0],
             "recovered": self.store.recovered,
+            # the catalog journal in the root (None: off); "rebuilt" says this start rebuilt the
+            # local catalog from it (a fresh node, or one whose catalog was behind the root)
+            "journal": None
+            if self.store.journal is None
+            else {"root": self.store.journal.root.uri, "last_seq": self.store.journal.last_seq},
+            "rebuilt": self.store.rebuilt,
+            "node_id": ray.get_runtime_context().get_node_id(),
             "last_lifecycle_pass": self.last_pass,
         }
         if reason:
@@ -171,6 +178,9 @@ class _StoreActor:
 
     def repair(self, item_id: str) -> dict[str, Any]:
         return self.store.repair(item_id)
+
+    def rebuild_catalog(self) -> dict[str, Any]:
+        return self.store.rebuild_catalog()
 
     def path_roots(self) -> dict[str, list[str]]:
         """Where backups may read (``backup_source_roots``) and restores may write (``restore_roots``)."""

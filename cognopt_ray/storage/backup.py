@@ -47,10 +47,10 @@ from pyfastcdc import FastCDC
 
 from cognopt_ray._private import bounded
 from cognopt_ray._private.sealer import Sealer
-from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound
+from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound, StorageBackendError
 from cognopt_ray.storage.paths import Confined, check_no_symlinks, write_beneath
 from cognopt_ray.storage.sources import SourceFiles, progress_bar
-from cognopt_ray.storage.tiers import TierRoot
+from cognopt_ray.storage.tiers import TierRoot, configure
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class BackupRepository:
     @classmethod
     def for_settings(cls, settings: Any) -> BackupRepository:
         cfg = settings.storage
+        configure(cfg.s3)
         uri = cfg.backup_root or f"{settings.storage_root.rstrip('/')}/backups"
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         return cls(
@@ -164,6 +165,8 @@ class BackupRepository:
             pack = rel.rsplit("/", 1)[-1]
             try:
                 entries = json.loads(bounded.zstd(self.root.read(rel), MAX_META_BYTES))
+            except StorageBackendError:
+                raise  # the store did not answer: nothing may be concluded from a missing index
             except Exception as e:  # noqa: BLE001 - a damaged index is reported by check()
                 logger.warning("backup index %s unreadable: %s", rel, e)
                 continue
@@ -238,6 +241,8 @@ class BackupRepository:
         for rel in self.root.listdir("snapshots"):
             try:
                 out.append(self._read_snapshot_file(rel))
+            except StorageBackendError:
+                raise  # prune must never take an unreadable snapshot for an absent one
             except Exception as e:  # noqa: BLE001 - a torn snapshot file is not a snapshot
                 logger.warning("snapshot %s unreadable: %s", rel, e)
         out.sort(key=lambda s: (s["time"], s["snapshot_id"]))

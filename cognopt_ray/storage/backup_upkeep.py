@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import zstandard
 
-from cognopt_ray.errors import IntegrityError, InvalidInput
+from cognopt_ray.errors import IntegrityError, InvalidInput, StorageBackendError
 
 if TYPE_CHECKING:
     from cognopt_ray.storage.backup import BackupRepository
@@ -42,6 +42,8 @@ def check(repo: BackupRepository, read_data: bool | float = False, repair: bool 
                 for e in repo.tree(s["snapshot_id"]):
                     referenced.update(e["chunks"])
                 referenced.update(repo.snapshot(s["snapshot_id"])["tree"])
+            except StorageBackendError:
+                raise
             except Exception as e:  # noqa: BLE001 - check reports every damaged snapshot, then goes on
                 errors.append(f"snapshot {s['snapshot_id']}: {e}")
         packs = {loc[0] for loc in repo.index.values()}

@@ -33,7 +33,7 @@ def hash_file(root: TierRoot, rel: str) -> str:
     if lp is not None:
         h.update_mmap(lp) if os.path.getsize(lp) else None
         return h.hexdigest()
-    with root.fs.open_input_stream(root.path(rel)) as f:
+    with root.guard("reading"), root.fs.open_input_stream(root.path(rel)) as f:
         while True:
             block = f.read(4 << 20)
             if not block:

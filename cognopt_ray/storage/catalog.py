@@ -24,16 +24,19 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cognopt_ray.errors import InvalidInput
+
+logger = logging.getLogger(__name__)
 
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
 ITEM_ID_RULE = "1-200 characters from A-Z a-z 0-9 . _ - : @ +, starting with a letter or digit, without '..'"
@@ -70,6 +73,7 @@ CREATE TABLE IF NOT EXISTS item_chunks (
     item_id TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (item_id, seq)
 );
 CREATE TABLE IF NOT EXISTS service_settings (service TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 ITEM_COLUMNS = (
@@ -156,6 +160,23 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._depth = 0
+        #: called with the connection just before each COMMIT (the journal: raising rolls back)
+        self.before_commit: Callable[[sqlite3.Connection], None] | None = None
+        #: called after each COMMIT (the journal's checkpoints); errors are logged, never raised
+        self.after_commit: Callable[[sqlite3.Connection], None] | None = None
+
+    def attach_journal(self, journal: Any) -> None:
+        """Note every change in temporary triggers and write it to ``journal`` before each commit."""
+        from cognopt_ray.storage.journal import TRIGGERS
+
+        with self._lock:
+            self._db.executescript(TRIGGERS)
+            self.before_commit = journal.record
+            self.after_commit = journal.maybe_checkpoint
+
+    def empty(self) -> bool:
+        """Whether the catalog holds nothing (no item, dictionary or service override)."""
+        return not any(self.query(f"SELECT 1 FROM {t} LIMIT 1") for t in ("items", "dicts", "service_settings"))
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -172,13 +193,19 @@ class Catalog:
             self._depth = 1
             try:
                 yield self._db
+                if self.before_commit is not None:
+                    self.before_commit(self._db)
             except BaseException:
                 self._db.execute("ROLLBACK")
-                raise
-            else:
-                self._db.execute("COMMIT")
-            finally:
                 self._depth = 0
+                raise
+            self._db.execute("COMMIT")
+            self._depth = 0
+            if self.after_commit is not None:
+                try:
+                    self.after_commit(self._db)
+                except Exception as e:  # noqa: BLE001 - the change is committed and journaled already
+                    logger.warning("catalog journal checkpoint failed (retried after the next change): %s", e)
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:

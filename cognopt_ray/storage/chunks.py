@@ -10,7 +10,7 @@ import json
 import uuid
 from typing import Any
 
-from cognopt_ray.errors import IntegrityError
+from cognopt_ray.errors import IntegrityError, StorageBackendError
 from cognopt_ray.storage import codecs
 from cognopt_ray.storage.blobs import Prepared, b3
 from cognopt_ray.storage.catalog import ItemRecord
@@ -83,6 +83,8 @@ class ArchiveChunks:
                 self._decode(f"chunk:{h}", stored, rec.encrypted), choice, self._zdict(choice.dict_id), raw_size
             )
             return self.hashes.chunk_ok(piece, h, cd.get("keyed_hash", False))
+        except StorageBackendError:
+            raise
         except Exception:  # noqa: BLE001 - unreadable is damaged
             return False
 
@@ -106,6 +108,8 @@ class ArchiveChunks:
                 piece = codecs.decompress(
                     self._decode(f"chunk:{h}", stored, rec.encrypted), choice, self._zdict(choice.dict_id), raw_size
                 )
+            except StorageBackendError:
+                raise  # the store did not answer: not damage
             except IntegrityError:
                 raise self._integrity(rec, f"chunk {h[:12]} failed authentication") from None
             except Exception as e:  # noqa: BLE001 - any decode failure of stored bytes is an integrity error

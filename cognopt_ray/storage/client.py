@@ -348,6 +348,15 @@ class StorageClient(EngineClient):
         """Async :meth:`repair`."""
         return await self._acall("repair", item_id)
 
+    def rebuild_catalog(self) -> dict[str, Any]:
+        """Rebuild the engine's local catalog from the journal in its root (what a fresh node does at
+        start; see :mod:`cognopt_ray.storage.journal`). A 409 when ``storage.journal`` is off."""
+        return self._call("rebuild_catalog", _timeout=LONG_CALL_S)
+
+    async def rebuild_catalog_async(self) -> dict[str, Any]:
+        """Async :meth:`rebuild_catalog`."""
+        return await self._acall("rebuild_catalog", _timeout=LONG_CALL_S)
+
     # ------------------------------------------------------------------------------ backups
     def backup(self, source: str | None = None, tag: str | None = None) -> dict[str, Any]:
         """Incremental snapshot of the store (default) or of a folder / pyarrow.fs path inside

@@ -7,10 +7,11 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from cognopt_ray.errors import NotFound
+from cognopt_ray.errors import Conflict, NotFound
 from cognopt_ray.storage.access import Caller
 from cognopt_ray.storage.catalog import check_item_id
 from cognopt_ray.storage.codecs import TIERS
+from cognopt_ray.storage.journal import local_seq
 from cognopt_ray.storage.models import DEFAULT_SERVICE
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,56 @@ logger = logging.getLogger(__name__)
 
 class Recovery:
     """Crash recovery and repair (a part of :class:`~cognopt_ray.storage.store.TieredStore`)."""
+
+    def _sync_journal(self) -> dict[str, Any] | None:
+        """Start-up with the journal on (:mod:`~cognopt_ray.storage.journal`): rebuild the local
+        catalog when it is empty or behind the root; checkpoint a catalog the root does not hold yet."""
+        j = self.journal
+        if j is None:
+            return None
+        self.catalog.attach_journal(j)
+        j.refresh()
+        with self.catalog.tx() as db:
+            local = local_seq(db)
+        if j.last_seq == 0:
+            if not self.catalog.empty():  # the journal was just turned on: the root gets the catalog
+                self._suspended(
+                    lambda db: db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('journal_seq', ?)", (str(j.checkpoint(db)),)
+                    )
+                )
+            return None
+        if local == j.last_seq and not self.catalog.empty():
+            return None
+        return self._suspended(j.rebuild)
+
+    def _suspended(self, fn: Any) -> Any:
+        self.journal.suspended = True
+        try:
+            with self.catalog.tx() as db:
+                return fn(db)
+        finally:
+            self.journal.suspended = False
+
+    def rebuild_catalog(self) -> dict[str, Any]:
+        """Replace the local catalog with the root's journal (what a fresh node does at start).
+
+        Returns ``{checkpoint, entries, items, last_seq, gaps}``; a 409 when the journal is off."""
+        if self.journal is None:
+            raise Conflict(
+                "the catalog journal is off, so the roots do not describe the store",
+                hint="set storage.journal to 'on' (or point a tier root at an object store with 'auto')",
+            )
+        with self._lock:
+            self.flush_access()
+            out = self._suspended(self.journal.rebuild)
+            self._dicts.clear()
+            self._service_dict.clear()
+            self.refused_dictionaries.clear()
+            self._load_dictionaries()
+            self._hot.clear()
+            self._access.clear()
+            return out
 
     def recover(self) -> dict[str, int]:
         """Start-up: drop temp files and files no catalog row points at (left by a crash)."""

@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.storage.paths import Confined, read_beneath, walk_files
+from cognopt_ray.storage.tiers import open_filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class SourceFiles:
             self.uri, self.root, self.rel = uri, None, ""
         self.skipped = 0
         if self.root is None and "://" in self.uri:
-            self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
+            self.fs, self.base = open_filesystem(self.uri)
             if isinstance(self.fs, pafs.LocalFileSystem):
                 self.root = self.base
         elif self.root is None:

@@ -44,14 +44,15 @@ import blake3
 
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.config import Settings, check_service_name
-from cognopt_ray.errors import Forbidden, IntegrityError, InvalidInput, NotFound
-from cognopt_ray.storage import codecs
+from cognopt_ray.errors import Forbidden, IntegrityError, InvalidInput, NotFound, StorageBackendError
+from cognopt_ray.storage import codecs, tiers
 from cognopt_ray.storage.access import INTERNAL, Caller, check_owner, check_write_id
 from cognopt_ray.storage.blobs import Encoded, Prepared, b3
 from cognopt_ray.storage.catalog import Catalog, ItemRecord
 from cognopt_ray.storage.chunks import ArchiveChunks
 from cognopt_ray.storage.codecs import TIERS, CodecChoice
 from cognopt_ray.storage.dictionaries import Dictionaries
+from cognopt_ray.storage.journal import open_journal
 from cognopt_ray.storage.lifecycle import Lifecycle
 from cognopt_ray.storage.models import DEFAULT_SERVICE, PutRequest, put_requests
 from cognopt_ray.storage.quota import Quotas
@@ -90,10 +91,12 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         state.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(state / "catalog.sqlite")
         base = settings.storage_root.rstrip("/")
+        tiers.configure(self.cfg.s3)
         self.roots: dict[str, TierRoot] = {}
         for tier in TIERS:
             uri = self.cfg.tier_roots.get(tier) or f"{base}/tiers/{tier}"
             self.roots[tier] = TierRoot(uri, min_free_bytes=self.cfg.min_free_bytes)
+        self.journal = open_journal(settings, self.roots)
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         self.sealer = Sealer(key, b"cognopt blobs") if key else None
         self.hashes = ContentHash(key)  # keyed item checksums and chunk hashes with a key (see sealing.py)
@@ -103,6 +106,7 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         self._dicts: dict[int, tuple[str, codecs.Dictionary]] = {}
         self._service_dict: dict[str, int] = {}
         self.refused_dictionaries: list[int] = []
+        self.rebuilt = self._sync_journal()  # before anything reads the catalog (recover() included)
         self._load_dictionaries()
         self._hot: dict[str, Any] = {}  # item_id -> ObjectRef (owned by this process)
         self._access: dict[str, tuple[float, int, float]] = {}  # pending access updates
@@ -414,8 +418,7 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
                 self._hot[p.rec.item_id] = ray.put(p.hot_value)
             elif p.rec.tier != "hot":
                 self._hot.pop(p.rec.item_id, None)
-        for tier, rel in old_files:
-            self.roots[tier].delete(rel)
+        self._delete_files(old_files)
 
     def _release(self, db: Any, old: ItemRecord, freed_chunks: list[str], sweep: bool = True) -> list[tuple[str, str]]:
         """Remove ``old``'s data references inside transaction ``db``; returns files to delete after commit."""
@@ -437,13 +440,23 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
         return files
 
     def _discard(self, prepared: list[Prepared]) -> None:
+        files = []
         for p in prepared:
             f = self._loc_file(p.rec.location)
             if f:
-                self.roots[p.rec.tier].delete(f)
+                files.append((p.rec.tier, f))
             for _h, new in p.chunks or []:
                 if new is not None and new["location"].startswith("file:"):
-                    self.roots["archive"].delete(new["location"][5:])
+                    files.append(("archive", new["location"][5:]))
+        self._delete_files(files)
+
+    def _delete_files(self, files: list[tuple[str, str]]) -> None:
+        """Delete files no committed row points at; a store that does not answer leaves them to recover()."""
+        for tier, rel in files:
+            try:
+                self.roots[tier].delete(rel)
+            except StorageBackendError as e:
+                logger.warning("could not delete unreferenced %s/%s now (start-up cleanup will): %s", tier, rel, e)
 
     def delete(self, item_id: str, caller: Caller | None = None) -> dict[str, Any]:
         """Delete an item (catalog row first, then its data). ``caller`` must own it (or be admin)."""
@@ -458,8 +471,7 @@ class TieredStore(ItemReads, ArchiveChunks, TableItems, Lifecycle, Quotas, Dicti
             with self.catalog.tx() as db:
                 files = self._release(db, rec, freed)
                 db.execute("DELETE FROM items WHERE item_id=?", (item_id,))
-            for tier, rel in files:
-                self.roots[tier].delete(rel)
+            self._delete_files(files)
             self._hot.pop(item_id, None)
             self._access.pop(item_id, None)
             return {"item_id": item_id, "deleted": True, "freed_bytes": rec.stored_size, "service": rec.service}

@@ -105,13 +105,14 @@ class TableItems:
         if not ok:
             raise self._integrity(rec, "stored checksum mismatch")
         lp = root.local_path(rel)
-        if rec.codec.get("format") == "ipc":
-            source = pa.memory_map(lp) if lp else root.fs.open_input_file(root.path(rel))
-            table = ipc.open_file(source).read_all()
-            return table.select(columns) if columns else table
-        if lp:
-            return pq.read_table(lp, columns=columns, memory_map=True)
-        return pq.read_table(root.path(rel), columns=columns, filesystem=root.fs)
+        with root.guard("reading a table"):
+            if rec.codec.get("format") == "ipc":
+                source = pa.memory_map(lp) if lp else root.fs.open_input_file(root.path(rel))
+                table = ipc.open_file(source).read_all()
+                return table.select(columns) if columns else table
+            if lp:
+                return pq.read_table(lp, columns=columns, memory_map=True)
+            return pq.read_table(root.path(rel), columns=columns, filesystem=root.fs)
 
     def _iter_batches(self, rec: ItemRecord) -> Iterable[pa.RecordBatch]:
         root = self.roots[rec.tier]

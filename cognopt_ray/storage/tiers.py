@@ -6,6 +6,14 @@ temp name in the same folder, is fsynced, renamed and the folder fsynced, so a c
 old state or the new one, never a partial file under the final name. On object stores a PUT is
 atomic by itself (the object appears whole or not at all), so the final name is written directly.
 
+``s3://bucket/prefix`` roots are opened with :func:`open_filesystem`: the endpoint, scheme,
+region, timeouts and retries come from the ``storage.s3`` settings (:func:`configure`), the
+credentials from the environment (``AWS_ACCESS_KEY_ID``...), never from the URI: a URI carrying
+credentials is refused. An object store that does not answer (connection refused, timeouts, 5xx
+after the retries) raises :class:`~cognopt_ray.errors.StorageBackendError` (503, retryable); one
+that refuses the request (403, no such bucket) :class:`~cognopt_ray.errors.StorageBackendRefused`
+(502). Neither is ever reported as a missing or damaged item.
+
 Example:
     >>> import tempfile
     >>> root = TierRoot(tempfile.mkdtemp())
@@ -17,19 +25,94 @@ Example:
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import pyarrow.fs as pafs
 
 from cognopt_ray._private.files import fsync_dir
-from cognopt_ray.errors import InsufficientStorage
+from cognopt_ray.errors import ConfigError, InsufficientStorage, StorageBackendError, StorageBackendRefused
 
 TMP_SUFFIX = ".cognopt-tmp"
+_S3: dict[str, Any] = {}  # the storage.s3 settings of this process (configure())
+_CREDENTIAL_PARAMS = {"access_key", "secret_key", "session_token", "role_arn", "external_id"}
+_REFUSED = (
+    "ACCESS_DENIED",
+    "INVALID_ACCESS_KEY",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "NO_SUCH_BUCKET",
+    "Forbidden",
+    "allow_bucket_creation",
+)
+
+
+def configure(s3: Any) -> None:
+    """Use ``s3`` (the ``storage.s3`` settings, a model or a dict) for ``s3://`` roots opened later."""
+    data = s3.model_dump() if hasattr(s3, "model_dump") else dict(s3 or {})
+    _S3.clear()
+    _S3.update(data)
+
+
+def _shown(uri: str) -> str:
+    """``uri`` without its query and user part (what errors and logs may show)."""
+    u = urlsplit(uri)
+    return f"{u.scheme}://{u.hostname or ''}{u.path}" if u.scheme else uri
+
+
+def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(file system, base path)`` of a root URI (see the module docstring)."""
+    u = urlsplit(uri)
+    params = {k.lower() for k, _ in parse_qsl(u.query, keep_blank_values=True)}
+    if u.password or u.username or params & _CREDENTIAL_PARAMS:
+        raise ConfigError(
+            f"the root {_shown(uri)!r} carries credentials in its URI, which is refused (URIs end up in logs)",
+            hint="remove them from the URI and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) "
+            "in the environment of every node",
+        )
+    if u.scheme == "s3" and not u.query:
+        o = _S3
+        endpoint = o.get("endpoint_override") or None
+        scheme = o.get("scheme") or "https"
+        if endpoint and "://" in endpoint:
+            scheme, endpoint = endpoint.split("://", 1)
+        kwargs: dict[str, Any] = {
+            "scheme": scheme,
+            "allow_bucket_creation": bool(o.get("allow_bucket_creation", False)),
+            "connect_timeout": float(o.get("connect_timeout_s", 5.0)),
+            "request_timeout": float(o.get("request_timeout_s", 30.0)),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=int(o.get("retry_attempts", 3))),
+        }
+        if endpoint:
+            kwargs["endpoint_override"] = endpoint
+        if o.get("region"):
+            kwargs["region"] = o["region"]
+        return pafs.S3FileSystem(**kwargs), f"{u.netloc}{u.path}".rstrip("/")
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except OSError as e:
+        raise backend_error(e, uri, "opening") from None
+
+
+def backend_error(e: BaseException, uri: str, what: str) -> StorageBackendError:
+    """The error to raise for ``e`` from the object store at ``uri`` (see the module docstring)."""
+    text = str(e)
+    refused = any(m in text for m in _REFUSED)
+    cls = StorageBackendRefused if refused else StorageBackendError
+    endpoint = _S3.get("endpoint_override") or "the default endpoint"
+    hint = (
+        "check the credentials in the environment (AWS_ACCESS_KEY_ID...) and that the bucket exists "
+        "(or set storage.s3.allow_bucket_creation)"
+        if refused
+        else f"the object store ({endpoint}, setting storage.s3.endpoint_override) did not answer; "
+        "nothing was acknowledged by this call: retry it when the store is back"
+    )
+    return cls(f"the object store behind {_shown(uri)!r} failed while {what}: {text[:300]}", hint=hint)
 
 
 def _full(where: str, need: int | None = None) -> InsufficientStorage:
@@ -38,6 +121,23 @@ def _full(where: str, need: int | None = None) -> InsufficientStorage:
         f"no space left on the storage tier at {where}{more}; nothing was written",
         hint="free space on that volume, raise its quota, or store into another tier",
     )
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _guarded(what: str) -> Callable[[_F], _F]:
+    def wrap(fn: _F) -> _F:
+        @functools.wraps(fn)
+        def inner(self: TierRoot, *a: Any, **kw: Any) -> Any:
+            if self.local:
+                return fn(self, *a, **kw)
+            with self.guard(what):
+                return fn(self, *a, **kw)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class TierRoot:
@@ -51,7 +151,7 @@ class TierRoot:
     def __init__(self, uri: str, min_free_bytes: int = 0) -> None:
         self.uri = uri
         if "://" in uri:
-            self.fs, self.base = pafs.FileSystem.from_uri(uri)
+            self.fs, self.base = open_filesystem(uri)
         else:
             self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(uri)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -59,7 +159,21 @@ class TierRoot:
         if self.local:
             os.makedirs(self.base, exist_ok=True)
         else:
-            self.fs.create_dir(self.base, recursive=True)
+            with self.guard("creating the root"):
+                self.fs.create_dir(self.base, recursive=True)
+
+    @contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Turn an object store's failure (not a missing file) into :class:`StorageBackendError`."""
+        if self.local:
+            yield
+            return
+        try:
+            yield
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise backend_error(e, self.uri, what) from None
 
     def path(self, rel: str) -> str:
         return f"{self.base.rstrip('/')}/{rel}"
@@ -90,11 +204,12 @@ class TierRoot:
         """A writable stream that becomes ``rel`` only when the block ends without error."""
         final = self.path(rel)
         if not self.local:
-            parent = final.rsplit("/", 1)[0]
-            if parent and parent != final:
-                self.fs.create_dir(parent, recursive=True)  # a no-op on object stores
-            with self.fs.open_output_stream(final) as out:
-                yield out  # type: ignore[misc]
+            with self.guard("writing"):
+                parent = final.rsplit("/", 1)[0]
+                if parent and parent != final and not isinstance(self.fs, pafs.S3FileSystem):
+                    self.fs.create_dir(parent, recursive=True)  # S3 has no folders: a request saved
+                with self.fs.open_output_stream(final) as out:
+                    yield out  # type: ignore[misc]
             return
         folder = os.path.dirname(final)
         os.makedirs(folder, exist_ok=True)
@@ -116,6 +231,7 @@ class TierRoot:
             raise
 
     # -- reads -----------------------------------------------------------------------------------
+    @_guarded("reading")
     def read(self, rel: str) -> bytes:
         if self.local:
             with open(self.path(rel), "rb") as f:
@@ -123,6 +239,7 @@ class TierRoot:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
 
+    @_guarded("reading")
     def read_range(self, rel: str, offset: int, length: int) -> bytes:
         if self.local:
             with open(self.path(rel), "rb") as f:
@@ -131,23 +248,28 @@ class TierRoot:
         with self.fs.open_input_file(self.path(rel)) as f:
             return f.read_at(length, offset)
 
+    @_guarded("looking up a file")
     def exists(self, rel: str) -> bool:
         if self.local:
             return os.path.exists(self.path(rel))
         return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
 
+    @_guarded("looking up a file")
     def size(self, rel: str) -> int:
         return self.fs.get_file_info(self.path(rel)).size
 
+    @_guarded("deleting")
     def delete(self, rel: str) -> None:
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
             pass
         except OSError as e:  # pyarrow raises OSError for missing files on some file systems
-            if "not" not in str(e).lower():
+            text = str(e).lower()
+            if "does not exist" not in text and "not found" not in text and "no such" not in text:
                 raise
 
+    @_guarded("listing")
     def listdir(self, rel: str = "", recursive: bool = True) -> list[str]:
         """Relative paths of the files under ``rel``."""
         sel = pafs.FileSelector(self.path(rel) if rel else self.base, allow_not_found=True, recursive=recursive)
@@ -175,4 +297,4 @@ def _unlink(path: str) -> None:
         pass
 
 
-__all__ = ["TierRoot", "TMP_SUFFIX"]
+__all__ = ["TierRoot", "TMP_SUFFIX", "configure", "open_filesystem", "backend_error"]
