@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from cognopt_ray.config._base import (
     CONFIG_ENV,
@@ -108,30 +108,18 @@ class Settings(_Model):
             raise ValueError("admin_key must be at least 16 characters (use `cognopt keys create`)")
         return v
 
-    @field_validator("encryption_key")
+    @field_validator("encryption_key", "installation_secret")
     @classmethod
-    def _enc_key(cls, v: SecretStr | None) -> SecretStr | None:
+    def _key_32(cls, v: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        """Both keys are base64 of 32 random bytes; empty means "not set"."""
         if v is None or not v.get_secret_value():
             return None
         try:
             raw = base64.b64decode(v.get_secret_value(), validate=True)
         except ValueError:  # binascii.Error, or text that is not ASCII
-            raise ValueError("encryption_key must be base64 of 32 random bytes") from None
+            raise ValueError(f"{info.field_name} must be base64 of 32 random bytes") from None
         if len(raw) != 32:
-            raise ValueError(f"encryption_key must decode to 32 bytes, got {len(raw)}")
-        return v
-
-    @field_validator("installation_secret")
-    @classmethod
-    def _inst_secret(cls, v: SecretStr | None) -> SecretStr | None:
-        if v is None or not v.get_secret_value():
-            return None
-        try:
-            raw = base64.b64decode(v.get_secret_value(), validate=True)
-        except Exception:
-            raise ValueError("installation_secret must be base64 of 32 random bytes") from None
-        if len(raw) != 32:
-            raise ValueError(f"installation_secret must decode to 32 bytes, got {len(raw)}")
+            raise ValueError(f"{info.field_name} must decode to 32 bytes, got {len(raw)}")
         return v
 
     @field_validator("services")
