@@ -38,6 +38,7 @@ from cognopt_ray.config.engines import (
     PriceSheet,
     StorageEngineSettings,
     SystemSettings,
+    UpstreamSettings,
 )
 from cognopt_ray.config.services import (
     DEFAULT_SERVICES,
@@ -68,6 +69,7 @@ __all__ = [
     "CpuEngineSettings",
     "MemoryEngineSettings",
     "NetworkEngineSettings",
+    "UpstreamSettings",
     "PriceSheet",
     "StorageEngineSettings",
     "SystemSettings",

@@ -98,6 +98,7 @@ def pack(
                 "vary": v.vary,
                 "strategy": v.strategy,
                 "hf": v.heuristic_fraction,
+                "dl": v.default_lifetime,
                 "len": len(v.body),
             }
         )
@@ -154,6 +155,7 @@ def unpack(
                     m["vary"],
                     m["strategy"],
                     m.get("hf", 0.1),
+                    m.get("dl", True),
                 )
             )
         return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -54,6 +54,9 @@ TRANSFER_HEADERS = (
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: The total timeout of the request being served (``timeout_s``), seen by every hop it makes.
 request_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("cognopt_request_timeout", default=None)
+#: Whether a response without freshness information gets the strategy's lifetime (the request's
+#: :attr:`NetworkRequest.default_lifetime`), seen when the response is stored.
+default_lifetime: contextvars.ContextVar[bool] = contextvars.ContextVar("cognopt_default_lifetime", default=True)
 
 
 class PoolConfig(BaseModel):
@@ -84,6 +87,7 @@ class NetworkResponse(BaseModel):
     fresh_for_s: float = Field(
         default=0.0, description="seconds the answer stays fresh in the cache (0 = not stored or stale)"
     )
+    stored: bool = Field(default=False, description="this answer was stored in the cache by this request")
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
@@ -92,6 +96,43 @@ class NetworkResponse(BaseModel):
         import json
 
         return json.loads(self.body)
+
+
+@dataclass
+class NetworkRequest:
+    """One request through the engine, as it crosses route → client → actor → engine.
+
+    Attributes:
+        url: the absolute URL (checked by the SSRF guard, like every redirect hop).
+        method: any method in proxy mode (an unknown one passes through uncached); else one of
+            :data:`METHODS`.
+        headers: ``(name, value)`` pairs (checked by :func:`clean_headers`).
+        body: the request body.
+        service: the cache partition and settings the request is made for.
+        cache_strategy: less caching than the service's strategy, never more.
+        compression_level: the encodings offered to the origin (default: the service's).
+        follow_redirects: follow 3xx answers (never in proxy mode: the client sees them).
+        request_id: echoed in the response.
+        timeout_s: shortens the total origin timeout.
+        proxy: answer as a caching reverse proxy: the client's ``If-None-Match`` /
+            ``If-Modified-Since`` and ``Range`` are answered from the cache (304, 206, 416),
+            ``HEAD`` from a stored ``GET``, any method accepted, no redirect followed.
+        default_lifetime: a response without freshness information is fresh for the strategy's
+            lifetime (off for a plain RFC 9111 cache).
+    """
+
+    url: str
+    method: str = "GET"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+    service: str | None = None
+    cache_strategy: str | None = None
+    compression_level: str | None = None
+    follow_redirects: bool = True
+    request_id: str | None = None
+    timeout_s: float | None = None
+    proxy: bool = False
+    default_lifetime: bool = True
 
 
 @dataclass
@@ -111,6 +152,7 @@ class Outcome:
     cache_status: CacheStatus
     coalesced: bool = False
     fresh_for: float = 0.0
+    stored: bool = False
 
 
 @dataclass
@@ -140,6 +182,18 @@ def entry_fresh_for(entry: StoredResponse | None) -> float:
     return max(0.0, entry.lifetime() - entry.current_age())
 
 
+def check_method(method: str, *, any_method: bool) -> str:
+    """The method upper-cased; any token (at most 32 characters) with ``any_method``, else one of :data:`METHODS`."""
+    m = (method or "GET").upper()
+    if any_method:
+        if len(m) > 32 or not _TOKEN.match(m):
+            raise InvalidRequest(f"method {m[:40]!r} is not an HTTP token", hint="use a method like GET or M-SEARCH")
+        return m
+    if m not in METHODS:
+        raise InvalidRequest(f"method {m!r} is not supported", hint=f"use one of {', '.join(METHODS)}")
+    return m
+
+
 def clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]]:
     items = list(headers.items()) if isinstance(headers, dict) else [tuple(h) for h in (headers or [])]
     out = []
@@ -158,4 +212,4 @@ def clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]
     return out
 
 
-__all__ = ["NetworkResponse", "PoolConfig", "METHODS", "CacheStatus"]
+__all__ = ["NetworkResponse", "NetworkRequest", "PoolConfig", "METHODS", "CacheStatus", "check_method"]
