@@ -226,11 +226,13 @@ def main() -> None:
     import cognopt_ray
 
     runs: list[dict] = []
+    seconds: list[float] = []
     try:
         api, key = _start_api(f"http://127.0.0.1:{sport}", work / "root")
         base = f"{api}/network/proxy/suite"
         _wait_up(f"{base}/state/none", {"X-API-Key": key})
         for _ in range(1 if args.id else max(1, args.repeat)):
+            t0 = time.perf_counter()
             out = _node(
                 node,
                 folder,
@@ -242,6 +244,8 @@ def main() -> None:
             if args.id:
                 print(out.split("@@RESULTS@@")[0])
             runs.append(json.loads(out.split("@@RESULTS@@", 1)[1]))
+            seconds.append(time.perf_counter() - t0)
+            print(f"suite run {len(runs)}: {seconds[-1]:.1f} s", flush=True)
     finally:
         try:
             serve.shutdown()
@@ -281,6 +285,7 @@ def main() -> None:
         **ours,
         "spread": spread,
         "runs": len(runs),
+        "suite_seconds": [round(x, 1) for x in seconds],
         "suite_version": SUITE_VERSION,
         "published": published,
         "failures": [{"kind": k, "id": t, "message": str(w)[:300]} for k, t, w in failures],

@@ -125,7 +125,7 @@ async def proxy(request: Request) -> Response:
             body or None,
             service=up.service,
             cache_strategy=up.strategy_cap,
-            follow_redirects=False,
+            follow_redirects=up.follow_redirects,
             timeout_s=up.timeout_s,
             proxy=True,
             default_lifetime=up.default_lifetime,

@@ -220,6 +220,8 @@ class UpstreamSettings(_Model):
             Last-Modified), use the strategy's lifetime; off by default, so the proxy behaves as
             a plain RFC 9111 shared cache (such responses are not reused without revalidation).
         timeout_s: total origin timeout for this upstream (at most ``total_timeout_s``).
+        follow_redirects: follow the upstream's redirects in the engine (each hop checked by the
+            SSRF guard) instead of passing them to the client (the default, as reverse proxies do).
     """
 
     url: str = Field(..., min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
@@ -227,6 +229,7 @@ class UpstreamSettings(_Model):
     strategy_cap: CacheStrategy = "persistent"
     default_lifetime: bool = False
     timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    follow_redirects: bool = False
 
 
 class NetworkEngineSettings(_Model):

@@ -305,7 +305,7 @@ class OptimizedClient:
         client_hdrs = hdrs
         if req.proxy and method in ("GET", "HEAD"):  # answered from the cache: a miss fetches it all
             hdrs = without(hdrs, *proxying.CLIENT_CONDITIONALS)
-        follow = req.follow_redirects and not req.proxy
+        follow = req.follow_redirects
         try:
             checked = self.guard.check_url(url)
         except UrlRefused:

@@ -111,12 +111,13 @@ class NetworkRequest:
         service: the cache partition and settings the request is made for.
         cache_strategy: less caching than the service's strategy, never more.
         compression_level: the encodings offered to the origin (default: the service's).
-        follow_redirects: follow 3xx answers (never in proxy mode: the client sees them).
+        follow_redirects: follow 3xx answers, each hop checked by the SSRF guard (the proxy
+            passes them to its client unless the upstream says ``follow_redirects``).
         request_id: echoed in the response.
         timeout_s: shortens the total origin timeout.
         proxy: answer as a caching reverse proxy: the client's ``If-None-Match`` /
             ``If-Modified-Since`` and ``Range`` are answered from the cache (304, 206, 416),
-            ``HEAD`` from a stored ``GET``, any method accepted, no redirect followed.
+            ``HEAD`` from a stored ``GET``, any method accepted.
         default_lifetime: a response without freshness information is fresh for the strategy's
             lifetime (off for a plain RFC 9111 cache).
     """
