@@ -22,7 +22,8 @@ package's ``results/`` folder, over the tests a non-browser cache runs (``browse
 
 With ``--repeat N`` the suite runs N times against the same API (a fresh test id per run) and the
 counts are the median, with their min and max. Failures of required and optimal tests are listed
-(test id, message). ``--id TEST`` runs one test with the suite's request/response dump.
+(test id, message), then, for each published cache, how many required / optimal tests only we
+pass and only it passes (and which). ``--id TEST`` runs one test with the suite's request/response dump.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args  # noqa: E402
+from benchmarks._harness import emit, parse_args, table  # noqa: E402
 
 SUITE_VERSION = "0.4.5"
 SERVICE = "http_suite"
@@ -259,11 +260,12 @@ def main() -> None:
     scores = [score(tests, r) for r in runs]
     ours = {k: statistics.median(s[k] for s in scores) for k in scores[0]}
     spread = {k: [min(s[k] for s in scores), max(s[k] for s in scores)] for k in scores[0] if "passed" in k}
-    published = {}
+    published, raw = {}, {}
     for item in meta["index"]:
         if item.get("type") in ("rev-proxy", "cdn"):
             res = json.loads((pkg / "results" / item["file"]).read_text())
             published[item["name"]] = {"version": item.get("version"), **score(tests, res)}
+            raw[item["name"]] = res
     kinds = {t["id"]: t["kind"] for t in tests}
     last = runs[-1]
     failures = sorted(
@@ -273,6 +275,18 @@ def main() -> None:
     )
     for kind, tid, why in failures:
         print(f"{kind:9s} {tid}: {str(why)[:160]}")
+    print()
+    # where each published cache and we differ (required and optimal tests, raw results)
+    diff_rows = []
+    for name, res in raw.items():
+        for kind in ("required", "optimal"):
+            ids = [t["id"] for t in tests if t["kind"] == kind]
+            only_us = sorted(t for t in ids if last.get(t) is True and res.get(t) is not True)
+            only_them = sorted(t for t in ids if res.get(t) is True and last.get(t) is not True)
+            published[name][f"{kind}_only_us"] = only_us
+            published[name][f"{kind}_only_them"] = only_them
+            diff_rows.append((name, kind, len(only_us), len(only_them), " ".join(only_them)))
+    print(table(diff_rows, ("cache", "kind", "we pass, it fails", "it passes, we fail", "tests it passes and we fail")))
     print()
     best_req = max(p["required_passed"] for p in published.values())
     best_opt = max(p["optimal_passed"] for p in published.values())

@@ -14,7 +14,8 @@ here: the engine answers conditionals, ranges and ``HEAD`` from its cache
   ours: then it is the upstream's credential, and the cache treats the request as credentialed).
   ``Surrogate-Capability: cognopt="Surrogate/1.0"`` is added, so origins may target
   ``Surrogate-Control`` at this cache.
-* ``Location`` and ``Content-Location`` naming the upstream are rewritten to name the proxy route.
+* An absolute ``Location`` or ``Content-Location`` naming the upstream is rewritten to name the
+  proxy route (relative ones are passed as they are).
 * The origin's status and headers come back as they are, with ``Age`` on cached answers and
   ``Cache-Status`` (RFC 9211); bodies over :data:`STREAM_FROM` bytes are streamed in chunks;
   the API's compression middleware encodes the body for clients that accept gzip or zstd.
@@ -80,13 +81,11 @@ def _key_in_x_api_key(headers: list[tuple[str, str]]) -> bool:
 
 
 def _rewrite_location(value: str, base: str, public: str) -> str:
-    """A ``Location`` / ``Content-Location`` naming the upstream, rewritten to name the proxy route."""
+    """An absolute ``Location`` / ``Content-Location`` naming the upstream, rewritten to name the proxy route."""
     root = base.rstrip("/")
     if value == root or value.startswith(root + "/") or value.startswith(root + "?"):
         return public + value[len(root) :]
-    if value.startswith("/") and not value.startswith("//") and URL(base).path in ("", "/"):
-        return public + value
-    return value
+    return value  # a relative reference resolves against the proxy URL by itself
 
 
 def _chunks(body: bytes) -> Iterator[bytes]:

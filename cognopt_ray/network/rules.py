@@ -238,7 +238,10 @@ def storable(
     cc = response_cache_control(response_headers)
     if "no-store" in req_cc:
         return False, "request says no-store"
-    if "no-store" in cc:
+    if "must-understand" in cc:  # RFC 9111 5.2.2.3: only a status this cache understands; then no-store yields
+        if status not in UNDERSTOOD_STATUSES:
+            return False, f"must-understand and status {status} is not one this cache understands"
+    elif "no-store" in cc:
         return False, "response says no-store"
     if "private" in cc:
         return False, "response is private (a shared cache never stores it)"
