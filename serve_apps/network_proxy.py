@@ -39,7 +39,8 @@ from serve_apps.http import MUTATING, audit, authorize_service, current_principa
 STREAM_FROM = 1 << 20
 CHUNK = 256 * 1024
 #: Request headers never forwarded upstream (besides hop-by-hop ones).
-_NOT_FORWARDED = {"host", "authorization", "x-api-key", "content-length", "accept-encoding", "expect"}
+#: ``x-request-id`` is Ray Serve's own per-request id (unique, so it would defeat coalescing).
+_NOT_FORWARDED = {"host", "authorization", "x-api-key", "content-length", "accept-encoding", "expect", "x-request-id"}
 _LOCATIONS = ("location", "content-location")
 #: Response headers the proxy sets itself.
 _NOT_RETURNED = {"content-length"}
