@@ -154,7 +154,14 @@ ACTION_NAMES = {
 }
 #: Mutating routes of the data plane (a service's own traffic): their successes are audited only
 #: with ``audit_data_plane`` (one fsynced line per store or fetch is too much); failures always are.
-DATA_PLANE = {"storage.store", "memory.allocate", "memory.deallocate", "cpu.optimize_tasks", "network.optimize_request"}
+DATA_PLANE = {
+    "storage.store",
+    "memory.allocate",
+    "memory.deallocate",
+    "cpu.optimize_tasks",
+    "network.optimize_request",
+    "network.proxy",
+}
 
 
 class _UnauthLimiter:

@@ -1,5 +1,6 @@
 """Network routes: ``network/optimize-request``, ``optimize-pooling``, ``metrics``,
-``optimize-service``, ``cache/purge`` and ``assets/{name}``.
+``optimize-service``, ``cache/purge``, ``assets/{name}`` and the caching reverse proxy
+``proxy/{upstream}/{path}`` (any method; :mod:`serve_apps.network_proxy`).
 
 Only HTTP translation here; the engine (:mod:`cognopt_ray.network`) does the work.
 """
@@ -19,10 +20,16 @@ from cognopt_ray import network
 from cognopt_ray.config import SERVICE_NAME_PATTERN, CacheStrategy, CompressionLevel
 from cognopt_ray.errors import Forbidden, InvalidInput, NotFound
 from cognopt_ray.security import Principal
+from serve_apps import network_proxy
 from serve_apps.http import audit, authorize_service, context, current_principal, require_admin, require_read
 
 router = APIRouter()
 TAGS = ["network"]
+# Any method, unknown ones included (a Starlette route without a method list); not in the OpenAPI schema.
+router.add_route("/network/proxy/{upstream}", network_proxy.proxy, methods=[], name="proxy", include_in_schema=False)
+router.add_route(
+    "/network/proxy/{upstream}/{path:path}", network_proxy.proxy, methods=[], name="proxy", include_in_schema=False
+)
 
 
 class _Req(BaseModel):

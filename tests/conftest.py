@@ -98,7 +98,7 @@ MAX_BODY = 1024 * 1024
 
 
 @pytest.fixture(scope="session")
-def api_server(ray_session, redis_server, session_root):
+def api_server(ray_session, redis_server, session_root, origin):
     """The Serve app, deployed once, reached over real HTTP.
 
     Three applications share the Serve instance: ``/`` (Redis configured and up), ``/noredis``
@@ -120,7 +120,15 @@ def api_server(ray_session, redis_server, session_root):
         "api_keys": records,
         "max_body_bytes": MAX_BODY,
         "health_timeout_s": 5,
-        "network": {"allowlist": ["127.0.0.1"], "assets_dir": str(session_root / "assets")},
+        "network": {
+            "allowlist": ["127.0.0.1"],
+            "assets_dir": str(session_root / "assets"),
+            # the caching reverse proxy (tests/integration/test_network_proxy.py) in front of the session's origin
+            "upstreams": {
+                "origin": {"url": origin.url(""), "service": "code_generation"},
+                "origin-follow": {"url": origin.url(""), "service": "code_generation", "follow_redirects": True},
+            },
+        },
         # registered by the replica at start (cpu.tasks), as `cognopt serve --task` does
         "cpu": {"tasks": {"count_primes": "cognopt_ray.examples.tasks:count_primes"}},
     }

@@ -39,6 +39,7 @@ from cognopt_ray.config.engines import (
     PriceSheet,
     StorageEngineSettings,
     SystemSettings,
+    UpstreamSettings,
 )
 from cognopt_ray.config.services import (
     DEFAULT_SERVICES,
@@ -69,6 +70,7 @@ __all__ = [
     "CpuEngineSettings",
     "MemoryEngineSettings",
     "NetworkEngineSettings",
+    "UpstreamSettings",
     "PriceSheet",
     "ObjectStoreSettings",
     "StorageEngineSettings",

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cognopt_ray.config._base import (
+    SERVICE_NAME_PATTERN,
+    CacheStrategy,
     KiB,
     MiB,
     Tier,
@@ -263,6 +265,32 @@ class StorageEngineSettings(_Model):
 # ---------------------------------------------------------------------------------------------
 
 
+class UpstreamSettings(_Model):
+    """An origin the caching reverse proxy fronts (``network/proxy/{name}/{path}``).
+
+    Attributes:
+        url: the origin's base URL (``http`` or ``https``); the request path is appended to it.
+            The SSRF guard checks it like every outbound URL (a private address needs the allowlist).
+        service: the service whose cache partition, settings and keys the upstream belongs to; a
+            key needs the scope ``service:<service>`` (or ``admin``) to use it.
+        strategy_cap: the most caching allowed for this upstream (the service's strategy is
+            clamped to it).
+        default_lifetime: when the origin gives no freshness (no max-age, Expires nor
+            Last-Modified), use the strategy's lifetime; off by default, so the proxy behaves as
+            a plain RFC 9111 shared cache (such responses are not reused without revalidation).
+        timeout_s: total origin timeout for this upstream (at most ``total_timeout_s``).
+        follow_redirects: follow the upstream's redirects in the engine (each hop checked by the
+            SSRF guard) instead of passing them to the client (the default, as reverse proxies do).
+    """
+
+    url: str = Field(..., min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")
+    service: str = Field(..., pattern=SERVICE_NAME_PATTERN)
+    strategy_cap: CacheStrategy = "persistent"
+    default_lifetime: bool = False
+    timeout_s: float | None = Field(default=None, gt=0, le=3600)
+    follow_redirects: bool = False
+
+
 class NetworkEngineSettings(_Model):
     """Settings of the network engine (HTTP cache, client, SSRF guard, assets). Owned by cognopt_ray.network.
 
@@ -302,6 +330,8 @@ class NetworkEngineSettings(_Model):
             ``public`` or ``s-maxage``, and they are dropped on cross-origin redirects.
         max_cache_ttl_s: the longest a cache entry lives in its backend (Redis TTL), whatever the
             strategy (``persistent`` included) or the origin says.
+        upstreams: origins served by the caching reverse proxy, by name
+            (``/api/v0/optimization/network/proxy/{name}/{path}``; see :class:`UpstreamSettings`).
     """
 
     enabled: bool = True
@@ -331,6 +361,15 @@ class NetworkEngineSettings(_Model):
     api_compression_min_bytes: int = Field(default=1 * KiB, ge=0)
     credential_headers: list[str] = Field(default_factory=list)
     max_cache_ttl_s: float = Field(default=30 * 86400.0, gt=0, le=10 * 365 * 86400.0)
+    upstreams: dict[str, UpstreamSettings] = Field(default_factory=dict)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _upstreams(cls, v: dict[str, UpstreamSettings]) -> dict[str, UpstreamSettings]:
+        bad = [n for n in v if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", n)]
+        if bad:
+            raise ValueError(f"upstream names {bad} are invalid: use 1-63 characters A-Z, a-z, 0-9, _, . and -")
+        return v
 
     @field_validator("credential_headers")
     @classmethod

@@ -5,7 +5,8 @@ Layout: :mod:`~cognopt_ray.network.client` (the public client, :func:`client`), 
 private actor), :mod:`~cognopt_ray.network.http_client` (the HTTP core, :class:`OptimizedClient`),
 :mod:`~cognopt_ray.network.rules` (RFC 9111 rules), :mod:`~cognopt_ray.network.entries` (cache
 entries), :mod:`~cognopt_ray.network.backends` (where entries live), ``near_cache``, ``guard``
-(SSRF), ``encoding``, ``assets`` (CDN), ``metrics``, ``errors``.
+(SSRF), ``origin`` (the origin fetch), ``proxying`` (the reverse proxy's conditionals, ranges and
+``Cache-Status``), ``encoding``, ``assets`` (CDN), ``metrics``, ``errors``.
 
 Example:
     >>> import cognopt_ray
@@ -20,13 +21,14 @@ from __future__ import annotations
 from cognopt_ray.network.client import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine, client
 from cognopt_ray.network.errors import BadGateway, OriginTimeout, UrlRefused
 from cognopt_ray.network.guard import SsrfGuard
-from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
+from cognopt_ray.network.http_client import NetworkRequest, NetworkResponse, OptimizedClient, PoolConfig
 
 __all__ = [
     "client",
     "NetworkEngine",
     "OptimizedClient",
     "NetworkResponse",
+    "NetworkRequest",
     "PoolConfig",
     "SsrfGuard",
     "UrlRefused",

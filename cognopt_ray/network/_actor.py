@@ -24,7 +24,7 @@ from cognopt_ray._private.gauges import Gauges
 from cognopt_ray._private.kv import FallbackBackend, RedisBackend
 from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import InClusterBackend
-from cognopt_ray.network.http_client import NetworkResponse, OptimizedClient, PoolConfig
+from cognopt_ray.network.http_client import NetworkRequest, NetworkResponse, OptimizedClient, PoolConfig
 
 logger = logging.getLogger(__name__)
 
@@ -128,11 +128,9 @@ class _NetworkActor:
         }
         atomic_write(self.state_path, json.dumps(state, indent=1).encode())
 
-    async def request(
-        self, url: str, method: str = "GET", headers: Any = None, body: bytes | str | None = None, **kw: Any
-    ) -> NetworkResponse:
+    async def request(self, req: NetworkRequest) -> NetworkResponse:
         self._ensure_maintenance()
-        return await self.client.request(url, method, headers, body, **kw)
+        return await self.client.send(req)
 
     async def configure_pooling(self, **params: Any) -> dict[str, Any]:
         before = self.client.pool.model_dump()

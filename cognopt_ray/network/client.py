@@ -26,6 +26,7 @@ from cognopt_ray._private.client import EngineClient, process_client
 from cognopt_ray.config import Settings
 from cognopt_ray.network._actor import ACTOR_NAME, CACHE_ACTOR_NAME, _NetworkActor
 from cognopt_ray.network.http_client import NetworkResponse
+from cognopt_ray.network.messages import NetworkRequest
 from cognopt_ray.network.near_cache import NearCache, near_key
 from cognopt_ray.network.rules import NEVER_STORED_HEADERS, without
 
@@ -155,7 +156,7 @@ class NetworkEngine(EngineClient):
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
-        resp = self._call("request", url, method, headers, body, **kw)
+        resp = self._call("request", _request(url, method, headers, body, kw))
         self._near_store(key, resp, method, url)
         return resp
 
@@ -178,9 +179,26 @@ class NetworkEngine(EngineClient):
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
-        resp = await self._acall("request", url, method, headers, body, **kw)
+        resp = await self._acall("request", _request(url, method, headers, body, kw))
         self._near_store(key, resp, method, url)
         return resp
+
+    def send(self, req: NetworkRequest) -> NetworkResponse:
+        """Perform a typed :class:`~cognopt_ray.network.messages.NetworkRequest` (the proxy's path:
+        no near cache, so the engine answers every conditional and range itself).
+
+        Raises:
+            as :meth:`request`.
+        """
+        if (req.method or "GET").upper() not in ("GET", "HEAD"):
+            self._near.drop_url(req.url)
+        return self._call("request", req)
+
+    async def send_async(self, req: NetworkRequest) -> NetworkResponse:
+        """Async twin of :meth:`send`."""
+        if (req.method or "GET").upper() not in ("GET", "HEAD"):
+            self._near.drop_url(req.url)
+        return await self._acall("request", req)
 
     # -- pool and services ------------------------------------------------------------------------
     def configure_pooling(self, **params: Any) -> dict[str, Any]:
@@ -310,6 +328,11 @@ def _options(
         "request_id": request_id,
         "timeout_s": timeout_s,
     }
+
+
+def _request(url: str, method: str, headers: Any, body: bytes | str | None, kw: dict[str, Any]) -> NetworkRequest:
+    pairs = list(headers.items()) if isinstance(headers, dict) else [tuple(h) for h in (headers or [])]
+    return NetworkRequest(url, method, pairs, body.encode() if isinstance(body, str) else body, **kw)
 
 
 def client() -> NetworkEngine:

@@ -98,6 +98,7 @@ def pack(
                 "vary": v.vary,
                 "strategy": v.strategy,
                 "hf": v.heuristic_fraction,
+                "dl": v.default_lifetime,
                 "len": len(v.body),
                 "wire": v.wire,
                 "ae": v.accept,
@@ -156,6 +157,7 @@ def unpack(
                     m["vary"],
                     m["strategy"],
                     m.get("hf", 0.1),
+                    m.get("dl", True),
                     _wire_of(m),
                     m.get("ae") if isinstance(m.get("ae"), str) else None,
                 )

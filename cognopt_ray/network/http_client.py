@@ -32,29 +32,31 @@ from yarl import URL
 
 from cognopt_ray.config import NetworkServiceSettings, Settings, check_service_name
 from cognopt_ray.errors import CognoptError, InvalidInput
-from cognopt_ray.network import encoding
+from cognopt_ray.network import encoding, proxying
 from cognopt_ray.network.backends import CacheBackend, LocalBackend
 from cognopt_ray.network.entries import CacheStore, EntryKey, entry_key
 from cognopt_ray.network.errors import BadGateway, InvalidRequest, OriginTimeout, UrlRefused
-from cognopt_ray.network.guard import GuardedResolver, GuardRefusal, SsrfGuard
+from cognopt_ray.network.guard import GuardedResolver, SsrfGuard
 from cognopt_ray.network.messages import (
     METHODS,
     REDIRECTS,
-    TRANSFER_HEADERS,
     Inflight,
+    NetworkRequest,
     NetworkResponse,
     OriginReply,
     Outcome,
     PoolConfig,
     PoolSlot,
+    check_method,
     clean_headers,
+    default_lifetime,
     entry_fresh_for,
     from_entry,
     from_origin,
     request_timeout,
-    too_large,
 )
 from cognopt_ray.network.metrics import NetworkMetrics
+from cognopt_ray.network.origin import fetch
 from cognopt_ray.network.rules import (
     CREDENTIAL_HEADERS,
     NEVER_STORED_HEADERS,
@@ -246,11 +248,30 @@ class OptimizedClient:
         request_id: str | None = None,
         timeout_s: float | None = None,
     ) -> NetworkResponse:
-        """Perform a request through guard, cache, coalescing and the pool.
+        """Perform a request through guard, cache, coalescing and the pool (see :meth:`send`)."""
+        data = body.encode() if isinstance(body, str) else body
+        return await self.send(
+            NetworkRequest(
+                url,
+                method,
+                list(headers.items()) if isinstance(headers, dict) else list(headers or []),
+                data,
+                service,
+                cache_strategy,
+                compression_level,
+                follow_redirects,
+                request_id,
+                timeout_s,
+            )
+        )
 
-        The cache is partitioned by ``service``. ``cache_strategy`` may ask for less caching than
-        the service's configured strategy, never more (it is clamped to it). ``timeout_s`` shortens
-        the total origin timeout for this request (never lengthens it).
+    async def send(self, req: NetworkRequest) -> NetworkResponse:
+        """Perform ``req`` through guard, cache, coalescing and the pool.
+
+        The cache is partitioned by ``req.service``. ``req.cache_strategy`` may ask for less
+        caching than the service's configured strategy, never more (it is clamped to it).
+        ``req.timeout_s`` shortens the total origin timeout (never lengthens it). In proxy mode
+        (``req.proxy``) the client's conditionals and ``Range`` are answered from the cache.
 
         Raises:
             InvalidRequest: invalid method, URL or header (422).
@@ -259,24 +280,24 @@ class OptimizedClient:
             BadGateway: the origin refused the connection, sent too much, or redirected too often (502).
         """
         t0 = time.perf_counter()
-        method = (method or "GET").upper()
-        if method not in METHODS:
-            raise InvalidRequest(f"method {method!r} is not supported", hint=f"use one of {', '.join(METHODS)}")
-        hdrs = clean_headers(headers)
+        url, service, timeout_s = req.url, req.service, req.timeout_s
+        method = check_method(req.method, any_method=req.proxy)
+        hdrs = clean_headers(req.headers)
         svc = self.service_settings(service)
-        level = compression_level or svc.compression_level
-        if cache_strategy is not None and cache_strategy not in STRATEGY_ORDER:
+        level = req.compression_level or svc.compression_level
+        if req.cache_strategy is not None and req.cache_strategy not in STRATEGY_ORDER:
             raise InvalidRequest(
-                f"cache_strategy {cache_strategy!r} is unknown",
+                f"cache_strategy {req.cache_strategy!r} is unknown",
                 hint="use no_cache, short_term, medium_term, long_term or persistent",
             )
-        strategy = clamp_strategy(cache_strategy, svc.cache_strategy)
+        strategy = clamp_strategy(req.cache_strategy, svc.cache_strategy)
         if level not in encoding.LEVELS and level != "none":
             raise InvalidRequest(f"compression_level {level!r} is unknown", hint="use none, fast, balanced or max")
         if timeout_s is not None and not (0 < timeout_s <= 3600):
             raise InvalidRequest(f"timeout_s {timeout_s!r} must be > 0 and <= 3600")
         request_timeout.set(min(timeout_s, self.net.total_timeout_s) if timeout_s else None)
-        data = body.encode() if isinstance(body, str) else body
+        default_lifetime.set(req.default_lifetime)
+        data = req.body
         if data is not None and len(data) > self.settings.max_body_bytes:
             from cognopt_ray.errors import PayloadTooLarge
 
@@ -284,6 +305,10 @@ class OptimizedClient:
                 f"request body of {len(data)} bytes is over the limit of {self.settings.max_body_bytes}",
                 hint="send a smaller body or raise max_body_bytes",
             )
+        client_hdrs = hdrs
+        if req.proxy and method in ("GET", "HEAD"):  # answered from the cache: a miss fetches it all
+            hdrs = without(hdrs, *proxying.CLIENT_CONDITIONALS)
+        follow = req.follow_redirects
         try:
             checked = self.guard.check_url(url)
         except UrlRefused:
@@ -297,7 +322,7 @@ class OptimizedClient:
                 self.metrics.refused += 1
                 raise
             location = header(res.headers, "location")
-            if not (follow_redirects and res.status in REDIRECTS and location):
+            if not (follow and res.status in REDIRECTS and location):
                 break
             self.metrics.saved(res.plain_wire, res.wire)  # a hop before the answer
             if len(redirects) >= self.net.max_redirects:
@@ -324,18 +349,31 @@ class OptimizedClient:
         self.metrics.record(
             res.cache_status, served=len(res.body), plain_wire=res.plain_wire, wire=res.wire, coalesced=res.coalesced
         )
+        fresh_for = 0.0 if redirects else max(0.0, min(res.fresh_for, 1e9))
+        status, headers, body = res.status, res.headers, res.body
+        if req.proxy:
+            status, headers, body = proxying.answer(method, client_hdrs, status, headers, body)
+        field = proxying.cache_status_field(
+            res.cache_status,
+            method=method,
+            fwd_status=None if res.cache_status in ("HIT", "STALE") else res.status,
+            stored=res.stored,
+            collapsed=res.coalesced,
+            ttl=fresh_for if res.cache_status == "HIT" else None,
+        )
         return NetworkResponse(
-            request_id=request_id,
+            request_id=req.request_id,
             url=str(current),
-            status=res.status,
-            headers=res.headers,
-            body=res.body,
+            status=status,
+            headers=without(headers, "cache-status") + [("Cache-Status", field)],
+            body=body,
             cache_status=res.cache_status,
             coalesced=res.coalesced,
             redirects=redirects,
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
-            fresh_for_s=0.0 if redirects else max(0.0, min(res.fresh_for, 1e9)),
+            fresh_for_s=fresh_for,
             plain_wire_bytes=res.plain_wire,
+            stored=res.stored,
         )
 
     async def purge(self, url: str | None = None, prefix: str | None = None) -> int:
@@ -365,6 +403,10 @@ class OptimizedClient:
         service: str | None,
     ) -> Outcome:
         req_cc = parse_cache_control(header(hdrs, "cache-control"))
+        if method == "HEAD" and strategy != "no_cache" and "no-store" not in req_cc:
+            head = await self._head_from_cache(url, hdrs, strategy, service)
+            if head is not None:
+                return head
         if method != "GET" or strategy == "no_cache" or "no-store" in req_cc:
             origin = await self._fetch(url, method, hdrs, data, level, svc)
             if invalidates(method, origin.status):
@@ -385,6 +427,14 @@ class OptimizedClient:
                 return from_entry(entry, "STALE", now, warning=STALE_WARNING, plain_wire=entry.plain_wire(ae))
             return await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc))
         return await self._coalesced(ckey, lambda: self._miss(key, url, hdrs, strategy, level, svc))
+
+    async def _head_from_cache(self, url: URL, hdrs: list, strategy: str, service: str | None) -> Outcome | None:
+        """A ``HEAD`` answered from a fresh stored ``GET`` response (RFC 9110 9.3.2), or None."""
+        now = time.time()
+        for entry in await self.store.load(entry_key(url, service)):
+            if entry.matches(hdrs) and entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
+                return Outcome(entry.status, entry.response_headers(now), b"", "HIT", fresh_for=entry_fresh_for(entry))
+        return None
 
     async def _coalesced(self, ckey: tuple, make: Callable[[], Awaitable[Outcome]]) -> Outcome:
         """Run ``make`` once for concurrent identical requests; the others wait for its result."""
@@ -426,7 +476,7 @@ class OptimizedClient:
     ) -> Outcome:
         origin = await self._fetch(url, "GET", hdrs, None, level, svc)
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return from_origin(origin, "MISS", entry_fresh_for(stored))
+        return from_origin(origin, "MISS", entry_fresh_for(stored), stored=stored is not None)
 
     async def _revalidate(
         self,
@@ -456,14 +506,16 @@ class OptimizedClient:
             raise
         if origin.status == 304:
             fresh = entry.refreshed(origin.headers, origin.request_time, origin.response_time)
-            await self.store.save(key, fresh)
+            saved = await self.store.save(key, fresh)
             ae = origin.accept
-            return from_entry(fresh, "REVALIDATED", plain_wire=fresh.plain_wire(ae), wire=origin.wire, fresh=True)
+            return from_entry(
+                fresh, "REVALIDATED", plain_wire=fresh.plain_wire(ae), wire=origin.wire, fresh=True, stored=saved
+            )
         if origin.status >= 500 and entry.may_serve_on_error(now, hdrs):
             # a plain client gets the error; the saving is 0
             return from_entry(entry, "STALE", now, warning=FAILED_WARNING, plain_wire=origin.wire, wire=origin.wire)
         stored = await self._maybe_store(key, url, hdrs, origin, strategy)
-        return from_origin(origin, "MISS", entry_fresh_for(stored))
+        return from_origin(origin, "MISS", entry_fresh_for(stored), stored=stored is not None)
 
     def _revalidate_in_background(
         self,
@@ -513,6 +565,7 @@ class OptimizedClient:
             vary_key(names, hdrs),
             strategy,
             self.net.heuristic_fraction,
+            default_lifetime.get(),
             origin.wire,
             origin.accept,
         )
@@ -542,85 +595,7 @@ class OptimizedClient:
     async def _fetch(
         self, url: URL, method: str, hdrs: list, data: bytes | None, level: str, svc: NetworkServiceSettings
     ) -> OriginReply:
-        accept = encoding.accept_encoding(level)
-        send = list(hdrs) + [("Accept-Encoding", accept)]
-        if data is not None:
-            self.metrics.request_bytes_raw += len(data)
-            if (
-                svc.compress_request_bodies
-                and level != "none"
-                and len(data) >= 1024
-                and header(hdrs, "content-encoding") is None
-            ):
-                packed = encoding.encode(data, "gzip", level)
-                if len(packed) < len(data):
-                    data = packed
-                    send.append(("Content-Encoding", "gzip"))
-            self.metrics.request_bytes_sent += len(data)
-        total = request_timeout.get() or self.net.total_timeout_s
-        timeout = aiohttp.ClientTimeout(total=total, connect=min(self.net.connect_timeout_s, total))
-        limit = self.net.max_response_bytes
-        slot = self._acquire()
-        request_time = time.time()
-        try:
-            async with slot.session.request(
-                method, url, headers=send, data=data, allow_redirects=False, timeout=timeout
-            ) as r:
-                declared = r.content_length
-                if declared is not None and declared > limit:
-                    raise too_large(url, limit)
-                chunks, size = [], 0
-                async for chunk in r.content.iter_chunked(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
-                        raise too_large(url, limit)
-                    chunks.append(chunk)
-                wire = b"".join(chunks)
-                response_time = time.time()
-                coding = r.headers.get("Content-Encoding")
-                try:
-                    body = encoding.decode(wire, coding, max_size=limit)
-                except encoding.OutputTooLarge:
-                    raise BadGateway(
-                        f"the {coding} body of {str(url)[:200]!r} decodes to more than {limit} bytes "
-                        f"({len(wire)} bytes on the wire); decoding stopped there",
-                        hint="raise settings.network.max_response_bytes if this origin's answers are really that large",
-                        rule="max-response-bytes",
-                    ) from None
-                except ValueError as e:
-                    raise BadGateway(
-                        f"the origin's body could not be decoded: {e}", hint="check the origin's Content-Encoding"
-                    ) from None
-                headers = without([(k, v) for k, v in r.headers.items()], *TRANSFER_HEADERS)
-                self.metrics.origin(len(wire), len(body))
-                return OriginReply(r.status, headers, body, request_time, response_time, len(wire), accept)
-        except CognoptError:
-            self.metrics.origin_errors += 1
-            raise
-        except aiohttp.ClientConnectorError as e:
-            self.metrics.origin_errors += 1
-            if isinstance(e.os_error, GuardRefusal):
-                raise e.os_error.refused from None
-            raise BadGateway(
-                f"cannot connect to {url.host}:{url.port}: {e.os_error or e}",
-                hint="check that the origin is up and reachable",
-            ) from None
-        except asyncio.TimeoutError:
-            self.metrics.origin_errors += 1
-            raise OriginTimeout(
-                f"the origin {url.host}:{url.port} did not answer within the timeout "
-                f"(connect {min(self.net.connect_timeout_s, total):g} s, total {total:g} s)",
-                hint="retry later or raise settings.network.total_timeout_s",
-            ) from None
-        except aiohttp.InvalidURL as e:
-            raise InvalidRequest(f"URL {str(url)[:200]!r} is not valid: {e}") from None
-        except aiohttp.ClientError as e:
-            self.metrics.origin_errors += 1
-            raise BadGateway(
-                f"the origin {url.host}:{url.port} failed: {type(e).__name__}: {e}", hint="check the origin"
-            ) from None
-        finally:
-            await self._release(slot)
+        return await fetch(self, url, method, hdrs, data, level, svc)
 
 
-__all__ = ["OptimizedClient", "NetworkResponse", "PoolConfig", "METHODS"]
+__all__ = ["OptimizedClient", "NetworkRequest", "NetworkResponse", "PoolConfig", "METHODS"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -54,6 +54,9 @@ TRANSFER_HEADERS = (
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 #: The total timeout of the request being served (``timeout_s``), seen by every hop it makes.
 request_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("cognopt_request_timeout", default=None)
+#: Whether a response without freshness information gets the strategy's lifetime (the request's
+#: :attr:`NetworkRequest.default_lifetime`), seen when the response is stored.
+default_lifetime: contextvars.ContextVar[bool] = contextvars.ContextVar("cognopt_default_lifetime", default=True)
 
 
 class PoolConfig(BaseModel):
@@ -89,6 +92,7 @@ class NetworkResponse(BaseModel):
         description="wire bytes of this body a plain client sending the same Accept-Encoding would have "
         "received (None = unknown); what a near-cache hit of it saves",
     )
+    stored: bool = Field(default=False, description="this answer was stored in the cache by this request")
 
     def header(self, name: str) -> str | None:
         return header(self.headers, name)
@@ -97,6 +101,44 @@ class NetworkResponse(BaseModel):
         import json
 
         return json.loads(self.body)
+
+
+@dataclass
+class NetworkRequest:
+    """One request through the engine, as it crosses route → client → actor → engine.
+
+    Attributes:
+        url: the absolute URL (checked by the SSRF guard, like every redirect hop).
+        method: any method in proxy mode (an unknown one passes through uncached); else one of
+            :data:`METHODS`.
+        headers: ``(name, value)`` pairs (checked by :func:`clean_headers`).
+        body: the request body.
+        service: the cache partition and settings the request is made for.
+        cache_strategy: less caching than the service's strategy, never more.
+        compression_level: the encodings offered to the origin (default: the service's).
+        follow_redirects: follow 3xx answers, each hop checked by the SSRF guard (the proxy
+            passes them to its client unless the upstream says ``follow_redirects``).
+        request_id: echoed in the response.
+        timeout_s: shortens the total origin timeout.
+        proxy: answer as a caching reverse proxy: the client's ``If-None-Match`` /
+            ``If-Modified-Since`` and ``Range`` are answered from the cache (304, 206, 416),
+            ``HEAD`` from a stored ``GET``, any method accepted.
+        default_lifetime: a response without freshness information is fresh for the strategy's
+            lifetime (off for a plain RFC 9111 cache).
+    """
+
+    url: str
+    method: str = "GET"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes | None = None
+    service: str | None = None
+    cache_strategy: str | None = None
+    compression_level: str | None = None
+    follow_redirects: bool = True
+    request_id: str | None = None
+    timeout_s: float | None = None
+    proxy: bool = False
+    default_lifetime: bool = True
 
 
 @dataclass
@@ -123,9 +165,10 @@ class Outcome:
     fresh_for: float = 0.0
     plain_wire: int | None = 0
     wire: int = 0
+    stored: bool = False
 
 
-def from_origin(origin: OriginReply, status: CacheStatus, fresh_for: float = 0.0) -> Outcome:
+def from_origin(origin: OriginReply, status: CacheStatus, fresh_for: float = 0.0, *, stored: bool = False) -> Outcome:
     """The origin's answer as it is: a plain client would have received the same bytes (saving 0)."""
     return Outcome(
         origin.status,
@@ -135,6 +178,7 @@ def from_origin(origin: OriginReply, status: CacheStatus, fresh_for: float = 0.0
         fresh_for=fresh_for,
         plain_wire=origin.wire,
         wire=origin.wire,
+        stored=stored,
     )
 
 
@@ -147,11 +191,14 @@ def from_entry(
     plain_wire: int | None = 0,
     wire: int = 0,
     fresh: bool = False,
+    stored: bool = False,
 ) -> Outcome:
     """A stored entry's answer (``Age`` set, a ``Warning`` added when given)."""
     headers = entry.response_headers(now) + ([("Warning", warning)] if warning else [])
     fresh_for = entry_fresh_for(entry) if fresh else 0.0
-    return Outcome(entry.status, headers, entry.body, status, fresh_for=fresh_for, plain_wire=plain_wire, wire=wire)
+    return Outcome(
+        entry.status, headers, entry.body, status, fresh_for=fresh_for, plain_wire=plain_wire, wire=wire, stored=stored
+    )
 
 
 @dataclass
@@ -181,6 +228,18 @@ def entry_fresh_for(entry: StoredResponse | None) -> float:
     return max(0.0, entry.lifetime() - entry.current_age())
 
 
+def check_method(method: str, *, any_method: bool) -> str:
+    """The method upper-cased; any token (at most 32 characters) with ``any_method``, else one of :data:`METHODS`."""
+    m = (method or "GET").upper()
+    if any_method:
+        if len(m) > 32 or not _TOKEN.match(m):
+            raise InvalidRequest(f"method {m[:40]!r} is not an HTTP token", hint="use a method like GET or M-SEARCH")
+        return m
+    if m not in METHODS:
+        raise InvalidRequest(f"method {m!r} is not supported", hint=f"use one of {', '.join(METHODS)}")
+    return m
+
+
 def clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]]:
     items = list(headers.items()) if isinstance(headers, dict) else [tuple(h) for h in (headers or [])]
     out = []
@@ -199,4 +258,4 @@ def clean_headers(headers: dict[str, str] | list | None) -> list[tuple[str, str]
     return out
 
 
-__all__ = ["NetworkResponse", "PoolConfig", "METHODS", "CacheStatus"]
+__all__ = ["NetworkResponse", "NetworkRequest", "PoolConfig", "METHODS", "CacheStatus", "check_method"]

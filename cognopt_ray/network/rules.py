@@ -58,8 +58,16 @@ CREDENTIAL_HEADERS = frozenset(
 )
 #: Response headers a shared cache never stores nor replays.
 NEVER_STORED_HEADERS = ("set-cookie", "set-cookie2")
+#: This cache's device token in ``Surrogate-Capability`` / ``Surrogate-Control`` targets.
+SURROGATE_NAME = "cognopt"
+#: Hop-by-hop header names (RFC 9110 7.6.1), never forwarded nor stored by a proxy.
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
 #: Headers a 304 does not carry over to the stored response (RFC 9111 3.2).
-_NOT_UPDATED = frozenset({"content-length", "content-encoding", "transfer-encoding", "content-range", "connection"})
+_NOT_UPDATED = frozenset(
+    {"content-length", "content-encoding", "transfer-encoding", "content-range", "connection", "content-md5"}
+)
 
 
 # -- header helpers -----------------------------------------------------------------------------
@@ -95,6 +103,46 @@ def parse_cache_control(value: str | None) -> dict[str, str | None]:
     return out
 
 
+def response_cache_control(response_headers: Iterable[tuple[str, str]]) -> dict[str, str | None]:
+    """The directives this cache obeys: the first present of ``CDN-Cache-Control`` (RFC 9213: a
+    CDN-class shared cache uses its targeted field and ignores ``Cache-Control``),
+    ``Surrogate-Control`` (W3C Edge Architecture; directives untargeted or targeted at
+    :data:`SURROGATE_NAME`), else ``Cache-Control``."""
+    headers = list(response_headers)
+    targeted = parse_cache_control(header(headers, "cdn-cache-control"))
+    if targeted:
+        return targeted
+    surrogate = _surrogate_control(header(headers, "surrogate-control"))
+    if surrogate:
+        return surrogate
+    return parse_cache_control(header(headers, "cache-control"))
+
+
+def _surrogate_control(value: str | None) -> dict[str, str | None]:
+    """``Surrogate-Control`` directives for this cache: ``max-age=60;cognopt, no-store;other`` →
+    ``{"max-age": "60"}`` (a ``;target`` naming another surrogate is left out)."""
+    out: dict[str, str | None] = {}
+    if not value:
+        return out
+    for part in _split_commas(value):
+        directive, _, target = part.partition(";")
+        if target.strip() and target.strip().lower() != SURROGATE_NAME:
+            continue
+        for name, arg in parse_cache_control(directive).items():
+            out.setdefault(name, arg)
+    return out
+
+
+def hop_by_hop(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """The names (lower-case) a proxy never forwards nor stores: the fixed hop-by-hop set plus
+    every name listed in ``Connection`` (RFC 9110 7.6.1)."""
+    headers = list(headers)
+    names = set(HOP_BY_HOP)
+    for v in (v for k, v in headers if k.lower() in ("connection", "proxy-connection")):
+        names.update(n.strip().lower() for n in v.split(",") if n.strip())
+    return names
+
+
 def _split_commas(value: str) -> list[str]:
     parts, cur, quoted = [], [], False
     for ch in value:
@@ -118,6 +166,16 @@ def _seconds(cc: dict[str, str | None], name: str) -> float | None:
         return float(max(0, int(raw or "")))
     except ValueError:
         return 0.0
+
+
+def parse_age(value: str | None) -> float:
+    """The ``Age`` of a response (RFC 9111 5.1): the first member of a list; absent = 0. A value
+    that is not a non-negative integer (``abc``, ``-1``, ``1.5``, ``10;x=y``) makes the response
+    stale (infinitely old): a shared cache cannot tell how old it is."""
+    if value is None:
+        return 0.0
+    first = value.split(",")[0].strip()
+    return float(first) if first.isdigit() else math.inf
 
 
 def parse_http_date(value: str | None) -> float | None:
@@ -177,15 +235,19 @@ def storable(
     if method.upper() != "GET":
         return False, f"method {method.upper()} is not cached"
     req_cc = parse_cache_control(header(request_headers, "cache-control"))
-    cc = parse_cache_control(header(response_headers, "cache-control"))
+    cc = response_cache_control(response_headers)
     if "no-store" in req_cc:
         return False, "request says no-store"
-    if "no-store" in cc:
+    if "must-understand" in cc:  # RFC 9111 5.2.2.3: only a status this cache understands; then no-store yields
+        if status not in UNDERSTOOD_STATUSES:
+            return False, f"must-understand and status {status} is not one this cache understands"
+    elif "no-store" in cc:
         return False, "response says no-store"
     if "private" in cc:
         return False, "response is private (a shared cache never stores it)"
-    if status not in UNDERSTOOD_STATUSES:
-        return False, f"status {status} is not cached"
+    explicit = "s-maxage" in cc or "max-age" in cc or header(response_headers, "expires") is not None
+    if status not in UNDERSTOOD_STATUSES and not (explicit and 200 <= status < 600 and status not in (206, 304)):
+        return False, f"status {status} is not cached without explicit freshness"
     vary = vary_names(response_headers)
     if vary == ["*"]:
         return False, "Vary: * never matches a later request"
@@ -195,24 +257,30 @@ def storable(
             False,
             f"request carries credentials ({', '.join(creds)}) and the response does not say public or s-maxage",
         )
-    explicit = "s-maxage" in cc or "max-age" in cc or header(response_headers, "expires") is not None
     if not explicit and status not in HEURISTIC_STATUSES and "public" not in cc:
         return False, f"status {status} needs explicit freshness to be cached"
     return True, ""
 
 
 def freshness_lifetime(
-    status: int, response_headers: Sequence[tuple[str, str]], strategy: str, *, heuristic_fraction: float = 0.1
+    status: int,
+    response_headers: Sequence[tuple[str, str]],
+    strategy: str,
+    *,
+    heuristic_fraction: float = 0.1,
+    default_lifetime: bool = True,
 ) -> float:
     """Seconds the response stays fresh (RFC 9111 4.2.1, 4.2.2), capped by the strategy.
 
     Formula: the first of ``s-maxage``, ``max-age``, ``Expires − Date``; else, with
     ``Last-Modified``, ``heuristic_fraction × (Date − Last-Modified)``; else the strategy's
-    lifetime for heuristically cacheable statuses. The result is ``min(that, strategy cap)``;
-    ``no-cache`` makes it 0 (stored, but revalidated before every use).
+    lifetime for heuristically cacheable statuses (0 with ``default_lifetime=False``, as a plain
+    RFC 9111 cache). The result is ``min(that, strategy cap)``; ``no-cache`` makes it 0 (stored,
+    but revalidated before every use). ``CDN-Cache-Control``, when present, replaces
+    ``Cache-Control``; an ``Expires`` that is not a valid HTTP date means already expired.
     """
     cap = STRATEGY_LIFETIME_S[strategy]
-    cc = parse_cache_control(header(response_headers, "cache-control"))
+    cc = response_cache_control(response_headers)
     if "no-cache" in cc:
         return 0.0
     for name in ("s-maxage", "max-age"):
@@ -229,7 +297,7 @@ def freshness_lifetime(
         if last_modified is not None:
             date = parse_http_date(header(response_headers, "date")) or time.time()
             return min(max(0.0, heuristic_fraction * (date - last_modified)), cap)
-        return cap
+        return cap if default_lifetime else 0.0
     return 0.0
 
 
@@ -243,7 +311,8 @@ def vary_names(response_headers: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def _norm(value: str | None) -> str | None:
-    return None if value is None else " ".join(value.split()).lower()
+    """A selecting header value normalised: whitespace around list commas dropped, runs collapsed, lower-case."""
+    return None if value is None else ", ".join(" ".join(p.split()) for p in value.split(",")).lower()
 
 
 def vary_key(names: Sequence[str], request_headers: Sequence[tuple[str, str]]) -> dict[str, str | None]:
@@ -277,6 +346,7 @@ class StoredResponse:
     vary: dict[str, str | None] = field(default_factory=dict)
     strategy: str = "medium_term"
     heuristic_fraction: float = 0.1
+    default_lifetime: bool = True
     wire: int | None = None
     accept: str | None = None
 
@@ -306,23 +376,24 @@ class StoredResponse:
     def _corrected_initial_age(self) -> float:
         date = parse_http_date(header(self.headers, "date"))
         apparent_age = max(0.0, self.response_time - date) if date is not None else 0.0
-        try:
-            age_value = float(max(0, int((header(self.headers, "age") or "0").split(",")[0].strip())))
-        except ValueError:
-            age_value = 0.0
+        age_value = parse_age(header(self.headers, "age"))
         response_delay = max(0.0, self.response_time - self.request_time)
         return max(apparent_age, age_value + response_delay)
 
     @property
     def cache_control(self) -> dict[str, str | None]:
         if self._cc is None:
-            self._cc = parse_cache_control(header(self.headers, "cache-control"))
+            self._cc = response_cache_control(self.headers)
         return self._cc
 
     def lifetime(self) -> float:
         if self._lifetime is None:
             self._lifetime = freshness_lifetime(
-                self.status, self.headers, self.strategy, heuristic_fraction=self.heuristic_fraction
+                self.status,
+                self.headers,
+                self.strategy,
+                heuristic_fraction=self.heuristic_fraction,
+                default_lifetime=self.default_lifetime,
             )
         return self._lifetime
 
@@ -397,10 +468,12 @@ class StoredResponse:
         self, not_modified_headers: Sequence[tuple[str, str]], request_time: float, response_time: float
     ) -> StoredResponse:
         """This response with its headers updated from a 304 (RFC 9111 4.3.4)."""
+        # the stored ETag stays: a 304 naming another one does not describe this body (RFC 9111 4.3.4)
+        keep = {"etag"} if header(self.headers, "etag") is not None else set()
         update = [
             (k, v)
             for k, v in not_modified_headers
-            if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS
+            if k.lower() not in _NOT_UPDATED and k.lower() not in NEVER_STORED_HEADERS and k.lower() not in keep
         ]
         names = {k.lower() for k, _ in update}
         headers = [(k, v) for k, v in self.headers if k.lower() not in names] + update
@@ -414,6 +487,7 @@ class StoredResponse:
             dict(self.vary),
             self.strategy,
             self.heuristic_fraction,
+            self.default_lifetime,
             self.wire,
             self.accept,
         )
@@ -432,7 +506,7 @@ class StoredResponse:
 
     def response_headers(self, now: float | None = None) -> Headers:
         """Headers to send with a cache hit: the stored ones with ``Age`` set (RFC 9111 5.1)."""
-        return without(self.headers, "age") + [("Age", str(int(self.current_age(now))))]
+        return without(self.headers, "age") + [("Age", str(int(min(self.current_age(now), 2**31))))]
 
 
 def invalidates(method: str, status: int) -> bool:
@@ -452,7 +526,12 @@ __all__ = [
     "storable",
     "freshness_lifetime",
     "parse_cache_control",
+    "response_cache_control",
+    "hop_by_hop",
+    "HOP_BY_HOP",
     "parse_http_date",
+    "parse_age",
+    "SURROGATE_NAME",
     "http_date",
     "vary_names",
     "vary_key",
