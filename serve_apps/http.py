@@ -457,21 +457,21 @@ def _document_problems(api: FastAPI) -> None:
 
 
 # -- scope dependencies -----------------------------------------------------------------------------
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     principal = getattr(request.state, "principal", None)
     if principal is None:  # only reachable if a route is mounted outside the prefix
         raise Unauthorized("no API key given", hint="send 'Authorization: Bearer <key>'")
     return principal
 
 
-def require_read(principal: Principal = Depends(current_principal)) -> Principal:
+async def require_read(principal: Principal = Depends(current_principal)) -> Principal:
     """Any GET that shows state: scopes ``read`` or ``admin`` (service keys use service routes)."""
     if not principal.can_read():
         raise Forbidden("this key lacks the 'read' scope", hint="use a key with scope 'read' or 'admin'")
     return principal
 
 
-def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+async def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
     """Mutations of the whole system: scope ``admin``."""
     if not principal.is_admin:
         raise Forbidden("this action needs the 'admin' scope", hint="use a key created with --scope admin")
