@@ -42,8 +42,12 @@ def make_sched(ray_session, tmp_path):
 def _names_seen(wanted, deadline_s: float = 120.0) -> dict[str, dict]:
     """Ray task records (by name) whose name ``wanted(name)`` accepts, once the state API has them."""
     deadline = time.monotonic() + deadline_s
+    # this session's cluster by its GCS address: "auto" would pick the newest Ray on the machine
+    address = ray.get_runtime_context().gcs_address
     while True:
-        tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
+        tasks = list_tasks(
+            address=address, filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False
+        )
         seen = {t.name: t for t in tasks if wanted(t.name)}
         if seen or time.monotonic() > deadline:
             return seen
