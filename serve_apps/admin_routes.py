@@ -24,7 +24,7 @@ class WhoAmI(BaseModel):
 
 
 @router.get("/auth/whoami", response_model=WhoAmI, tags=["auth"], summary="The calling key's id and scopes")
-def whoami(principal: Principal = Depends(current_principal)) -> WhoAmI:
+async def whoami(principal: Principal = Depends(current_principal)) -> WhoAmI:
     return WhoAmI(key_id=principal.key_id, scopes=list(principal.scopes))
 
 

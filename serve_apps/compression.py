@@ -10,6 +10,7 @@ Bodies are buffered up to :data:`MAX_BUFFER` bytes; a longer stream passes throu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -44,7 +45,7 @@ class CompressionMiddleware:
         for k, v in scope.get("headers", []):
             if k.lower() == b"accept-encoding":
                 accept = v.decode("latin-1")
-        coding = encoding.choose_encoding(accept, OFFERED) if accept else None
+        coding = _coding(accept) if accept else None
         try:
             min_bytes = get_context().settings.network.api_compression_min_bytes
         except RuntimeError:
@@ -102,6 +103,12 @@ class CompressionMiddleware:
             return await send(message)
 
         await self.app(scope, receive, wrapped_send)
+
+
+@functools.lru_cache(maxsize=512)
+def _coding(accept: str) -> str | None:
+    """The coding for an ``Accept-Encoding`` value (clients send few distinct ones: cached)."""
+    return encoding.choose_encoding(accept, OFFERED)
 
 
 def _add_vary(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

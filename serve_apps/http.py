@@ -122,9 +122,15 @@ class AuthMiddleware:
         protected = path.startswith(API_PREFIX) and path.rstrip("/") not in OPEN_PATHS
         if protected:
             ctx = get_context()
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            key = key_from_headers(headers.get("authorization"), headers.get("x-api-key"))
-            principal, why = ctx.keys.check(key)
+            authorization = x_api_key = None
+            for k, v in scope.get("headers", ()):
+                if len(k) in (9, 13):  # only the two headers a key comes in are decoded
+                    name = k.lower()
+                    if name == b"x-api-key":
+                        x_api_key = v.decode("latin-1")
+                    elif name == b"authorization":
+                        authorization = v.decode("latin-1")
+            principal, why = ctx.keys.check(key_from_headers(authorization, x_api_key))
             if principal is None:
                 hint = (
                     "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
@@ -318,14 +324,21 @@ class BodyLimitMiddleware:
             return await self.app(scope, receive, send)
         limit = get_context().settings.max_body_bytes
         path = _relative_path(scope)
-        for k, v in scope.get("headers", []):
-            if k.lower() == b"content-length":
+        has_body = False
+        for k, v in scope.get("headers", ()):
+            name = k.lower()
+            if name == b"content-length":
                 try:
                     declared = int(v)
                 except ValueError:
                     return await _asgi_send_problem(send, problem(400, "Bad request", "Content-Length is not a number"))
                 if declared > limit:
                     return await _asgi_send_problem(send, error_response(_too_large(declared, limit), path))
+                has_body = has_body or declared > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # no body to count (HTTP/1.1: neither Content-Length nor Transfer-Encoding)
+            return await self.app(scope, receive, send)
         seen = 0
         overflow = False
         replaced = False
@@ -464,21 +477,21 @@ def _document_problems(api: FastAPI) -> None:
 
 
 # -- scope dependencies -----------------------------------------------------------------------------
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     principal = getattr(request.state, "principal", None)
     if principal is None:  # only reachable if a route is mounted outside the prefix
         raise Unauthorized("no API key given", hint="send 'Authorization: Bearer <key>'")
     return principal
 
 
-def require_read(principal: Principal = Depends(current_principal)) -> Principal:
+async def require_read(principal: Principal = Depends(current_principal)) -> Principal:
     """Any GET that shows state: scopes ``read`` or ``admin`` (service keys use service routes)."""
     if not principal.can_read():
         raise Forbidden("this key lacks the 'read' scope", hint="use a key with scope 'read' or 'admin'")
     return principal
 
 
-def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
+async def require_admin(principal: Principal = Depends(current_principal)) -> Principal:
     """Mutations of the whole system: scope ``admin``."""
     if not principal.is_admin:
         raise Forbidden("this action needs the 'admin' scope", hint="use a key created with --scope admin")

@@ -56,6 +56,9 @@ class Settings(_Model):
             are asked at most once per this many seconds per replica, whatever the call rate.
         audit_unauthenticated_per_minute: 401 answers (no key, or an unknown one) written to
             the audit log per replica and minute; the rest are counted into the next entry.
+        keys_recheck_s: how often a replica looks at ``keys.json`` for changes made by another
+            process (another replica, the CLI); a change made through the replica itself, and a
+            key id it has not seen, take effect at once. 0: look on every request.
         audit_data_plane: also audit the successes of the data-plane routes (storage/store,
             memory/allocate and deallocate, cpu/optimize-tasks, network/optimize-request); their
             failures and every other mutating route are always audited.
@@ -75,6 +78,7 @@ class Settings(_Model):
     health_cache_s: float = Field(default=5.0, ge=0.5, le=3600)
     audit_unauthenticated_per_minute: int = Field(default=60, ge=0, le=100_000)
     audit_data_plane: bool = False
+    keys_recheck_s: float = Field(default=1.0, ge=0, le=60)
     services: dict[str, ServiceSettings] = Field(default_factory=dict)
     default_service: ServiceSettings = Field(default_factory=ServiceSettings)
     cpu: CpuEngineSettings = Field(default_factory=CpuEngineSettings)

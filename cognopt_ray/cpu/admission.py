@@ -303,6 +303,9 @@ class Admission:
             self._running[x.id] = x
             if x.prio == Priority.CRITICAL and self._preempting_for:
                 self._preempting_for -= 1
+        # The Ray task carries the user's function name (a pack: the first one's and "+N"), which
+        # Ray's dashboard and state API show; the name is not part of the scheduling class.
+        task_name = e.name if len(entries) == 1 else f"{e.name}+{len(entries) - 1}"
         if e.kind == "cpu":
             node.inflight += e.cpus
             svc = self._service(e.service)
@@ -312,10 +315,10 @@ class Admission:
                 else tuple(self._cfg.cpu_affinity)
             )
             spread = len(self._nodes) > 1
-            ck = (e.cpus, e.max_retries, node.id if spread else None)
+            ck = (e.cpus, e.max_retries, node.id if spread else None, task_name)
             rf = self._optioned.get(ck)
             if rf is None:
-                opts: dict[str, Any] = {"num_cpus": e.cpus, "max_retries": e.max_retries}
+                opts: dict[str, Any] = {"num_cpus": e.cpus, "max_retries": e.max_retries, "name": task_name}
                 if spread:
                     opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node.id, soft=True)
                 rf = execute_pack.options(**opts)
@@ -331,7 +334,7 @@ class Admission:
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node.id, soft=True),
                     max_restarts=-1,
                 ).remote()
-            pk.ref = node.io_pool.run.remote(items)
+            pk.ref = node.io_pool.run.options(name=task_name).remote(items)
         self._packs.add(pk)
         self._stats.calls += 1
         if len(entries) > 1:

@@ -20,9 +20,11 @@ import fcntl
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,19 +127,29 @@ class Principal:
         return [s.split(":", 1)[1] for s in self.scopes if s.startswith("service:")]
 
 
+#: Bumped by every write of a keys file in this process, so every :class:`KeyStore` of the process
+#: (one per replica context, the CLI's, a test's) looks at its file on its next check.
+_writes = [0]
+
+
 class KeyStore:
     """The keys a server accepts: from settings, from ``<storage_root>/keys.json`` and ``COGNOPT_ADMIN_KEY``.
 
-    The file is re-read whenever it changes (its inode, size or mtime), checked on every call,
-    so ``cognopt keys create`` and ``DELETE auth/keys/{id}`` take effect at once on every
-    replica that shares the storage root. A revocation of a key that comes from settings is
-    kept in the file too (a copy of its record with ``revoked_at``), and wins over settings.
+    Checks are answered from memory: the file is looked at (its inode, size and mtime) at most
+    every ``settings.keys_recheck_s`` and re-read only when it changed. A key id not seen before
+    makes the store look at once (so ``cognopt keys create`` and ``POST auth/keys`` take effect on
+    the next call), and so does any write of a keys file in this process (``DELETE auth/keys/{id}``
+    takes effect on the replica's next call); a revocation made by another process (another
+    replica, ``cognopt keys revoke``) takes effect within ``keys_recheck_s``. A revocation of a key
+    that comes from settings is kept in the file too (a copy of its record with ``revoked_at``),
+    and wins over settings.
     """
 
     FILE_NAME = "keys.json"
 
     def __init__(self, settings: Settings, extra: Iterable[ApiKeyRecord] = ()) -> None:
         self._path = settings.root / self.FILE_NAME
+        self._recheck_s = settings.keys_recheck_s
         self._static: dict[str, ApiKeyRecord] = {r.id: r for r in settings.api_keys}
         for r in extra:
             self._static[r.id] = r
@@ -146,6 +158,9 @@ class KeyStore:
             self._static[rec.id] = rec
         self._file_records: dict[str, ApiKeyRecord] = {}
         self._stamp: tuple[int, int, int] | None = None
+        self._merged_records: dict[str, ApiKeyRecord] | None = None
+        self._looked_at = -math.inf
+        self._seen_writes = -1
         self._lock = threading.Lock()
 
     @property
@@ -156,7 +171,8 @@ class KeyStore:
         try:
             st = self._path.stat()
         except FileNotFoundError:
-            self._file_records, self._stamp = {}, None
+            if self._stamp is not None or self._merged_records is None:
+                self._file_records, self._stamp, self._merged_records = {}, None, None
             return
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         if stamp == self._stamp:
@@ -164,31 +180,39 @@ class KeyStore:
         records = [ApiKeyRecord.model_validate(r) for r in json.loads(self._path.read_text() or "[]")]
         self._file_records = {r.id: r for r in records}
         self._stamp = stamp
+        self._merged_records = None
 
-    def _merged(self) -> dict[str, ApiKeyRecord]:
+    def _merged(self, *, look: bool = False) -> dict[str, ApiKeyRecord]:
+        """The records in force; the file is looked at when ``look``, when this process wrote a
+        keys file, or when the last look is ``keys_recheck_s`` old. Never modify the answer."""
+        now = time.monotonic()
         with self._lock:
-            self._reload()
-            merged = {**self._file_records, **self._static}
-            for key_id, rec in self._file_records.items():
-                if rec.revoked_at and key_id in merged:
-                    merged[key_id] = merged[key_id].model_copy(update={"revoked_at": rec.revoked_at})
-            return merged
+            if look or self._seen_writes != _writes[0] or now - self._looked_at >= self._recheck_s:
+                self._seen_writes = _writes[0]
+                self._reload()
+                self._looked_at = now
+            if self._merged_records is None:
+                merged = {**self._file_records, **self._static}
+                for key_id, rec in self._file_records.items():
+                    if rec.revoked_at and key_id in merged:
+                        merged[key_id] = merged[key_id].model_copy(update={"revoked_at": rec.revoked_at})
+                self._merged_records = merged
+            return self._merged_records
 
     def records(self) -> list[ApiKeyRecord]:
-        return list(self._merged().values())
+        return list(self._merged(look=True).values())
 
     def check(self, key: str | None) -> tuple[Principal | None, str]:
         """The principal for ``key`` (constant-time compare), or ``None`` and why it was refused."""
         if not key:
             return None, "no API key given"
-        records = self._merged()
         m = KEY_RE.match(key)
-        if m:
-            rec = records.get(m.group(1))
-            candidate = hash_secret(m.group(2))
-        else:
-            rec = records.get(ENV_ADMIN_ID)
-            candidate = hash_secret(key)
+        key_id = m.group(1) if m else ENV_ADMIN_ID
+        records = self._merged()
+        if key_id not in records:  # perhaps a key made a moment ago by another process
+            records = self._merged(look=True)
+        rec = records.get(key_id)
+        candidate = hash_secret(m.group(2) if m else key)
         ok = hmac.compare_digest(candidate, rec.hash if rec else _DUMMY_HASH)
         if not (ok and rec):
             return None, "the API key is not valid"
@@ -213,6 +237,7 @@ class KeyStore:
                 raise InvalidInput(f"keys file {self._path} is corrupt: {e}") from None
             out = change(existing)
             atomic_write(self._path, json.dumps(existing, indent=2).encode())
+            _writes[0] += 1
             return out
 
     def add(self, record: ApiKeyRecord) -> None:

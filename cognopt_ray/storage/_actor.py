@@ -96,7 +96,7 @@ class _StoreActor:
         self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None
     ) -> tuple[dict[str, Any], Any]:
         """``(catalog record, value)`` in one call (what ``GET storage/retrieve`` answers with)."""
-        return self.store.info(item_id, caller), self.store.get(item_id, columns=columns, caller=caller)
+        return self.store.retrieve(item_id, columns=columns, caller=caller)
 
     def fetch(self, item_id: str, columns: list[str] | None = None, caller: Caller | None = None) -> tuple:
         """``("ref", [ObjectRef], kind)`` for HOT items (the caller reads zero-copy), else ``("value", value)``."""

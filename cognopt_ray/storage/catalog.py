@@ -144,6 +144,9 @@ class ItemRecord:
         return d
 
 
+_SELECT_ONE = f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE item_id=?"
+
+
 class Catalog:
     """The SQLite catalog (thread-safe: one connection behind a lock).
 
@@ -213,7 +216,7 @@ class Catalog:
 
     # -- items -----------------------------------------------------------------------------------
     def get(self, item_id: str) -> ItemRecord | None:
-        rows = self.query(f"SELECT {', '.join(ITEM_COLUMNS)} FROM items WHERE item_id=?", (item_id,))
+        rows = self.query(_SELECT_ONE, (item_id,))
         return ItemRecord.from_row(rows[0]) if rows else None
 
     def items(self, where: str = "1", args: tuple = ()) -> list[ItemRecord]:

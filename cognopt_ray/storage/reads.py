@@ -116,6 +116,13 @@ class ItemReads:
 
     def get(self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None) -> Any:
         """The item's value: bytes, the JSON value, or a ``pa.Table`` (``columns`` projects)."""
+        return self.retrieve(item_id, columns=columns, caller=caller)[1]
+
+    def retrieve(
+        self, item_id: str, *, columns: list[str] | None = None, caller: Caller | None = None
+    ) -> tuple[dict[str, Any], Any]:
+        """``(info, value)``: the record as :meth:`info` gives it and the value as :meth:`get`, from
+        one catalog lookup and one ownership check."""
         with self._lock:
             rec = self.record(item_id, caller)
             self._touch(rec)
@@ -126,7 +133,7 @@ class ItemReads:
 
             self.counters["hot_hits"] += 1
             value = ray.get(ref)
-            return self._finish(rec, value, columns)
+            return rec.public(), self._finish(rec, value, columns)
         if rec.tier == "hot" and self.use_object_store:
             value = self._read_value(rec)
             import ray
@@ -134,8 +141,8 @@ class ItemReads:
             with self._lock:
                 if self.catalog.get(item_id) is not None:
                     self._hot[item_id] = ray.put(value)
-            return self._finish(rec, value, columns)
-        return self._finish(rec, self._read_value(rec, columns), columns)
+            return rec.public(), self._finish(rec, value, columns)
+        return rec.public(), self._finish(rec, self._read_value(rec, columns), columns)
 
     def get_ref(self, item_id: str, caller: Caller | None = None) -> Any:
         """For HOT items: the object ref in Ray's object store (zero-copy reads); ``None`` otherwise."""

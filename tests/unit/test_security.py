@@ -144,3 +144,50 @@ def test_caps_default_to_the_configured_values(tmp_path):
     assert over_caps(s, "ai_models", "cpu", {"max_workers": 16}, CapsStore(tmp_path).overrides()) == []
     store.set("ai_models", None)
     assert CapsStore(tmp_path).overrides() == {}
+
+
+def _revoke_elsewhere(root: str, key_id: str) -> None:
+    KeyStore(Settings.load(environ={}, storage_root=root)).revoke(key_id)
+
+
+def test_keys_are_checked_from_memory_and_revocations_still_arrive(tmp_path, monkeypatch):
+    """A check does not look at keys.json; a revocation reaches a store at once when it is made in
+    the same process (the replica's own DELETE auth/keys), within keys_recheck_s from another."""
+    from pathlib import Path
+
+    key, rec = generate_key(["read"])
+    key2, rec2 = generate_key(["read"])
+    slow = Settings.load(environ={}, storage_root=str(tmp_path), keys_recheck_s=60)
+    KeyStore(slow).add(rec)
+    KeyStore(slow).add(rec2)
+    store = KeyStore(slow)
+    assert store.authenticate(key) is not None
+    looks = []
+    real_stat = Path.stat
+
+    def counting_stat(self, *a, **kw):
+        if self == store.path:
+            looks.append(1)
+        return real_stat(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    for _ in range(500):
+        assert store.authenticate(key) is not None
+    assert looks == []  # 500 checks, no look at the file
+    KeyStore(slow).revoke(rec.id)  # in this process: the next check sees it
+    assert "revoked" in store.check(key)[1]
+    monkeypatch.undo()
+
+    quick = KeyStore(Settings.load(environ={}, storage_root=str(tmp_path), keys_recheck_s=0.2))
+    assert quick.authenticate(key2) is not None
+    p = mp.get_context("spawn").Process(target=_revoke_elsewhere, args=(str(tmp_path), rec2.id))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+    import time
+
+    deadline = time.monotonic() + 30
+    while quick.authenticate(key2) is not None:  # another process's revocation: after the next look
+        assert time.monotonic() < deadline, "a revocation made by another process never arrived"
+        time.sleep(0.05)
+    assert "revoked" in quick.check(key2)[1]
