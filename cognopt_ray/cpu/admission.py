@@ -326,6 +326,8 @@ class Admission:
             if pipelined and any(self._run_level[lvl] for lvl in LEVELS if lvl > pk.prio):
                 # lower-level work may be ahead of this pack in the node's queue: clear the way
                 self._withdraw_on(node.id, pk.prio)
+                if pk.prio == Priority.CRITICAL and self._cfg.preemption:
+                    self._preempt_on(node, pk)
         else:
             node.io_inflight += 1
             if node.io_pool is None:
@@ -413,6 +415,27 @@ class Admission:
         for node_id in sorted(counts, key=counts.get, reverse=True):
             if self._withdraw_on(node_id, level):
                 return
+
+    def _preempt_on(self, node: _Node, crit: _Pack) -> None:
+        """A CRITICAL pack waits in ``node``'s queue behind running work: cancel the newest running
+        preemptible lower-level packs there until it fits the node's real CPUs, so it starts now."""
+        ahead = [
+            pk
+            for pk in sorted(self._packs, key=lambda p: p.admit_ts)
+            if pk.node == node.id and pk.kind == "cpu" and not pk.cancelling and pk is not crit
+        ]
+        need = sum(pk.cpus for pk in ahead) + crit.cpus - node.cpus
+        for pk in sorted(
+            (p for p in ahead if p.preemptible and p.prio > Priority.CRITICAL), key=lambda p: p.admit_ts, reverse=True
+        ):
+            if need <= 1e-9:
+                break
+            pk.cancelling = True
+            need -= pk.cpus
+            try:
+                ray.cancel(pk.ref, force=False)
+            except Exception as exc:  # noqa: BLE001 - already finished
+                logger.debug("cancel of %s failed: %s", pk.entries[0].id, exc)
 
     def _preempt(self) -> None:
         """Cancel preemptible tasks so that a blocked CRITICAL task can *start* at once.

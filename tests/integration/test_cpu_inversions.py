@@ -48,14 +48,22 @@ SCRIPT = textwrap.dedent(
         time.sleep(d)
         return start
 
+    def blink(d):  # the short tasks: their own function, so their run-time estimate is short and they pack
+        start = time.time()
+        time.sleep(d)
+        return start
+
+    def task(d, **kw):
+        return CPUTask(blink if d < 0.02 else nap, (d,), **kw)
+
     ray.get(sched.submit_batch([CPUTask(nap, (0.3,)) for _ in range(18)]))  # workers on every node
-    ray.get(sched.submit_batch([CPUTask(nap, (d,)) for d in LENGTHS for _ in range(6)]))  # run-time estimates
+    ray.get(sched.submit_batch([task(d) for d in LENGTHS for _ in range(6)]))  # run-time estimates
     rng = random.Random(7)
     lower, crit = [], []  # (level, submit time, ref)
     for phase in range(2):
         time.sleep(1.5)  # past the latency guard: the burst starts in throughput mode
         tasks = [
-            CPUTask(nap, (rng.choice(LENGTHS),), priority=rng.choice((Priority.MEDIUM, Priority.LOW, Priority.BACKGROUND)))
+            task(rng.choice(LENGTHS), priority=rng.choice((Priority.MEDIUM, Priority.LOW, Priority.BACKGROUND)))
             for _ in range(120)
         ]
         t0 = time.time()
@@ -64,7 +72,8 @@ SCRIPT = textwrap.dedent(
         time.sleep(0.4)
         for _ in range(12):
             t0 = time.time()
-            crit.append((1, t0, sched.submit(nap, rng.choice((0.01, 0.1)), priority=Priority.CRITICAL)))
+            d = rng.choice((0.01, 0.1))
+            crit.append((1, t0, sched.submit(blink if d < 0.02 else nap, d, priority=Priority.CRITICAL)))
             time.sleep(rng.uniform(0.1, 0.3))
         ray.get([r for _, _, r in lower])
     ray.get([r for _, _, r in crit])
@@ -111,9 +120,9 @@ def test_no_priority_inversion_on_three_nodes_with_mixed_lengths(tmp_path):
     assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = json.loads(lines[-1][len("RESULT ") :])
     assert len(out["critical"]) == 24 and len(out["lower"]) == 240
-    assert out["metrics"]["tasks_packed"] > 0  # the short lower tasks were packed (throughput mode ran)
     waits = sorted(start - submit for _, submit, start in out["critical"])
     assert inversions(out) == [], f"CRITICAL waits {waits}"
+    assert out["metrics"]["tasks_packed"] > 0  # the short lower tasks were packed (throughput mode ran)
 
 
 def test_inversion_counter_counts_a_lower_start_behind_a_long_waiting_critical():
