@@ -31,10 +31,13 @@ class CpuEngineSettings(_Model):
             CRITICAL latency; 1 keeps workers busy between tasks at a cost of at most one task.
         pipeline_budget_s: for short tasks the depth grows so that the queued extra work per node
             stays under this many seconds (``depth = budget * cpus / recent task turnaround``),
-            up to ``max_pipeline_depth``; it keeps workers fed when dispatch is slower than tasks.
+            up to ``max_pipeline_depth``; it keeps workers fed when dispatch is slower than tasks,
+            and Ray's queue holds a successor for a freeing slot while the scheduler refills it.
+            Tasks with ``max_retries=0`` (never withdrawn) are pipelined no deeper than ``pipeline_depth``.
         pack_budget_s: short tasks of one level are run several to a Ray call while their
             estimated run time (a moving average per function) adds up to at most this; it pays
-            Ray's per-task cost once per pack. Only in throughput mode (``latency_guard_s``); 0: off.
+            Ray's per-task cost once per pack. A pack starts no further task once it has run this
+            long (the rest is queued again), so a wrong estimate costs at most one task more. Only in throughput mode (``latency_guard_s``); 0: off.
         max_pack: most tasks in one pack.
         latency_guard_s: while a higher level has tasks queued or running, or had one less than
             this many seconds ago, lower-level tasks are admitted without pipelining or packing
@@ -60,7 +63,7 @@ class CpuEngineSettings(_Model):
 
     enabled: bool = True
     pipeline_depth: int = Field(default=1, ge=0, le=64)
-    pipeline_budget_s: float = Field(default=0.01, ge=0)
+    pipeline_budget_s: float = Field(default=0.1, ge=0)
     max_pipeline_depth: int = Field(default=32, ge=0, le=1024)
     pack_budget_s: float = Field(default=0.05, ge=0, le=10)
     max_pack: int = Field(default=64, ge=1, le=10_000)

@@ -212,7 +212,7 @@ class Admission:
             if svc.max_workers and self._service_inflight.get(e.service, 0) >= svc.max_workers:
                 self._stats.cap_hit(e.service, time.time())
                 return "service_cap"
-        node = self._pick_node(e.cpus, e.kind, pipeline=not self._guarded(e))
+        node = self._pick_node(e.cpus, e.kind, pipeline=not self._guarded(e), deep=e.max_retries > 0)
         if node is None:
             return "capacity"
         self._chosen = node
@@ -325,7 +325,12 @@ class Admission:
                 if len(self._optioned) > 4096:
                     self._optioned.clear()
                 self._optioned[ck] = rf
-            pk.ref = rf.remote(cores, items)
+            pk.ref = rf.remote(cores, items, self._cfg.pack_budget_s if len(items) > 1 else None)
+            if pipelined and any(self._run_level[lvl] for lvl in LEVELS if lvl > pk.prio):
+                # lower-level work may be ahead of this pack in the node's queue: clear the way
+                self._withdraw_on(node.id, pk.prio)
+                if pk.prio == Priority.CRITICAL and self._cfg.preemption:
+                    self._preempt_on(node, pk)
         else:
             node.io_inflight += 1
             if node.io_pool is None:
@@ -360,30 +365,80 @@ class Admission:
             e.pack = None
         pk.node = None
 
-    def _withdraw(self, level: int) -> None:
-        """Cancel one pipelined, not yet started pack of a lower level so ``level`` is next in line.
+    def _queued_in_ray(self, node_id: str) -> list[_Pack]:
+        """The cpu packs of ``node_id`` that are (by our accounting) still waiting in Ray's queue.
 
-        Only packs admitted beyond their node's CPUs (so waiting in Ray's queue behind running
-        work) whose tasks all have ``max_retries > 0`` are withdrawn; the newest goes first. The
-        cancelled tasks return to the front of their queues; if one had just started, it is
-        interrupted and runs again later, which a retriable task must tolerate anyway.
+        Ray starts a node's tasks in the order they were submitted as its CPUs free, so a pack is
+        still queued when the packs admitted to that node before it, still in flight, hold all its CPUs.
+        """
+        node = self._nodes.get(node_id)
+        if node is None:
+            return []
+        mine = sorted(
+            (pk for pk in self._packs if pk.node == node_id and pk.kind == "cpu" and not pk.cancelling),
+            key=lambda p: p.admit_ts,
+        )
+        ahead, out = 0.0, []
+        for pk in mine:
+            if ahead >= node.cpus - 1e-9:
+                out.append(pk)
+            ahead += pk.cpus
+        return out
+
+    def _withdraw_on(self, node_id: str, level: int) -> int:
+        """Cancel every lower-level pack of ``node_id`` still in Ray's queue (all retriable), so
+        that the work of ``level`` is next in line there; returns how many were cancelled.
+
+        The cancelled tasks return to the front of their queues (:meth:`_watch`); one that had
+        just started is interrupted and runs again later, which a retriable task tolerates anyway.
+        """
+        victims = [pk for pk in self._queued_in_ray(node_id) if pk.prio > level and pk.pipelined and pk.retriable]
+        for pk in victims:
+            pk.cancelling = True
+            pk.withdrawn = True
+            try:
+                ray.cancel(pk.ref, force=False)
+            except Exception as exc:  # noqa: BLE001 - already finished
+                logger.debug("withdrawal of a pack failed: %s", exc)
+        return len(victims)
+
+    def _withdraw(self, level: int) -> None:
+        """``level`` is blocked: clear Ray's queue of lower-level work on one node so ``level`` goes
+        there next (the node with the most such work; none while a withdrawal is under way).
+
+        Only packs admitted beyond their node's CPUs whose tasks all have ``max_retries > 0`` are
+        withdrawn (deep pipelining is only for those, see ``_pick_node``).
         """
         if any(pk.cancelling and pk.withdrawn for pk in self._packs):
-            return  # one withdrawal at a time
-        victims = [
+            return  # the cancelled ones come back first; then admission looks again
+        counts: dict[str, int] = {}
+        for pk in self._packs:
+            if pk.pipelined and pk.kind == "cpu" and pk.prio > level and not pk.cancelling and pk.retriable:
+                counts[pk.node] = counts.get(pk.node, 0) + 1
+        for node_id in sorted(counts, key=counts.get, reverse=True):
+            if self._withdraw_on(node_id, level):
+                return
+
+    def _preempt_on(self, node: _Node, crit: _Pack) -> None:
+        """A CRITICAL pack waits in ``node``'s queue behind running work: cancel the newest running
+        preemptible lower-level packs there until it fits the node's real CPUs, so it starts now."""
+        ahead = [
             pk
-            for pk in self._packs
-            if pk.pipelined and pk.kind == "cpu" and pk.prio > level and not pk.cancelling and pk.retriable
+            for pk in sorted(self._packs, key=lambda p: p.admit_ts)
+            if pk.node == node.id and pk.kind == "cpu" and not pk.cancelling and pk is not crit
         ]
-        if not victims:
-            return
-        pk = max(victims, key=lambda p: p.admit_ts)
-        pk.cancelling = True
-        pk.withdrawn = True
-        try:
-            ray.cancel(pk.ref, force=False)
-        except Exception as exc:  # noqa: BLE001 - already finished
-            logger.debug("withdrawal of a pack failed: %s", exc)
+        need = sum(pk.cpus for pk in ahead) + crit.cpus - node.cpus
+        for pk in sorted(
+            (p for p in ahead if p.preemptible and p.prio > Priority.CRITICAL), key=lambda p: p.admit_ts, reverse=True
+        ):
+            if need <= 1e-9:
+                break
+            pk.cancelling = True
+            need -= pk.cpus
+            try:
+                ray.cancel(pk.ref, force=False)
+            except Exception as exc:  # noqa: BLE001 - already finished
+                logger.debug("cancel of %s failed: %s", pk.entries[0].id, exc)
 
     def _preempt(self) -> None:
         """Cancel preemptible tasks so that a blocked CRITICAL task can *start* at once.

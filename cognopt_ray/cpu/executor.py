@@ -78,18 +78,26 @@ def _resolve(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def run_items(cores: tuple[int, ...], items: list[Item]) -> list[tuple[float, float, bool, Any]]:
+def run_items(
+    cores: tuple[int, ...], items: list[Item], budget_s: float | None = None
+) -> list[tuple[float, float, bool, Any]]:
     """Run ``items`` one after the other (pinned to ``cores`` when given).
 
     Returns ``(start, end, ok, value)`` per item; a task that raises yields ``ok=False`` and a
     ``RayTaskError`` carrying its exception and traceback, so one failing task of a pack fails
     alone. A cancellation (``KeyboardInterrupt``) is not caught: it cancels the whole call.
+    With ``budget_s``, no further item starts once the pack has run that long: the result is
+    shorter than ``items`` and the scheduler queues the rest again (a pack whose run-time estimate
+    was wrong holds its CPU for at most the budget plus one task).
     """
     previous = _pin(frozenset(cores) if cores else None)
     out: list[tuple[float, float, bool, Any]] = []
+    began = time.time()
     try:
         for key, spec, name, args, kwargs in items:
             start = time.time()
+            if budget_s is not None and out and start - began >= budget_s:
+                break
             try:
                 fn = _load(key, spec)
                 a, kw = _resolve(args, kwargs)

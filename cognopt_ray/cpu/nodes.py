@@ -131,17 +131,22 @@ class NodeView:
                 {p: len(q) for p, q in self._queues.items()}, self._stats.processed, len(self._running)
             )
 
-    def _pick_node(self, cpus: float, kind: str, relaxed: bool = False, pipeline: bool = True) -> _Node | None:
+    def _pick_node(
+        self, cpus: float, kind: str, relaxed: bool = False, pipeline: bool = True, deep: bool = True
+    ) -> _Node | None:
         """The least-loaded node with room: by in-flight share of its CPUs, then psutil load.
 
-        Room is the node's CPUs plus its pipeline depth, or its CPUs alone when ``pipeline`` is off.
+        Room is the node's CPUs plus its pipeline depth, or its CPUs alone when ``pipeline`` is off;
+        a task that cannot be withdrawn (``deep`` off: ``max_retries=0``) is pipelined no deeper
+        than ``pipeline_depth``.
         """
         best, best_score = None, None
+        base = float(self._cfg.pipeline_depth)
         for node in self._nodes.values():
             if kind == "cpu":
                 if cpus > node.cpus:
                     continue
-                extra = node.depth if pipeline else 0.0
+                extra = (node.depth if deep else min(node.depth, base)) if pipeline else 0.0
                 if not relaxed and node.inflight + cpus > node.cpus + extra + 1e-9:
                     continue
                 score = (node.inflight / node.cpus, node.load)

@@ -78,6 +78,8 @@ class Outcomes:
                 time.time() - results[0][0], cfg.pipeline_depth, cfg.pipeline_budget_s, cfg.max_pipeline_depth
             )
         self._release(pk)
+        for e in reversed(pk.entries[len(results) :]):  # a pack stopped at its budget: the rest again
+            self._enqueue(e, front=True)
         for e, (start, end, ok, value) in zip(pk.entries, results):
             run_s = max(0.0, end - start)
             # fast attack, slow decay: one long run stops packing at once, short runs win it back

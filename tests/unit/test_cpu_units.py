@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -113,3 +114,13 @@ def test_recommendations_name_their_figures():
     assert kinds["service_cap"]["service"] == "ai_models" and kinds["service_cap"]["value"] == 1
     assert all("message" in r and "figure" in r for r in recs)
     assert not math.isnan(kinds["priority_wait"]["value"])
+
+
+def test_a_pack_stops_at_its_budget_and_returns_only_what_ran():
+    """A pack whose estimate was wrong starts no item past its budget (the scheduler queues the rest
+    again); the first item always runs, and without a budget every item runs."""
+    knap, bnap = function_blob(time.sleep)
+    items = [(knap, bnap, "nap", (0.02,), {}) for _ in range(4)]
+    assert len(run_items((), items, 0.001)) == 1  # the first 20 ms item used the 1 ms budget up
+    assert len(run_items((), items, None)) == 4
+    assert len(run_items((), items[:1], 0.0)) == 1
