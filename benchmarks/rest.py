@@ -52,7 +52,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever  # noqa: E402
+from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever
 
 CLIENTS = 64
 SERVICE = "rest_svc"
