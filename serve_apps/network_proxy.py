@@ -97,7 +97,7 @@ def _chunks(body: bytes) -> Iterator[bytes]:
 
 async def proxy(request: Request) -> Response:
     """Forward one request to an upstream through the engine; answer with the origin's response."""
-    principal = current_principal(request)
+    principal = await current_principal(request)
     name = request.path_params["upstream"]
     ups = get_context().settings.network.upstreams
     up = ups.get(name)

@@ -3,89 +3,120 @@ the dashboard).
 
 Before: every task the CPU engine ran showed as the one executor function (``run_items``), so a
 user could not tell their tasks apart in Ray's own tools.
+
+Ray's state API is served by the dashboard, which the session's shared Ray runs without, so the
+check runs in a subprocess with its own small Ray (dashboard on, a free port) and prints what the
+state API listed.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+
+from tests.support.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SCRIPT = r"""
+import json, sys, time, uuid
 import ray
 from ray.util.state import list_tasks
-
 from cognopt_ray.config import Settings
 from cognopt_ray.cpu import CPUTask, PriorityScheduler
 from cognopt_ray.cpu._actor import _SchedulerActor
 from cognopt_ray.runtime import get_or_create_actor
 
-pytestmark = pytest.mark.timeout(600)
+root, port = sys.argv[1], int(sys.argv[2])
+ray.init(num_cpus=2, include_dashboard=True, dashboard_port=port, log_to_driver=False)
 
 
-@pytest.fixture
-def make_sched(ray_session, tmp_path):
-    made = []
-
-    def make(**cpu) -> PriorityScheduler:
-        settings = Settings.load(storage_root=str(tmp_path / f"s{len(made)}"), cpu={"aging_interval_s": 0, **cpu})
-        handle = get_or_create_actor(
-            _SchedulerActor, f"cognopt.cpu-names-{uuid.uuid4().hex[:6]}", settings.to_overrides()
-        )
-        made.append(handle)
-        return PriorityScheduler(handle, settings=settings)
-
-    yield make
-    for h in made:
-        ray.kill(h, no_restart=True)
+def sched(**cpu):
+    settings = Settings.load(storage_root=f"{root}/{uuid.uuid4().hex[:6]}", cpu={"aging_interval_s": 0, **cpu})
+    handle = get_or_create_actor(_SchedulerActor, f"cognopt.cpu-names-{uuid.uuid4().hex[:6]}", settings.to_overrides())
+    return PriorityScheduler(handle, settings=settings)
 
 
-def _names_seen(wanted, deadline_s: float = 120.0) -> dict[str, dict]:
-    """Ray task records (by name) whose name ``wanted(name)`` accepts, once the state API has them."""
+def names(wanted, deadline_s=120.0):
     deadline = time.monotonic() + deadline_s
-    # this session's cluster by its GCS address: "auto" would pick the newest Ray on the machine
-    address = ray.get_runtime_context().gcs_address
     while True:
-        tasks = list_tasks(
-            address=address, filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False
-        )
-        seen = {t.name: t for t in tasks if wanted(t.name)}
+        tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
+        seen = {t.name: t.func_or_class_name for t in tasks if wanted(t.name)}
         if seen or time.monotonic() > deadline:
             return seen
         time.sleep(1.0)  # task events reach the GCS in batches (about once a second)
 
 
-def test_each_task_shows_its_own_function_name(make_sched):
-    tag = uuid.uuid4().hex[:6]
-    sched = make_sched(pack_budget_s=0)
+tag = uuid.uuid4().hex[:6]
+out = {"tag": tag}
 
-    def alpha(x):
-        return x + 1
 
-    def beta(x):
-        return x * 2
+def alpha(x):
+    return x + 1
 
-    alpha.__qualname__ = f"alpha_{tag}"
-    beta.__qualname__ = f"beta_{tag}"
-    assert ray.get([sched.submit(alpha, 1), sched.submit(beta, 2)], timeout=180) == [2, 4]
-    seen = _names_seen(lambda n: n.endswith(tag))
-    assert set(seen) == {f"alpha_{tag}", f"beta_{tag}"}, sorted(seen)
+
+def beta(x):
+    return x * 2
+
+
+def quick(i):
+    return i * i
+
+
+alpha.__qualname__, beta.__qualname__, quick.__qualname__ = f"alpha_{tag}", f"beta_{tag}", f"quick_{tag}"
+s = sched(pack_budget_s=0)
+out["plain_results"] = ray.get([s.submit(alpha, 1), s.submit(beta, 2)], timeout=180)
+out["plain"] = names(lambda n: n.startswith(("alpha_", "beta_")) and n.endswith(tag))
+
+p = sched(pack_budget_s=0.5, latency_guard_s=0, pipeline_depth=1)
+ray.get(p.submit(quick, 1), timeout=180)  # measured first: nothing is packed blind
+refs = p.submit_batch([CPUTask(quick, (i,), priority="medium") for i in range(40)])
+out["packed_results"] = ray.get(refs, timeout=180)
+out["tasks_packed"] = p.metrics()["tasks_packed"]
+out["packed"] = names(lambda n: n.startswith(f"quick_{tag}+"))
+print("RESULT " + json.dumps(out))
+ray.shutdown()
+"""
+
+
+@pytest.fixture(scope="module")
+def listed(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("task-names")
+    script = tmp / "names.py"
+    script.write_text(SCRIPT)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp / "root"), str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=str(tmp),
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
+@pytest.mark.slow
+def test_each_task_shows_its_own_function_name(listed):
+    tag = listed["tag"]
+    assert listed["plain_results"] == [2, 4]
+    assert set(listed["plain"]) == {f"alpha_{tag}", f"beta_{tag}"}, sorted(listed["plain"])
     # one executor underneath: the scheduling class (function descriptor) is still the shared one
-    assert {t.func_or_class_name for t in seen.values()} == {"run_items"}, seen
+    assert set(listed["plain"].values()) == {"run_items"}, listed["plain"]
 
 
-def test_a_pack_is_named_after_its_first_task(make_sched):
-    tag = uuid.uuid4().hex[:6]
-    sched = make_sched(pack_budget_s=0.5, latency_guard_s=0, pipeline_depth=1)
-
-    def quick(i):
-        return i * i
-
-    quick.__qualname__ = f"quick_{tag}"
-    ray.get(sched.submit(quick, 1), timeout=180)  # measured first: nothing is packed blind
-    refs = sched.submit_batch([CPUTask(quick, (i,), priority="medium") for i in range(40)])
-    assert ray.get(refs, timeout=180) == [i * i for i in range(40)]
-    assert sched.metrics()["tasks_packed"] > 0
-    seen = _names_seen(lambda n: n.startswith(f"quick_{tag}+"))
-    assert seen, "no packed task named quick_<tag>+N in Ray's state API"
-    for name in seen:
+@pytest.mark.slow
+def test_a_pack_is_named_after_its_first_task(listed):
+    assert listed["packed_results"] == [i * i for i in range(40)]
+    assert listed["tasks_packed"] > 0
+    assert listed["packed"], "no packed task named quick_<tag>+N in Ray's state API"
+    for name in listed["packed"]:
         assert int(name.rsplit("+", 1)[1]) >= 1, name
