@@ -312,8 +312,8 @@ def test_dashboard_shows_the_operators_panels_in_chromium(api_server, chromium):
     assert BYTES.match(sav["storage_bytes_saved"]["value"]), sav  # items were stored: measured
     assert re.fullmatch(r"[\d,]+ requests?|not measured", sav["origin_requests_avoided"]["value"]), sav
     assert "raw bytes − stored bytes" in sav["storage_bytes_saved"]["title"]
-    assert "hits × mean allocation size" in sav["memory_bytes_shared"]["title"]
-    assert "bytes served to callers − bytes received from origins" in sav["network_bytes_saved"]["title"]
+    assert "distinct reader processes − distinct reader nodes" in sav["memory_bytes_shared"]["title"]
+    assert "a plain client with the same Accept-Encoding would have received" in sav["network_bytes_saved"]["title"]
     # engines with their status (and a reason when not up)
     engines = {e["name"]: e for e in p["engines"]}
     assert {"ray", "cpu", "memory", "storage", "network", "redis"} <= set(engines), engines
