@@ -45,7 +45,12 @@ def sched(**cpu):
 def names(wanted, deadline_s=120.0):
     deadline = time.monotonic() + deadline_s
     while True:
-        tasks = list_tasks(filters=[("state", "=", "FINISHED")], limit=10_000, raise_on_missing_output=False)
+        tasks = list_tasks(
+            address=f"http://127.0.0.1:{port}",  # this Ray's dashboard: other Rays may run on the machine
+            filters=[("state", "=", "FINISHED")],
+            limit=10_000,
+            raise_on_missing_output=False,
+        )
         seen = {t.name: t.func_or_class_name for t in tasks if wanted(t.name)}
         if seen or time.monotonic() > deadline:
             return seen
