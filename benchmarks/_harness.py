@@ -16,6 +16,33 @@ from contextlib import contextmanager
 from typing import Any
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_json_origin(port: int, ready: Any, pad: int = 2000) -> None:
+    """A local origin (child process target): ``GET /obj/{i}`` answers ``{"obj": i, "pad": "x"*pad}``,
+    cacheable for 300 s."""
+    from aiohttp import web
+
+    async def obj(request):
+        i = request.match_info["i"]
+        return web.Response(
+            text=f'{{"obj": {i}, "pad": "{"x" * pad}"}}',
+            content_type="application/json",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/obj/{i}", obj)
+    serve_aiohttp_forever(app, port, ready)
+
+
 def serve_aiohttp_forever(app: Any, port: int, ready: Any) -> None:
     """Serve the aiohttp ``app`` on 127.0.0.1:``port`` until the process ends; ``ready.set()`` once
     it listens (run it in a thread or a child process as a benchmark's local origin)."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, table
+from benchmarks._harness import emit, free_port, parse_args, table
 
 SUITE_VERSION = "0.4.5"
 SERVICE = "http_suite"
@@ -83,12 +82,6 @@ for (const s of [...tests, surrogate]) for (const t of s.tests) {
 }
 console.log(JSON.stringify({ tests: out, index }))
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ensure_node() -> str:
@@ -171,7 +164,7 @@ def _start_api(upstream: str, root: Path) -> tuple[str, str]:
         "storage": {"progress": False, "min_free_bytes": 0},
     }
     cognopt_ray.init(settings=Settings.load(**overrides), num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(app_builder({"settings": overrides}), name="cognopt-conformance", route_prefix="/")
     return f"http://127.0.0.1:{port}/api/v0/optimization", key
@@ -209,7 +202,7 @@ def main() -> None:
     pkg = install_suite(folder)
     meta = json.loads(_node(node, folder, "cognopt-meta.mjs", str(pkg)))
     tests = [t for t in meta["tests"] if not t["browser_only"]]
-    sport = _free_port()
+    sport = free_port()
     server = subprocess.Popen(
         [node, "--no-warnings", str(folder / "cognopt-server.mjs"), str(pkg)],
         cwd=work,

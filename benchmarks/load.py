@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import random
-import socket
 import sys
 import tempfile
 import time
@@ -48,7 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever
+from benchmarks._harness import emit, free_port, parse_args, percentile, run_json_origin
 
 CLIENTS = 64
 MIX = [
@@ -63,26 +62,8 @@ MIX = [
 SERVICE = "load_svc"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_origin(port: int, ready) -> None:
-    from aiohttp import web
-
-    async def obj(request):
-        i = request.match_info["i"]
-        return web.Response(
-            text=f'{{"obj": {i}, "pad": "{"x" * 2000}"}}',
-            content_type="application/json",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
-
-    app = web.Application()
-    app.router.add_get("/obj/{i}", obj)
-    serve_aiohttp_forever(app, port, ready)
+    run_json_origin(port, ready, pad=2000)
 
 
 def load_square(x: int) -> int:
@@ -304,7 +285,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cognopt-load-"))
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    oport = _free_port()
+    oport = free_port()
     origin_proc = ctx.Process(target=run_origin, args=(oport, ready), daemon=True)
     origin_proc.start()
     ready.wait(30)
@@ -320,7 +301,7 @@ def main() -> None:
     }
     settings = Settings.load(**overrides)
     cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     try:
         cpu.register_task("load_square", load_square)
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import psutil
 import ray
-from _harness import emit, parse_args, percentile
+from _harness import emit, free_port, parse_args, percentile
 
 import cognopt_ray
 from cognopt_ray.config import Settings
@@ -228,12 +227,6 @@ def sharing(n_bytes: int) -> dict[str, float]:
         ray.kill(a)
     pools.deallocate(info["allocation_id"])
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_redis(workdir: str) -> tuple[subprocess.Popen, str]:

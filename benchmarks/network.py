@@ -40,7 +40,6 @@ import json
 import multiprocessing as mp
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever
+from benchmarks._harness import emit, free_port, parse_args, percentile, serve_aiohttp_forever
 
 BASELINE = (
     "requests-cache 1.x (SQLite backend, cache_control=True) shared by the same 8 threads on the same "
@@ -63,12 +62,6 @@ POLICIES = [
     None,  # heuristic: Last-Modified only
     "no-store",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _body(i: int) -> bytes:
@@ -184,7 +177,7 @@ def main() -> None:
     n_latency = 60 if quick else 300
     n_urls, n_requests = (150, 900) if quick else (400, 4000)
     tmp = Path(tempfile.mkdtemp(prefix="cognopt-netbench-"))
-    port = _free_port()
+    port = free_port()
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     origin = ctx.Process(target=run_origin, args=(port, ready, latency_s), daemon=True)
@@ -194,7 +187,7 @@ def main() -> None:
     redis_proc = None
     redis_url = None
     if shutil.which("redis-server"):
-        rport = _free_port()
+        rport = free_port()
         redis_proc = subprocess.Popen(
             ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,
@@ -419,7 +412,7 @@ def _rest_hit_p50(settings, url: str, n: int) -> float:
     from serve_apps.optimization_api import app_builder
 
     key, rec = generate_key(["admin"], note="benchmark")
-    port = _free_port()
+    port = free_port()
     overrides = settings.model_dump(mode="json", exclude={"admin_key", "encryption_key", "api_keys"})
     overrides["api_keys"] = [rec.model_dump(mode="json")]
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, parse_args, percentile, serve_aiohttp_forever
+from benchmarks._harness import emit, free_port, parse_args, percentile, run_json_origin
 
 CLIENTS = 64
 SERVICE = "rest_svc"
@@ -66,26 +65,8 @@ BASELINE = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_origin(port: int, ready) -> None:
-    from aiohttp import web
-
-    async def obj(request):
-        i = request.match_info["i"]
-        return web.Response(
-            text=f'{{"obj": {i}, "pad": "{"x" * 60}"}}',
-            content_type="application/json",
-            headers={"Cache-Control": "public, max-age=300"},
-        )
-
-    app = web.Application()
-    app.router.add_get("/obj/{i}", obj)
-    serve_aiohttp_forever(app, port, ready)
+    run_json_origin(port, ready, pad=60)
 
 
 def plain_app(actor_name: str):
@@ -232,7 +213,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cognopt-rest-"))
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
-    oport = _free_port()
+    oport = free_port()
     origin_proc = ctx.Process(target=run_origin, args=(oport, ready), daemon=True)
     origin_proc.start()
     ready.wait(30)
@@ -248,7 +229,7 @@ def main() -> None:
     }
     settings = Settings.load(**overrides)
     cognopt_ray.init(settings=settings, num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     results: dict = {"clients": CLIENTS, "seconds_per_route": duration, "baseline": BASELINE, "routes": {}}
     try:
         echo = ray.remote(num_cpus=0, max_concurrency=1)(Echo).options(name="rest-bench-echo").remote()

@@ -11,14 +11,12 @@ running task, so there must be none. Start times are ``time.time()`` in the work
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.helpers import run_ray_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,21 +102,7 @@ def inversions(out: dict) -> list[tuple[float, float]]:
 
 @pytest.mark.slow
 def test_no_priority_inversion_on_three_nodes_with_mixed_lengths(tmp_path):
-    script = tmp_path / "inversions.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "root")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=str(tmp_path),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = run_ray_script(SCRIPT, tmp_path, str(tmp_path / "root"))
     assert len(out["critical"]) == 24 and len(out["lower"]) == 240
     waits = sorted(start - submit for _, submit, start in out["critical"])
     assert inversions(out) == [], f"CRITICAL waits {waits}"

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.helpers import run_ray_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,21 +75,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_three_nodes_spread_and_node_loss(tmp_path):
-    script = tmp_path / "multinode.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "root")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=str(tmp_path),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = run_ray_script(SCRIPT, tmp_path, str(tmp_path / "root"))
     assert len(set(out["spread"])) == 3  # one task per node
     assert out["balance"] is not None and out["balance"] > 0.5
     assert len(out["retriable"]) == 4  # all finished

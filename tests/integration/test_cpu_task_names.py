@@ -11,15 +11,11 @@ state API listed.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.helpers import free_port
+from tests.support.helpers import free_port, run_ray_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,21 +88,7 @@ ray.shutdown()
 @pytest.fixture(scope="module")
 def listed(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("task-names")
-    script = tmp / "names.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp / "root"), str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=str(tmp),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    return run_ray_script(SCRIPT, tmp, str(tmp / "root"), str(free_port()))
 
 
 @pytest.mark.slow

@@ -9,14 +9,12 @@ rebuild it from the journal in the bucket. The S3 server is moto's, on 127.0.0.1
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.support.helpers import run_ray_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,21 +127,7 @@ SCRIPT = textwrap.dedent(
 
 @pytest.mark.slow
 def test_storage_engine_survives_the_loss_of_its_node_with_roots_on_s3(tmp_path):
-    script = tmp_path / "storage_multinode.py"
-    script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "COGNOPT_LOCAL_STATE")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, str(script), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        cwd=str(tmp_path),
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT ") :])
+    out = run_ray_script(SCRIPT, tmp_path, str(tmp_path), drop_env=("COGNOPT_LOCAL_STATE",))
     kinds: dict[str, int] = {}
     for e in out["errors"]:
         kinds[e["type"]] = kinds.get(e["type"], 0) + 1

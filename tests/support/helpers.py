@@ -20,6 +20,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_ray_script(
+    script: str, tmp_path: Path, *args: str, drop_env: tuple[str, ...] = (), timeout: float = 600
+) -> dict:
+    """Run ``script`` (Python text that starts its own Ray, e.g. a ``ray.cluster_utils.Cluster``,
+    so the session's shared Ray stays intact) in a subprocess and return the JSON of its last
+    ``RESULT {...}`` line; the script's output tails are the assertion message when it fails."""
+    import json
+    import sys
+
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", *drop_env)}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=str(tmp_path)
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def tool_missing(reason: str) -> None:
     """A tool or capability the test needs is missing: skip it, but fail under ``CI=true`` (the
     test command, ``scripts/test.sh``, installs every tool, so a skip there would hide a test
