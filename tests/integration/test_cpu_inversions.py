@@ -12,13 +12,10 @@ running task, so there must be none. Start times are ``time.time()`` in the work
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from tests.support.helpers import run_ray_script
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
     r"""

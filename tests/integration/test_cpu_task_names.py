@@ -11,13 +11,9 @@ state API listed.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.helpers import free_port, run_ray_script
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, sys, time, uuid

@@ -10,13 +10,10 @@ rebuild it from the journal in the bucket. The S3 server is moto's, on 127.0.0.1
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from tests.support.helpers import run_ray_script
-
-ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(
     r"""
