@@ -43,6 +43,19 @@ def run_json_origin(port: int, ready: Any, pad: int = 2000) -> None:
     serve_aiohttp_forever(app, port, ready)
 
 
+def start_json_origin(pad: int) -> tuple[Any, str]:
+    """:func:`run_json_origin` in a spawned child process; returns the process and its base URL once it listens."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    port = free_port()
+    proc = ctx.Process(target=run_json_origin, args=(port, ready, pad), daemon=True)
+    proc.start()
+    ready.wait(30)
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def serve_aiohttp_forever(app: Any, port: int, ready: Any) -> None:
     """Serve the aiohttp ``app`` on 127.0.0.1:``port`` until the process ends; ``ready.set()`` once
     it listens (run it in a thread or a child process as a benchmark's local origin)."""

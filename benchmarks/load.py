@@ -37,7 +37,6 @@ Measured:
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import random
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, free_port, parse_args, percentile, run_json_origin
+from benchmarks._harness import emit, free_port, parse_args, percentile, start_json_origin
 
 CLIENTS = 64
 MIX = [
@@ -60,10 +59,6 @@ MIX = [
     ("metrics", 1),
 ]
 SERVICE = "load_svc"
-
-
-def run_origin(port: int, ready) -> None:
-    run_json_origin(port, ready, pad=2000)
 
 
 def load_square(x: int) -> int:
@@ -283,13 +278,7 @@ def main() -> None:
     from serve_apps.optimization_api import app_builder
 
     tmp = Path(tempfile.mkdtemp(prefix="cognopt-load-"))
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    oport = free_port()
-    origin_proc = ctx.Process(target=run_origin, args=(oport, ready), daemon=True)
-    origin_proc.start()
-    ready.wait(30)
-    origin = f"http://127.0.0.1:{oport}"
+    origin_proc, origin = start_json_origin(pad=2000)
 
     key, rec = generate_key(["admin"], note="load benchmark")
     overrides = {

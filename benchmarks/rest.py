@@ -41,7 +41,6 @@ the sampling costs the replica some CPU, so figures of a profiled run are not co
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import shutil
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._harness import emit, free_port, parse_args, percentile, run_json_origin
+from benchmarks._harness import emit, free_port, parse_args, percentile, start_json_origin
 
 CLIENTS = 64
 SERVICE = "rest_svc"
@@ -63,10 +62,6 @@ BASELINE = (
     "num_cpus=0): a no-op route, and a route making one call of a plain Ray actor "
     "(max_concurrency=1), both answering ~100 bytes of JSON; same 64 aiohttp clients, same run"
 )
-
-
-def run_origin(port: int, ready) -> None:
-    run_json_origin(port, ready, pad=60)
 
 
 def plain_app(actor_name: str):
@@ -211,13 +206,7 @@ def main() -> None:
     from serve_apps.optimization_api import app_builder
 
     tmp = Path(tempfile.mkdtemp(prefix="cognopt-rest-"))
-    ctx = mp.get_context("spawn")
-    ready = ctx.Event()
-    oport = free_port()
-    origin_proc = ctx.Process(target=run_origin, args=(oport, ready), daemon=True)
-    origin_proc.start()
-    ready.wait(30)
-    origin = f"http://127.0.0.1:{oport}"
+    origin_proc, origin = start_json_origin(pad=60)
 
     key, rec = generate_key([f"service:{SERVICE}", "read"], note="rest benchmark")
     overrides = {
