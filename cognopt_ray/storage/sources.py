@@ -13,8 +13,6 @@ import logging
 import os
 import sys
 
-import pyarrow.fs as pafs
-
 from cognopt_ray.errors import InvalidInput
 from cognopt_ray.storage.paths import Confined, read_beneath, walk_files
 
@@ -46,6 +44,8 @@ class SourceFiles:
             self.uri, self.root, self.rel = uri, None, ""
         self.skipped = 0
         if self.root is None and "://" in self.uri:
+            import pyarrow.fs as pafs  # only for URIs: a local folder never pays its import
+
             self.fs, self.base = pafs.FileSystem.from_uri(self.uri)
             if isinstance(self.fs, pafs.LocalFileSystem):
                 self.root = self.base
@@ -63,6 +63,8 @@ class SourceFiles:
             if self.skipped:
                 logger.info("backup of %s skipped %d symlinks or special files", self.uri, self.skipped)
             return out
+        import pyarrow.fs as pafs
+
         sel = pafs.FileSelector(self.base, recursive=True)
         base = self.base.rstrip("/") + "/"
         out = [

@@ -22,14 +22,22 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
-
-import pyarrow.fs as pafs
+from typing import TYPE_CHECKING, BinaryIO
 
 from cognopt_ray._private.files import fsync_dir
 from cognopt_ray.errors import InsufficientStorage
 
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
 TMP_SUFFIX = ".cognopt-tmp"
+
+
+def _pafs():
+    """pyarrow.fs, imported on first use: a local root never needs it (it costs ~0.3 s to import)."""
+    import pyarrow.fs as pafs
+
+    return pafs
 
 
 def _full(where: str, need: int | None = None) -> InsufficientStorage:
@@ -50,16 +58,23 @@ class TierRoot:
 
     def __init__(self, uri: str, min_free_bytes: int = 0) -> None:
         self.uri = uri
+        self._fs: pafs.FileSystem | None = None
         if "://" in uri:
-            self.fs, self.base = pafs.FileSystem.from_uri(uri)
+            self._fs, self.base = _pafs().FileSystem.from_uri(uri)
         else:
-            self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+            self.base = os.path.abspath(uri)
+        self.local = self._fs is None or isinstance(self._fs, _pafs().LocalFileSystem)
         self.min_free_bytes = min_free_bytes
         if self.local:
             os.makedirs(self.base, exist_ok=True)
         else:
             self.fs.create_dir(self.base, recursive=True)
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs = _pafs().LocalFileSystem()
+        return self._fs
 
     def path(self, rel: str) -> str:
         return f"{self.base.rstrip('/')}/{rel}"
@@ -134,12 +149,17 @@ class TierRoot:
     def exists(self, rel: str) -> bool:
         if self.local:
             return os.path.exists(self.path(rel))
-        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+        return self.fs.get_file_info(self.path(rel)).type == _pafs().FileType.File
 
     def size(self, rel: str) -> int:
+        if self.local:
+            return os.stat(self.path(rel)).st_size
         return self.fs.get_file_info(self.path(rel)).size
 
     def delete(self, rel: str) -> None:
+        if self.local:
+            _unlink(self.path(rel))
+            return
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
@@ -150,6 +170,9 @@ class TierRoot:
 
     def listdir(self, rel: str = "", recursive: bool = True) -> list[str]:
         """Relative paths of the files under ``rel``."""
+        if self.local:
+            return _list_local(self.base, rel, recursive)
+        pafs = _pafs()
         sel = pafs.FileSelector(self.path(rel) if rel else self.base, allow_not_found=True, recursive=recursive)
         base = self.base.rstrip("/") + "/"
         return [
@@ -166,6 +189,18 @@ class TierRoot:
                 self.delete(rel)
                 n += 1
         return n
+
+
+def _list_local(base: str, rel: str, recursive: bool) -> list[str]:
+    """Files under ``base/rel`` as paths relative to ``base`` (what pyarrow's selector lists)."""
+    top = os.path.join(base, rel) if rel else base
+    out: list[str] = []
+    for dirpath, dirnames, files in os.walk(top):
+        if not recursive:
+            dirnames[:] = []
+        sub = os.path.relpath(dirpath, base)
+        out.extend(f if sub == "." else f"{sub}/{f}" for f in files)
+    return out
 
 
 def _unlink(path: str) -> None:
