@@ -37,7 +37,9 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import blake3
@@ -63,6 +65,9 @@ TREE_CHUNKER = {"avg": 2048, "min": 512, "max": 8192}
 TREE_CHUNKER_V1 = {"avg": 16 * 1024, "min": 4 * 1024, "max": 64 * 1024}
 #: files up to this size are one chunk without running the chunker
 _ONE_CHUNK = 16 * 1024
+#: how far the reading thread runs ahead of the chunker
+_READ_AHEAD_FILES = 256
+_READ_AHEAD_BYTES = 32 * 1024 * 1024
 
 
 class BackupRepository:
@@ -307,7 +312,7 @@ class BackupRepository:
             try:
                 if is_store:
                     items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
-                    self._backup_items(((p, lambda d=d: d, None, m) for p, d, m in items), writer, entries, stats)
+                    self._backup_items(((p, lambda d=d: d, 0, None, m) for p, d, m in items), writer, entries, stats)
                 else:
                     src = SourceFiles(source if isinstance(source, Confined) else str(source))
                     files = src.files()
@@ -327,7 +332,7 @@ class BackupRepository:
                             if bar:
                                 bar.update(size)
                             continue
-                        work.append((rel, (lambda r=rel: src.read(r)), mtime, None))
+                        work.append((rel, (lambda r=rel: src.read(r)), size, mtime, None))
                     try:
                         self._backup_items(iter(work), writer, entries, stats, bar)
                     finally:
@@ -378,31 +383,50 @@ class BackupRepository:
     def _backup_items(
         self, work: Iterator[tuple], writer: packs.PackWriter, entries: list, stats: dict, bar: Any = None
     ) -> None:
-        """Read, chunk and hash each file on this thread; new chunks go to the writer, whose
-        pool compresses and seals full blocks meanwhile (zstd and AES-GCM release the GIL)."""
-        cdc, hash_, add = self._cdc, self._hash, writer.add
-        for path, read, mtime, meta in work:
-            data = read()
-            n = len(data)
-            hashes = []
-            if n:
-                pieces = [data] if n <= _ONE_CHUNK else [bytes(c.data) for c in cdc.cut_buf(data)]
-                for piece in pieces:
-                    h = hash_(piece)
-                    hashes.append(h)
-                    if not writer.has(h):
-                        level = None if packs.incompressible(piece) else packs.DATA_LEVEL
-                        add(h, piece, level)
-                        stats["chunks_new"] += 1
-            entry = {"path": path, "size": n, "mtime_ns": mtime, "chunks": hashes}
-            if meta:
-                entry["meta"] = meta
-            entries.append(entry)
-            stats["files"] += 1
-            stats["bytes_scanned"] += n
-            stats["bytes_read"] += n
-            if bar:
-                bar.update(n)
+        """Chunk and hash each file on this thread while one thread reads the next files ahead
+        (``os.read`` releases the GIL) and the writer's pool compresses and seals full blocks."""
+        cdc, hash_, add, has = self._cdc, self._hash, writer.add, writer.has
+        ahead: deque[tuple[tuple, Future]] = deque()
+        ahead_bytes = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cognopt-backup-read") as reader:
+            try:
+                for item in work:
+                    ahead.append((item, reader.submit(item[1])))
+                    ahead_bytes += item[2]
+                    while ahead and (len(ahead) > _READ_AHEAD_FILES or ahead_bytes > _READ_AHEAD_BYTES):
+                        ahead_bytes -= self._backup_one(ahead.popleft(), cdc, hash_, add, has, entries, stats, bar)
+                while ahead:
+                    self._backup_one(ahead.popleft(), cdc, hash_, add, has, entries, stats, bar)
+            finally:
+                for _, fut in ahead:
+                    fut.cancel()
+
+    @staticmethod
+    def _backup_one(job, cdc, hash_, add, has, entries, stats, bar) -> int:
+        (path, _, size, mtime, meta), fut = job
+        data = fut.result()
+        n = len(data)
+        hashes = []
+        if n:
+            level = None if packs.stored_as_is(path) else packs.DATA_LEVEL
+            # memoryviews into the file's bytes, no copies: they live until their block is encoded
+            pieces = [data] if n <= _ONE_CHUNK else [c.data for c in cdc.cut_buf(data)]
+            for piece in pieces:
+                h = hash_(piece)
+                hashes.append(h)
+                if not has(h):
+                    add(h, piece, level)
+                    stats["chunks_new"] += 1
+        entry = {"path": path, "size": n, "mtime_ns": mtime, "chunks": hashes}
+        if meta:
+            entry["meta"] = meta
+        entries.append(entry)
+        stats["files"] += 1
+        stats["bytes_scanned"] += n
+        stats["bytes_read"] += n
+        if bar:
+            bar.update(n)
+        return size
 
     # ------------------------------------------------------------------------------- restore
     def read_entry(self, entry: dict[str, Any]) -> bytes:

@@ -12,9 +12,10 @@ too when encrypted (``b"cognopt index " + pack``)::
 
 Chunks are still addressed one by one (dedup, check and repair are per chunk): reading a chunk
 reads and decodes its block (a small cache keeps the last blocks, so a restore decodes each once)
-and checks the chunk's hash. Per kind of data: chunks that a 4 KiB trial shows to be already
-compressed go into *stored* blocks (codec ``0``, no zstd work); the rest into zstd blocks at
-:data:`DATA_LEVEL`; the snapshot's tree at :data:`TREE_LEVEL`.
+and checks the chunk's hash. Per kind of data: chunks of files of a compressed kind (by name:
+:data:`COMPRESSED_SUFFIXES`) go into *stored* blocks (codec ``0``, no zstd work); the rest into
+zstd blocks at :data:`DATA_LEVEL` (a block that does not shrink is stored as is); the snapshot's
+tree at :data:`TREE_LEVEL`.
 
 Format 1 packs (one sealed ``codec byte + payload`` per chunk, associated data = the chunk hash,
 index ``{hash: [offset, length, raw length]}`` in plain zstd JSON) are still read.
@@ -48,9 +49,13 @@ BLOCK_RAW = 1024 * 1024
 DATA_LEVEL = 3
 #: the snapshot tree (file list and chunk hashes) is small and read rarely: compressed harder
 TREE_LEVEL = 9
-#: a chunk whose 4 KiB sample does not shrink below this fraction at level 1 is stored as is
-STORED_IF_ABOVE = 0.92
-_SAMPLE = 4096
+#: file name suffixes of data compressed already: stored as is (a zstd block that does not
+#: shrink is stored as is too, whatever the suffix)
+COMPRESSED_SUFFIXES = frozenset(
+    "gz tgz bz2 tbz2 xz txz zst zstd lz4 lzma br 7z rar zip jar whl egg apk deb rpm cab "
+    "jpg jpeg png gif webp avif heic jxl mp3 m4a aac ogg oga opus flac mp4 m4v mkv mov avi webm "
+    "woff woff2 npz parquet orc".split()
+)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _tl = threading.local()
 
@@ -76,14 +81,11 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return c
 
 
-def incompressible(piece: bytes | memoryview) -> bool:
-    """Whether ``piece`` looks already compressed (a level-1 trial on a sample from its middle)."""
-    n = len(piece)
-    if n < 2 * _SAMPLE:
-        return False
-    mid = n // 2
-    sample = piece[mid - _SAMPLE // 2 : mid + _SAMPLE // 2]
-    return len(_compressor(1).compress(sample)) > STORED_IF_ABOVE * len(sample)
+def stored_as_is(path: str) -> bool:
+    """Whether the file at ``path`` is of a compressed kind (archives, images, audio, video):
+    its chunks go to stored blocks, where zstd would spend time to save nothing."""
+    dot = path.rfind(".")
+    return dot > path.rfind("/") and path[dot + 1 :].lower() in COMPRESSED_SUFFIXES
 
 
 def encode_block(parts: list[bytes], level: int | None, sealer: Any, bid: str) -> bytes:
@@ -166,18 +168,19 @@ class BlockCache:
 class PackWriter:
     """Gathers new chunks into blocks, encodes blocks on a pool, writes them to packs in order.
 
-    ``add`` never writes a chunk the repository (or this writer) has already. ``flush`` writes
-    every pending block, closes the pack (durable), then writes its index; only then are the
-    chunks in ``repo.index``. ``close`` flushes and stops the pool.
+    ``add`` never queues a chunk the repository (or this writer) has already. Encoded blocks are
+    written, in the order they were queued, by one I/O thread; a pack that reaches
+    ``pack_bytes`` is closed (fsync, rename) and only then is its index written and its chunks
+    put in ``repo.index``. ``flush`` writes everything queued and closes the pack; ``close``
+    stops the threads; ``abort`` drops what is not written yet (the temp pack is removed).
     """
 
-    def __init__(self, repo: BackupRepository, workers: int = 2, pool: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, repo: BackupRepository, workers: int = 2) -> None:
         self.repo = repo
-        self.pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cognopt-backup")
-        self._own_pool = pool is None
-        self.max_inflight = 2 * workers + 1
-        #: (future, block id, [(hash, raw_off, raw_len)], raw bytes) in submit order
-        self.inflight: deque[tuple[Future, str, list[tuple[str, int, int]], int]] = deque()
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cognopt-backup-zstd")
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cognopt-backup-write")
+        self.max_inflight = 2 * workers + 2
+        self.inflight: deque[Future] = deque()
         self.pending: set[str] = set()
         self.open: dict[int | None, tuple[list[bytes], list[tuple[str, int, int]], int]] = {}
         self.written = 0  # bytes of packs + indexes written
@@ -209,16 +212,15 @@ class PackWriter:
         got = self.open.pop(level, None)
         if not got:
             return
-        parts, chunks, size = got
+        parts, chunks, _ = got
         bid = uuid.uuid4().hex[:16]
-        fut = self.pool.submit(encode_block, parts, level, self.repo.sealer, bid)
-        self.inflight.append((fut, bid, chunks, size))
-        while len(self.inflight) > self.max_inflight or (self.inflight and self.inflight[0][0].done()):
-            self._write_next()
+        encoded = self.pool.submit(encode_block, parts, level, self.repo.sealer, bid)
+        self.inflight.append(self.io.submit(self._write_block, encoded, bid, chunks))
+        while self.inflight and (len(self.inflight) > self.max_inflight or self.inflight[0].done()):
+            self.inflight.popleft().result()  # bounded memory; a failed write surfaces here
 
-    def _write_next(self) -> None:
-        fut, bid, chunks, _ = self.inflight.popleft()
-        blob = fut.result()
+    def _write_block(self, encoded: Future, bid: str, chunks: list[tuple[str, int, int]]) -> None:
+        blob = encoded.result()
         if self._f is None:
             self._pack = uuid.uuid4().hex
             self._cm = self.repo.root.open_write(f"packs/{self._pack[:2]}/{self._pack}")
@@ -242,33 +244,30 @@ class PackWriter:
         idx = encode_index(self.repo, pack, locs)
         self.repo.root.write(f"index/{pack}", idx)
         self.written += self._size + len(idx)
-        self.repo.index.update(locs)
+        self.repo.index.update(locs)  # in the index first, then out of pending: never in neither
         self.pending.difference_update(locs)
 
     def flush(self) -> None:
         """Write every queued chunk; the pack and its index are durable when this returns."""
         for level in list(self.open):
             self._submit(level)
+        self.inflight.append(self.io.submit(self._close_pack))
         while self.inflight:
-            self._write_next()
-        self._close_pack()
+            self.inflight.popleft().result()
 
     def abort(self) -> None:
-        """Drop what is not written (the temp pack is removed); used when the backup fails."""
-        for fut, *_ in self.inflight:
+        """Drop what is not written yet; the temp pack being written is removed."""
+        for fut in self.inflight:
             fut.cancel()
         self.inflight.clear()
-        if self._cm is not None:
-            try:
-                self._cm.__exit__(RuntimeError, RuntimeError("backup aborted"), None)
-            except RuntimeError:
-                pass
-            self._cm = self._f = None
         self.close()
+        if self._cm is not None:
+            self._cm.__exit__(RuntimeError, RuntimeError("backup aborted"), None)  # unlinks the temp file
+            self._cm = self._f = None
 
     def close(self) -> None:
-        if self._own_pool:
-            self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.io.shutdown(wait=True, cancel_futures=True)
 
 
 def read_block(repo: BackupRepository, loc: Loc, h: str) -> bytes:
@@ -303,6 +302,6 @@ __all__ = [
     "encode_block",
     "encode_index",
     "decode_index",
-    "incompressible",
+    "stored_as_is",
     "read_block",
 ]

@@ -12,7 +12,7 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from cognopt_ray.errors import IntegrityError, InvalidInput
-from cognopt_ray.storage.backup_packs import DATA_LEVEL, PackWriter, encode_index, incompressible
+from cognopt_ray.storage.backup_packs import DATA_LEVEL, PackWriter, encode_index
 
 if TYPE_CHECKING:
     from cognopt_ray.storage.backup import BackupRepository
@@ -153,8 +153,7 @@ def prune(
                         except IntegrityError as e:  # damaged already: check() reports what uses it
                             logger.warning("prune drops damaged chunk %s: %s", h[:12], e.message)
                             continue
-                        level = None if incompressible(piece) else DATA_LEVEL
-                        writer.add(h, piece, level, again=True)
+                        writer.add(h, piece, DATA_LEVEL, again=True)  # a block that does not shrink is stored
                     writer.flush()
                 finally:
                     writer.close()
