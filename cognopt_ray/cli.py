@@ -1,13 +1,13 @@
-"""The ``cognopt`` command: serve the API, show its status, manage keys, back up a folder."""
+"""The ``cognopt`` command: serve the API, show its status, manage keys, back up a folder.
+
+Each subcommand imports what it needs only (Ray, Serve, HTTP, the storage engine), so a command
+such as ``cognopt backup`` starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
-import urllib.error
-import urllib.request
 
 import click
 
@@ -46,6 +46,9 @@ def version() -> None:
 @click.option("--num-cpus", default=None, type=int, help="CPUs of a locally started Ray.")
 def serve(address: str | None, host: str | None, port: int | None, config: str | None, num_cpus: int | None) -> None:
     """Start (or join) Ray, deploy the API, print its URL and an admin key, run until Ctrl-C."""
+    import signal
+    import threading
+
     from ray import serve as ray_serve
 
     from cognopt_ray import runtime
@@ -128,6 +131,9 @@ def status(url: str | None, key: str | None, config: str | None) -> None:
     Without a key it shows what ``GET health`` shows anyone: up, degraded or down per part. With
     a key (scope read or admin) it shows ``GET health/details``: versions, counts and reasons.
     """
+    import urllib.error
+    import urllib.request
+
     settings = _load_settings(config)
     base = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     path = "health/details" if key else "health"

@@ -65,9 +65,11 @@ TREE_CHUNKER = {"avg": 2048, "min": 512, "max": 8192}
 TREE_CHUNKER_V1 = {"avg": 16 * 1024, "min": 4 * 1024, "max": 64 * 1024}
 #: files up to this size are one chunk without running the chunker
 _ONE_CHUNK = 16 * 1024
-#: how far the reading thread runs ahead of the chunker
-_READ_AHEAD_FILES = 256
-_READ_AHEAD_BYTES = 32 * 1024 * 1024
+#: the reading thread reads files in batches, at most this many batches ahead of the chunker
+_READ_BATCH_FILES = 64
+_READ_BATCH_BYTES = 4 * 1024 * 1024
+_READ_AHEAD_BATCHES = 4
+_TREE_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 class BackupRepository:
@@ -341,9 +343,8 @@ class BackupRepository:
                             bar.close()
                     stats["skipped"] = src.skipped
                 entries.sort(key=lambda e: e["path"])
-                tree_bytes = "".join(
-                    json.dumps(e, separators=(",", ":"), sort_keys=True) + "\n" for e in entries
-                ).encode()
+                encode = _TREE_JSON.encode
+                tree_bytes = "".join([encode(e) + "\n" for e in entries]).encode()
                 tree = []
                 for c in self._tree_cdc.cut_buf(tree_bytes):
                     piece = bytes(c.data)
@@ -383,50 +384,58 @@ class BackupRepository:
     def _backup_items(
         self, work: Iterator[tuple], writer: packs.PackWriter, entries: list, stats: dict, bar: Any = None
     ) -> None:
-        """Chunk and hash each file on this thread while one thread reads the next files ahead
-        (``os.read`` releases the GIL) and the writer's pool compresses and seals full blocks."""
+        """Chunk and hash each file on this thread while one thread reads the next files ahead,
+        a batch at a time (``os.read`` releases the GIL), and the writer's pool compresses and
+        seals full blocks."""
         cdc, hash_, add, has = self._cdc, self._hash, writer.add, writer.has
-        ahead: deque[tuple[tuple, Future]] = deque()
-        ahead_bytes = 0
+        ahead: deque[tuple[list[tuple], Future]] = deque()
+        batch: list[tuple] = []
+        batch_bytes = 0
+
+        def read_all(items: list[tuple]) -> list[bytes]:
+            return [item[1]() for item in items]
+
+        def process(job: tuple[list[tuple], Future]) -> None:
+            items, fut = job
+            for (path, _, _, mtime, meta), data in zip(items, fut.result()):
+                n = len(data)
+                hashes = []
+                if n:
+                    level = None if packs.stored_as_is(path) else packs.DATA_LEVEL
+                    # memoryviews into the file's bytes, no copies: they live until their block is encoded
+                    for piece in [data] if n <= _ONE_CHUNK else [c.data for c in cdc.cut_buf(data)]:
+                        h = hash_(piece)
+                        hashes.append(h)
+                        if not has(h):
+                            add(h, piece, level)
+                            stats["chunks_new"] += 1
+                entry = {"path": path, "size": n, "mtime_ns": mtime, "chunks": hashes}
+                if meta:
+                    entry["meta"] = meta
+                entries.append(entry)
+                stats["files"] += 1
+                stats["bytes_scanned"] += n
+                stats["bytes_read"] += n
+                if bar:
+                    bar.update(n)
+
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cognopt-backup-read") as reader:
             try:
                 for item in work:
-                    ahead.append((item, reader.submit(item[1])))
-                    ahead_bytes += item[2]
-                    while ahead and (len(ahead) > _READ_AHEAD_FILES or ahead_bytes > _READ_AHEAD_BYTES):
-                        ahead_bytes -= self._backup_one(ahead.popleft(), cdc, hash_, add, has, entries, stats, bar)
+                    batch.append(item)
+                    batch_bytes += item[2]
+                    if len(batch) >= _READ_BATCH_FILES or batch_bytes >= _READ_BATCH_BYTES:
+                        ahead.append((batch, reader.submit(read_all, batch)))
+                        batch, batch_bytes = [], 0
+                        if len(ahead) > _READ_AHEAD_BATCHES:
+                            process(ahead.popleft())
+                if batch:
+                    ahead.append((batch, reader.submit(read_all, batch)))
                 while ahead:
-                    self._backup_one(ahead.popleft(), cdc, hash_, add, has, entries, stats, bar)
+                    process(ahead.popleft())
             finally:
                 for _, fut in ahead:
                     fut.cancel()
-
-    @staticmethod
-    def _backup_one(job, cdc, hash_, add, has, entries, stats, bar) -> int:
-        (path, _, size, mtime, meta), fut = job
-        data = fut.result()
-        n = len(data)
-        hashes = []
-        if n:
-            level = None if packs.stored_as_is(path) else packs.DATA_LEVEL
-            # memoryviews into the file's bytes, no copies: they live until their block is encoded
-            pieces = [data] if n <= _ONE_CHUNK else [c.data for c in cdc.cut_buf(data)]
-            for piece in pieces:
-                h = hash_(piece)
-                hashes.append(h)
-                if not has(h):
-                    add(h, piece, level)
-                    stats["chunks_new"] += 1
-        entry = {"path": path, "size": n, "mtime_ns": mtime, "chunks": hashes}
-        if meta:
-            entry["meta"] = meta
-        entries.append(entry)
-        stats["files"] += 1
-        stats["bytes_scanned"] += n
-        stats["bytes_read"] += n
-        if bar:
-            bar.update(n)
-        return size
 
     # ------------------------------------------------------------------------------- restore
     def read_entry(self, entry: dict[str, Any]) -> bytes:
