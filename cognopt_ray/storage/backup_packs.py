@@ -28,14 +28,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import zstandard
 
 from cognopt_ray._private import bounded
+from cognopt_ray._private.lru import ByteLRU
 from cognopt_ray._private.sealer import MAGIC
 from cognopt_ray.errors import IntegrityError
 
@@ -134,35 +136,23 @@ def decode_index(repo: BackupRepository, pack: str, blob: bytes) -> dict[str, Lo
 
 
 class BlockCache:
-    """The last decoded blocks (by pack and offset), bounded in bytes; thread-safe."""
+    """The last decoded blocks: a :class:`~cognopt_ray._private.lru.ByteLRU` behind a lock."""
 
     def __init__(self, max_bytes: int = 16 * BLOCK_RAW) -> None:
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[tuple[str, int], bytes] = OrderedDict()
-        self._bytes = 0
+        self._lru: ByteLRU[bytes] = ByteLRU(max_bytes, clock=time.monotonic)
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, int]) -> bytes | None:
+    def get(self, key: str) -> bytes | None:
         with self._lock:
-            raw = self._data.get(key)
-            if raw is not None:
-                self._data.move_to_end(key)
-            return raw
+            return self._lru.get(key)
 
-    def put(self, key: tuple[str, int], raw: bytes) -> None:
+    def put(self, key: str, raw: bytes) -> None:
         with self._lock:
-            if key in self._data:
-                return
-            self._data[key] = raw
-            self._bytes += len(raw)
-            while self._bytes > self.max_bytes and len(self._data) > 1:
-                _, old = self._data.popitem(last=False)
-                self._bytes -= len(old)
+            self._lru.set(key, raw, ttl=None)
 
     def clear(self) -> None:
         with self._lock:
-            self._data.clear()
-            self._bytes = 0
+            self._lru.clear()
 
 
 class PackWriter:
@@ -272,7 +262,7 @@ class PackWriter:
 
 def read_block(repo: BackupRepository, loc: Loc, h: str) -> bytes:
     """The decoded bytes of the block holding chunk ``h`` (cached)."""
-    key = (loc.pack, loc.off)
+    key = f"{loc.pack}:{loc.off}"
     raw = repo.blocks.get(key)
     if raw is not None:
         return raw
