@@ -1,15 +1,16 @@
-"""Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd, optional AES-GCM.
+"""Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd blocks, optional AES-GCM.
 
-The repository lives on any pyarrow.fs path (a local folder by default), laid out like restic's:
+The repository lives on any pyarrow.fs path (a local folder by default), laid out like restic's
+(format 2; the chunk layer is :mod:`cognopt_ray.storage.backup_packs`, which also reads format 1):
 
-* ``config.json`` — format version, chunker parameters, whether chunks are encrypted.
-* ``packs/<xx>/<pack id>`` — chunks packed together (about ``backup_pack_bytes`` each); each
-  chunk is ``codec byte + payload`` (``0`` = stored, ``1`` = zstd level 1), sealed with AES-GCM
-  when ``encryption_key`` is set.
-* ``index/<pack id>`` — which chunk hash sits where in that pack (zstd-compressed JSON).
+* ``config.json`` — format version, chunker parameters, whether the repository is encrypted.
+* ``packs/<xx>/<pack id>`` — ~1 MiB *blocks* of chunks, each one zstd frame (or stored as is),
+  sealed with AES-GCM when ``encryption_key`` is set; about ``backup_pack_bytes`` per pack.
+* ``index/<pack id>`` — the blocks of that pack and which chunk sits where in them (sealed too).
 * ``snapshots/<snapshot id>`` — time, source, statistics and the chunk hashes of the snapshot's
   *tree*: the file list (path, size, mtime, chunk hashes, metadata) as JSON lines, itself cut with
-  FastCDC into chunks, so an unchanged part of the file list costs nothing in the next snapshot.
+  FastCDC into ~2 KiB pieces, so an unchanged part of the file list costs nothing in the next
+  snapshot and an edited file rewrites a few KiB of it.
 
 Write order makes a crash harmless: pack (temp, fsync, rename) → its index → the snapshot file.
 A crash leaves at worst a pack no index or snapshot refers to (``prune`` removes it); a snapshot
