@@ -241,10 +241,6 @@ def assets_build(src: str, dst: str, upload_uri: str | None) -> None:
         raise click.ClickException(str(e)) from None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.command()
 @click.option(
     "--address",
@@ -308,3 +304,7 @@ def backup(source: str, repo: str | None, tag: str | None, config: str | None) -
         raise click.ClickException(str(e)) from None
     keys = ("snapshot_id", "files", "bytes_scanned", "bytes_read", "bytes_added", "chunks_new", "seconds")
     click.echo(json.dumps({k: snap.get(k) for k in keys}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
