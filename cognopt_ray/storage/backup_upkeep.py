@@ -142,7 +142,7 @@ def prune(
             if len(used) == len(hashes):
                 continue
             rel = f"packs/{pack[:2]}/{pack}"
-            old_size = repo.root.size(rel) if repo.root.exists(rel) else 0
+            old_size = sum(repo.root.size(f) for f in (rel, f"index/{pack}") if repo.root.exists(f))
             if used:
                 repo._upgrade_config()
                 writer = PackWriter(repo)
