@@ -215,6 +215,8 @@ def test_an_edit_costs_a_few_kib_of_tree(tmp_path):
 
 
 def test_a_failed_backup_leaves_no_pack_and_no_snapshot(tmp_path):
+    """A read error half-way (blocks of the files before it already in a temp pack): nothing is
+    left behind. The read error is simulated (a failing disk cannot be had here)."""
     src = tmp_path / "src"
     make_source(src, 10)
     repo = BackupRepository(str(tmp_path / "repo"), progress=False)
