@@ -21,8 +21,8 @@ borg (lz4 and zstd,3) for backups. Ratios (all measured side by side in this run
   stored one item per file. Catalog row bytes = the payload of the items' rows in ``items``,
   ``item_chunks`` and ``chunks`` (text as UTF-8, numbers as 8 bytes; SQLite's page overhead is
   not counted). No ``.xz`` container on the baseline side.
-* Backups, every tool timed as a whole process (start-up, key handling, locks, index included),
-  every repository encrypted: ours is ``cognopt backup`` with an ``encryption_key``
+* Backups, every tool timed as a whole process (start-up, key handling, locks, index included;
+  our package's bytecode compiled beforehand, as an install has it), every repository encrypted: ours is ``cognopt backup`` with an ``encryption_key``
   (``results.encrypted`` = 1); restic 0.14 (``init --repository-version 2``, default compression);
   borg 1.2 (``repokey-blake2``) with ``--compression lz4`` and with ``zstd,3`` — each peer that is
   installed. The dataset is first backed up into two fresh repositories per tool (best of two
@@ -310,6 +310,15 @@ class Tool:
             self.key = key
             exe = Path(sys.executable).with_name("cognopt")
             self.exe = str(exe) if exe.exists() else (shutil.which("cognopt") or "cognopt")
+            # An installed package has its bytecode compiled (pip does it at install, as Debian's
+            # py3compile does for borg's); a source checkout under PYTHONDONTWRITEBYTECODE has none
+            # and would compile every module at each start. Compile it here, untimed.
+            import compileall
+            import importlib.util
+
+            spec = importlib.util.find_spec("cognopt_ray")
+            for folder in spec.submodule_search_locations if spec else []:
+                compileall.compile_dir(folder, quiet=1)
         elif name == "restic":
             self.env = {**base, "RESTIC_PASSWORD": "bench-password", "RESTIC_CACHE_DIR": str(self.work / "cache")}
         else:

@@ -1,14 +1,14 @@
-"""The ``cognopt`` command: serve the API, show its status, manage keys, back up a folder."""
+"""The ``cognopt`` command: serve the API, show its status, manage keys, back up a folder.
+
+Each subcommand imports what it needs only (Ray, Serve, HTTP, the storage engine), so a command
+such as ``cognopt backup`` starts in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
-import urllib.error
-import urllib.request
 
 import click
 
@@ -61,6 +61,9 @@ def serve(
     tasks: tuple[str, ...],
 ) -> None:
     """Start (or join) Ray, deploy the API, print its URL and an admin key, run until Ctrl-C."""
+    import signal
+    import threading
+
     from ray import serve as ray_serve
 
     from cognopt_ray import runtime
@@ -163,6 +166,9 @@ def status(url: str | None, key: str | None, config: str | None) -> None:
     Without a key it shows what ``GET health`` shows anyone: up, degraded or down per part. With
     a key (scope read or admin) it shows ``GET health/details``: versions, counts and reasons.
     """
+    import urllib.error
+    import urllib.request
+
     settings = _load_settings(config)
     base = (url or f"http://{settings.http_host}:{settings.http_port}").rstrip("/")
     path = "health/details" if key else "health"
@@ -270,10 +276,6 @@ def assets_build(src: str, dst: str, upload_uri: str | None) -> None:
         raise click.ClickException(str(e)) from None
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.command()
 @click.option(
     "--address",
@@ -337,3 +339,7 @@ def backup(source: str, repo: str | None, tag: str | None, config: str | None) -
         raise click.ClickException(str(e)) from None
     keys = ("snapshot_id", "files", "bytes_scanned", "bytes_read", "bytes_added", "chunks_new", "seconds")
     click.echo(json.dumps({k: snap.get(k) for k in keys}))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

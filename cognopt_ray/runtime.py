@@ -54,7 +54,7 @@ def add_runtime_env_hook(hook: Callable[[Settings, Any], Any]) -> None:
 
     This is how a package above the runtime reaches every worker of the job without the runtime
     importing it: the memory package adds its GC tuner's ``worker_process_setup_hook`` when it is
-    imported (``import cognopt_ray`` imports it). Adding the same hook twice keeps one.
+    imported (:func:`init` imports it). Adding the same hook twice keeps one.
     """
     with _lock:
         if hook not in _runtime_env_hooks:
@@ -85,6 +85,8 @@ def init(
         The settings in force. Calling ``init`` again is harmless: Ray is not started twice, and
         new settings (if given) replace the old ones for engines created afterwards.
     """
+    import cognopt_ray.memory  # noqa: F401 - registers the GC tuner's runtime_env hook (package import is lazy)
+
     with _lock:
         if settings is None:
             settings = _state.settings or Settings.load()

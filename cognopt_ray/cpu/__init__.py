@@ -18,19 +18,41 @@ placement, node monitors), ``outcomes.py`` (a task's outcome), ``executor.py`` (
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cognopt_ray.cpu.client import ACTOR_NAME, CPUTask, NamedTask, PriorityScheduler, client
-from cognopt_ray.cpu.errors import QueueFull, TaskLost, UnknownTask, Unschedulable
+from cognopt_ray._private import lazy as _lazy
+
+if TYPE_CHECKING:
+    from cognopt_ray.cpu.client import ACTOR_NAME, CPUTask, NamedTask, PriorityScheduler, client
+    from cognopt_ray.cpu.errors import QueueFull, TaskLost, UnknownTask, Unschedulable
+
+_lazy.install(
+    __name__,
+    {
+        "ACTOR_NAME": ".client",
+        "CPUTask": ".client",
+        "NamedTask": ".client",
+        "PriorityScheduler": ".client",
+        "client": ".client",
+        "QueueFull": ".errors",
+        "TaskLost": ".errors",
+        "UnknownTask": ".errors",
+        "Unschedulable": ".errors",
+    },
+)
 
 
 def register_task(name: str, fn: Callable[..., Any]) -> None:
     """Register ``fn`` under ``name``: the only code ``POST cpu/optimize-tasks`` can run."""
+    from cognopt_ray.cpu.client import client
+
     client().register_task(name, fn)
 
 
 async def optimize_async_processing(tasks: Sequence[CPUTask]) -> list[Any]:
     """Run ``tasks`` by priority across the cluster and return their results in input order."""
+    from cognopt_ray.cpu.client import client
+
     return await client().run_all_async(tasks)
 
 

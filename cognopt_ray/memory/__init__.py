@@ -27,14 +27,39 @@ Example:
     'in_cluster'
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from cognopt_ray import runtime as _runtime
-from cognopt_ray.memory.allocations import AllocationRequest, PoolChange
-from cognopt_ray.memory.cache import CACHE_ACTOR_NAME, SharedCache
-from cognopt_ray.memory.client import ACTOR_NAME, MemoryPool, MemoryPools, PortableValue, client
-from cognopt_ray.memory.errors import NotAcceptable, PoolFull
+from cognopt_ray._private import lazy as _lazy
 from cognopt_ray.memory.gc_tuner import GcTuner, runtime_env_with_tuner
 
-# The GC tuner reaches every worker of a job that cognopt_ray.init() starts or joins.
+if TYPE_CHECKING:
+    from cognopt_ray.memory.allocations import AllocationRequest, PoolChange
+    from cognopt_ray.memory.cache import CACHE_ACTOR_NAME, SharedCache
+    from cognopt_ray.memory.client import ACTOR_NAME, MemoryPool, MemoryPools, PortableValue, client
+    from cognopt_ray.memory.errors import NotAcceptable, PoolFull
+
+_lazy.install(
+    __name__,
+    {
+        "AllocationRequest": ".allocations",
+        "PoolChange": ".allocations",
+        "CACHE_ACTOR_NAME": ".cache",
+        "SharedCache": ".cache",
+        "ACTOR_NAME": ".client",
+        "MemoryPool": ".client",
+        "MemoryPools": ".client",
+        "PortableValue": ".client",
+        "client": ".client",
+        "NotAcceptable": ".errors",
+        "PoolFull": ".errors",
+    },
+)
+
+# The GC tuner reaches every worker of a job that cognopt_ray.init() starts or joins
+# (cognopt_ray.runtime.init imports this package so that it is registered before Ray starts).
 _runtime.add_runtime_env_hook(runtime_env_with_tuner)
 
 __all__ = [

@@ -18,10 +18,33 @@ Example:
 
 from __future__ import annotations
 
-from cognopt_ray.network.client import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine, client
-from cognopt_ray.network.errors import BadGateway, OriginTimeout, UrlRefused
-from cognopt_ray.network.guard import SsrfGuard
-from cognopt_ray.network.http_client import NetworkRequest, NetworkResponse, OptimizedClient, PoolConfig
+from typing import TYPE_CHECKING
+
+from cognopt_ray._private import lazy as _lazy
+
+if TYPE_CHECKING:
+    from cognopt_ray.network.client import ACTOR_NAME, CACHE_ACTOR_NAME, NetworkEngine, client
+    from cognopt_ray.network.errors import BadGateway, OriginTimeout, UrlRefused
+    from cognopt_ray.network.guard import SsrfGuard
+    from cognopt_ray.network.http_client import NetworkRequest, NetworkResponse, OptimizedClient, PoolConfig
+
+_lazy.install(
+    __name__,
+    {
+        "ACTOR_NAME": ".client",
+        "CACHE_ACTOR_NAME": ".client",
+        "NetworkEngine": ".client",
+        "client": ".client",
+        "BadGateway": ".errors",
+        "OriginTimeout": ".errors",
+        "UrlRefused": ".errors",
+        "SsrfGuard": ".guard",
+        "NetworkRequest": ".http_client",
+        "NetworkResponse": ".http_client",
+        "OptimizedClient": ".http_client",
+        "PoolConfig": ".http_client",
+    },
+)
 
 __all__ = [
     "client",

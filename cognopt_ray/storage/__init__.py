@@ -7,11 +7,37 @@ Example:
     >>> store.put("report-1", b"...", tier="warm")        # doctest: +SKIP
 """
 
-from cognopt_ray.storage.backup import BackupRepository
-from cognopt_ray.storage.client import ACTOR_NAME, StorageClient, client
-from cognopt_ray.storage.codecs import CODEC_CHOICES, CODECS, TIERS, CodecChoice, choose_codec
-from cognopt_ray.storage.models import DEFAULT_SERVICE, ItemInfo, PutRequest
-from cognopt_ray.storage.store import TieredStore
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cognopt_ray._private import lazy as _lazy
+
+if TYPE_CHECKING:
+    from cognopt_ray.storage.backup import BackupRepository
+    from cognopt_ray.storage.client import ACTOR_NAME, StorageClient, client
+    from cognopt_ray.storage.codecs import CODEC_CHOICES, CODECS, TIERS, CodecChoice, choose_codec
+    from cognopt_ray.storage.models import DEFAULT_SERVICE, ItemInfo, PutRequest
+    from cognopt_ray.storage.store import TieredStore
+
+_lazy.install(
+    __name__,
+    {
+        "BackupRepository": ".backup",
+        "ACTOR_NAME": ".client",
+        "StorageClient": ".client",
+        "client": ".client",
+        "CODEC_CHOICES": ".codecs",
+        "CODECS": ".codecs",
+        "TIERS": ".codecs",
+        "CodecChoice": ".codecs",
+        "choose_codec": ".codecs",
+        "DEFAULT_SERVICE": ".models",
+        "ItemInfo": ".models",
+        "PutRequest": ".models",
+        "TieredStore": ".store",
+    },
+)
 
 __all__ = [
     "StorageClient",

@@ -1,15 +1,16 @@
-"""Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd, optional AES-GCM.
+"""Incremental, deduplicated backups: FastCDC chunks addressed by BLAKE3, zstd blocks, optional AES-GCM.
 
-The repository lives on any pyarrow.fs path (a local folder by default), laid out like restic's:
+The repository lives on any pyarrow.fs path (a local folder by default), laid out like restic's
+(format 2; the chunk layer is :mod:`cognopt_ray.storage.backup_packs`, which also reads format 1):
 
-* ``config.json`` — format version, chunker parameters, whether chunks are encrypted.
-* ``packs/<xx>/<pack id>`` — chunks packed together (about ``backup_pack_bytes`` each); each
-  chunk is ``codec byte + payload`` (``0`` = stored, ``1`` = zstd level 1), sealed with AES-GCM
-  when ``encryption_key`` is set.
-* ``index/<pack id>`` — which chunk hash sits where in that pack (zstd-compressed JSON).
+* ``config.json`` — format version, chunker parameters, whether the repository is encrypted.
+* ``packs/<xx>/<pack id>`` — ~1 MiB *blocks* of chunks, each one zstd frame (or stored as is),
+  sealed with AES-GCM when ``encryption_key`` is set; about ``backup_pack_bytes`` per pack.
+* ``index/<pack id>`` — the blocks of that pack and which chunk sits where in them (sealed too).
 * ``snapshots/<snapshot id>`` — time, source, statistics and the chunk hashes of the snapshot's
   *tree*: the file list (path, size, mtime, chunk hashes, metadata) as JSON lines, itself cut with
-  FastCDC into chunks, so an unchanged part of the file list costs nothing in the next snapshot.
+  FastCDC into ~2 KiB pieces, so an unchanged part of the file list costs nothing in the next
+  snapshot and an edited file rewrites a few KiB of it.
 
 Write order makes a crash harmless: pack (temp, fsync, rename) → its index → the snapshot file.
 A crash leaves at worst a pack no index or snapshot refers to (``prune`` removes it); a snapshot
@@ -37,8 +38,9 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import blake3
@@ -48,25 +50,27 @@ from pyfastcdc import FastCDC
 from cognopt_ray._private import bounded
 from cognopt_ray._private.sealer import Sealer
 from cognopt_ray.errors import Conflict, IntegrityError, InvalidInput, NotFound, StorageBackendError
+from cognopt_ray.storage import backup_packs as packs
 from cognopt_ray.storage.paths import Confined, check_no_symlinks, write_beneath
 from cognopt_ray.storage.sources import SourceFiles, progress_bar
 from cognopt_ray.storage.tiers import TierRoot, configure
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: format 2: chunks grouped into compressed blocks (see backup_packs); format 1 is still read
+FORMAT_VERSION = 2
 #: decoded size limit of an index or snapshot file (they list chunk hashes; far smaller in practice)
 MAX_META_BYTES = 256 * 1024 * 1024
-#: zstd level of backup chunks: level 1 is ~40 % faster than 3 here for ~3.5 % more bytes.
-ZSTD_LEVEL = 1
-_ZC = threading.local()
-
-
-def _zc() -> zstandard.ZstdCompressor:
-    c = getattr(_ZC, "c", None)
-    if c is None:
-        c = _ZC.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=False, write_content_size=True)
-    return c
+#: the tree (file list) is cut into small pieces, so an edit costs a few KiB of it, not 16
+TREE_CHUNKER = {"avg": 2048, "min": 512, "max": 8192}
+TREE_CHUNKER_V1 = {"avg": 16 * 1024, "min": 4 * 1024, "max": 64 * 1024}
+#: files up to this size are one chunk without running the chunker
+_ONE_CHUNK = 16 * 1024
+#: the reading thread reads files in batches, at most this many batches ahead of the chunker
+_READ_BATCH_FILES = 64
+_READ_BATCH_BYTES = 4 * 1024 * 1024
+_READ_AHEAD_BATCHES = 4
+_TREE_JSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
 
 
 class BackupRepository:
@@ -112,6 +116,11 @@ class BackupRepository:
                 sealer.open(bytes.fromhex(cfg["key_check"]), b"config")
             if sealer is not None and not cfg.get("encrypted"):
                 sealer = None  # an unencrypted repository stays unencrypted
+            if int(cfg.get("version", 1)) > FORMAT_VERSION:
+                raise InvalidInput(
+                    f"backup repository {uri} has format {cfg['version']}, newer than this cognopt_ray reads",
+                    hint=f"use a newer cognopt_ray (this one reads formats 1 to {FORMAT_VERSION})",
+                )
             self.config = cfg
         else:
             self.config = {
@@ -119,6 +128,7 @@ class BackupRepository:
                 "id": uuid.uuid4().hex,
                 "created": time.time(),
                 "chunker": {"avg": chunk_avg, "min": chunk_avg // 4, "max": chunk_avg * 4},
+                "tree_chunker": TREE_CHUNKER,
                 "encrypted": sealer is not None,
                 "key_check": sealer.seal(b"cognopt", b"config").hex() if sealer else None,
             }
@@ -127,11 +137,16 @@ class BackupRepository:
         ch = self.config["chunker"]
         self._cdc = FastCDC(ch["avg"], min_size=ch["min"], max_size=ch["max"])
         self._chunk_max = max(int(ch["max"]), 64 * 1024)  # no chunk (data or tree) decodes to more
-        self._tree_cdc = FastCDC(16 * 1024, min_size=4 * 1024, max_size=64 * 1024)
+        tc = self.config.get("tree_chunker", TREE_CHUNKER_V1)
+        self._tree_cdc = FastCDC(tc["avg"], min_size=tc["min"], max_size=tc["max"])
         self._hkey = (
             blake3.blake3(sealer.key, derive_key_context="cognopt backup chunk id").digest() if sealer else None
         )
-        self.index: dict[str, tuple[str, int, int, int]] = {}
+        self.max_meta_bytes = MAX_META_BYTES
+        #: no block decodes to more: a block closes at the first chunk that takes it past BLOCK_RAW
+        self.block_max = packs.BLOCK_RAW + self._chunk_max
+        self.blocks = packs.BlockCache()
+        self.index: dict[str, packs.Loc] = {}
         self.load_index()
 
     @classmethod
@@ -159,80 +174,54 @@ class BackupRepository:
         return blake3.blake3(data).hexdigest()
 
     def load_index(self) -> None:
-        """Read every pack's index file into :attr:`index` (chunk hash → pack, offset, length, size)."""
+        """Read every pack's index file into :attr:`index` (chunk hash → :class:`Loc`)."""
         self.index.clear()
+        self.blocks.clear()
         for rel in self.root.listdir("index"):
             pack = rel.rsplit("/", 1)[-1]
             try:
-                entries = json.loads(bounded.zstd(self.root.read(rel), MAX_META_BYTES))
+                self.index.update(packs.decode_index(self, pack, self.root.read(rel)))
             except StorageBackendError:
                 raise  # the store did not answer: nothing may be concluded from a missing index
             except Exception as e:  # noqa: BLE001 - a damaged index is reported by check()
                 logger.warning("backup index %s unreadable: %s", rel, e)
-                continue
-            for h, (off, length, raw_len) in entries.items():
-                self.index[h] = (pack, off, length, raw_len)
 
-    def _encode_chunk(self, h: str, data: bytes | memoryview) -> bytes:
-        comp = _zc().compress(data)
-        blob = b"\x01" + comp if len(comp) < len(data) else b"\x00" + bytes(data)
-        return self.sealer.seal(blob, h.encode()) if self.sealer else blob
-
-    def _decode_chunk(self, h: str, blob: bytes) -> bytes:
+    def _decode_v1_chunk(self, h: str, blob: bytes) -> bytes:
         if self.sealer:
             blob = self.sealer.open(blob, h.encode())
         try:
-            data = bounded.zstd(blob[1:], self._chunk_max) if blob[:1] == b"\x01" else blob[1:]
-        except (zstandard.ZstdError, ValueError) as e:  # a damaged (or oversized) frame is damage, like a wrong hash
+            return bounded.zstd(blob[1:], self._chunk_max) if blob[:1] == b"\x01" else blob[1:]
+        except ValueError as e:  # a damaged (or oversized) frame is damage, like a wrong hash
             raise IntegrityError(
                 f"backup chunk {h[:12]} does not decompress ({e})", hint="run check(read_data=True)"
             ) from None
-        if self._hash(data) != h:
-            raise IntegrityError(f"backup chunk {h[:12]} does not match its hash", hint="run check(read_data=True)")
-        return data
 
     def read_chunk(self, h: str) -> bytes:
+        """The bytes of chunk ``h``, checked against its hash (:class:`IntegrityError` if not)."""
         loc = self.index.get(h)
         if loc is None:
             raise IntegrityError(f"backup chunk {h[:12]} is missing from the repository", hint="run check()")
-        pack, off, length, _ = loc
-        try:
-            blob = self.root.read_range(f"packs/{pack[:2]}/{pack}", off, length)
-        except (FileNotFoundError, OSError):
-            raise IntegrityError(f"backup pack {pack[:12]} is missing", hint="run check()") from None
-        return self._decode_chunk(h, blob)
+        if loc.block:
+            raw = packs.read_block(self, loc, h)
+            data = raw[loc.raw_off : loc.raw_off + loc.raw_len]
+        else:
+            try:
+                blob = self.root.read_range(f"packs/{loc.pack[:2]}/{loc.pack}", loc.off, loc.length)
+            except (FileNotFoundError, OSError):
+                raise IntegrityError(f"backup pack {loc.pack[:12]} is missing", hint="run check()") from None
+            data = self._decode_v1_chunk(h, blob)
+        if len(data) != loc.raw_len or self._hash(data) != h:
+            raise IntegrityError(f"backup chunk {h[:12]} does not match its hash", hint="run check(read_data=True)")
+        return data
 
-    class PackWriter:
-        """Collects encoded chunks into one pack; ``flush`` writes the pack, then its index."""
+    PackWriter = packs.PackWriter
 
-        def __init__(self, repo: BackupRepository) -> None:
-            self.repo = repo
-            self.parts: list[bytes] = []
-            self.entries: dict[str, list[int]] = {}
-            self.size = 0
-            self.written = 0  # bytes of packs + indexes written
-
-        def add(self, h: str, raw_len: int, blob: bytes) -> None:
-            if h in self.entries or h in self.repo.index:
-                return
-            self.entries[h] = [self.size, len(blob), raw_len]
-            self.parts.append(blob)
-            self.size += len(blob)
-            if self.size >= self.repo.pack_bytes:
-                self.flush()
-
-        def flush(self) -> None:
-            if not self.parts:
-                return
-            pack = uuid.uuid4().hex
-            self.repo.root.write(f"packs/{pack[:2]}/{pack}", b"".join(self.parts))
-            self.repo._maybe_fail("backup.after_pack")
-            idx = zstandard.ZstdCompressor(level=3).compress(json.dumps(self.entries).encode())
-            self.repo.root.write(f"index/{pack}", idx)
-            self.written += self.size + len(idx)
-            for h, (off, length, raw_len) in self.entries.items():
-                self.repo.index[h] = (pack, off, length, raw_len)
-            self.parts, self.entries, self.size = [], {}, 0
+    def _upgrade_config(self) -> None:
+        """A format-1 repository written to by this version: say so in config.json (its packs
+        and indexes stay readable; the new ones are format 2)."""
+        if self.config.get("version", 1) < FORMAT_VERSION:
+            self.config = {**self.config, "version": FORMAT_VERSION}
+            self.root.write("config.json", json.dumps(self.config).encode())
 
     # ------------------------------------------------------------------------------- snapshots
     def snapshots(self) -> list[dict[str, Any]]:
@@ -324,47 +313,55 @@ class BackupRepository:
             parent_files: dict[str, dict[str, Any]] = {}
             if parent is not None and not is_store:
                 parent_files = {e["path"]: e for e in self.tree(parent["snapshot_id"])}
-            writer = self.PackWriter(self)
             entries: list[dict[str, Any]] = []
             stats = {"files": 0, "bytes_scanned": 0, "bytes_read": 0, "chunks_new": 0}
-            if is_store:
-                items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
-                self._backup_items(
-                    ((p, lambda d=d: d, len(d), None, m) for p, d, m in items), writer, entries, stats, None
-                )
-            else:
-                src = SourceFiles(source if isinstance(source, Confined) else str(source))
-                files = src.files()
-                bar = progress_bar(sum(f[1] for f in files), "backup", self.progress)
-                work = []
-                for rel, size, mtime in files:
-                    prev = parent_files.get(rel)
-                    if (
-                        prev is not None
-                        and prev["size"] == size
-                        and prev["mtime_ns"] == mtime
-                        and all(h in self.index for h in prev["chunks"])
-                    ):
-                        entries.append(prev)
-                        stats["files"] += 1
-                        stats["bytes_scanned"] += size
+            self._upgrade_config()
+            writer = packs.PackWriter(self, workers=max(2, min(4, os.cpu_count() or 2)))
+            try:
+                if is_store:
+                    items: Iterable[tuple[str, bytes, dict[str, Any]]] = source.iter_items_for_backup()
+                    self._backup_items(((p, lambda d=d: d, 0, None, m) for p, d, m in items), writer, entries, stats)
+                else:
+                    src = SourceFiles(source if isinstance(source, Confined) else str(source))
+                    files = src.files()
+                    bar = progress_bar(sum(f[1] for f in files), "backup", self.progress)
+                    work = []
+                    for rel, size, mtime in files:
+                        prev = parent_files.get(rel)
+                        if (
+                            prev is not None
+                            and prev["size"] == size
+                            and prev["mtime_ns"] == mtime
+                            and all(h in self.index for h in prev["chunks"])
+                        ):
+                            entries.append(prev)
+                            stats["files"] += 1
+                            stats["bytes_scanned"] += size
+                            if bar:
+                                bar.update(size)
+                            continue
+                        work.append((rel, (lambda r=rel: src.read(r)), size, mtime, None))
+                    try:
+                        self._backup_items(iter(work), writer, entries, stats, bar)
+                    finally:
+                        src.close()
                         if bar:
-                            bar.update(size)
-                        continue
-                    work.append((rel, (lambda r=rel: src.read(r)), size, mtime, None))
-                self._backup_items(iter(work), writer, entries, stats, bar)
-                if bar:
-                    bar.close()
-                stats["skipped"] = src.skipped
-            entries.sort(key=lambda e: e["path"])
-            tree_bytes = "".join(json.dumps(e, separators=(",", ":"), sort_keys=True) + "\n" for e in entries).encode()
-            tree = []
-            for c in self._tree_cdc.cut_buf(tree_bytes):
-                piece = bytes(c.data)
-                h = self._hash(piece)
-                tree.append(h)
-                writer.add(h, len(piece), self._encode_chunk(h, piece))
-            writer.flush()
+                            bar.close()
+                    stats["skipped"] = src.skipped
+                entries.sort(key=lambda e: e["path"])
+                encode = _TREE_JSON.encode
+                tree_bytes = "".join([encode(e) + "\n" for e in entries]).encode()
+                tree = []
+                for c in self._tree_cdc.cut_buf(tree_bytes):
+                    piece = bytes(c.data)
+                    h = self._hash(piece)
+                    tree.append(h)
+                    writer.add(h, piece, packs.TREE_LEVEL)
+                writer.flush()
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
             self._maybe_fail("backup.before_snapshot")
             snap_id = uuid.uuid4().hex[:16]
             snap = {
@@ -387,82 +384,71 @@ class BackupRepository:
             return {k: v for k, v in snap.items() if k != "tree"}
 
     def _snapshot_blob(self, snap: dict[str, Any]) -> bytes:
-        blob = zstandard.ZstdCompressor(level=3).compress(json.dumps(snap).encode())
+        blob = zstandard.ZstdCompressor(level=19).compress(json.dumps(snap, separators=(",", ":")).encode())
         return self.sealer.seal(blob, b"snapshot") if self.sealer else blob
 
-    def _backup_items(self, work: Iterator[tuple], writer: PackWriter, entries: list, stats: dict, bar: Any) -> None:
-        """Read, chunk and hash files on this thread (cheap per byte, but many small calls that
-        would fight over the GIL in a pool); compress the new chunks of each batch in a thread
-        pool (zstd releases the GIL), then pack them in order."""
-        seen: set[str] = set()
+    def _backup_items(
+        self, work: Iterator[tuple], writer: packs.PackWriter, entries: list, stats: dict, bar: Any = None
+    ) -> None:
+        """Chunk and hash each file on this thread while one thread reads the next files ahead,
+        a batch at a time (``os.read`` releases the GIL), and the writer's pool compresses and
+        seals full blocks."""
+        cdc, hash_, add, has = self._cdc, self._hash, writer.add, writer.has
+        ahead: deque[tuple[list[tuple], Future]] = deque()
+        batch: list[tuple] = []
+        batch_bytes = 0
 
-        def compress_group(group: list[tuple[str, bytes]]) -> list[bytes]:
-            return [self._encode_chunk(h, piece) for h, piece in group]
+        def read_all(items: list[tuple]) -> list[bytes]:
+            return [item[1]() for item in items]
 
-        workers = max(2, min(4, os.cpu_count() or 2))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            batch: list[dict[str, Any]] = []
-            fresh: list[tuple[str, bytes]] = []
-            fresh_bytes = 0
-            pending: tuple | None = None  # the previous batch, compressing while this one is read
-
-            def finish(job: tuple) -> None:
-                entries_done, chunks, futures = job
-                blobs = [b for f in futures for b in f.result()]
-                order = [c for g in range(len(futures)) for c in chunks[g :: len(futures)]]
-                by_hash = {h: b for (h, _), b in zip(order, blobs)}
-                for h, piece in chunks:
-                    stats["chunks_new"] += 1
-                    writer.add(h, len(piece), by_hash[h])
-                for entry in entries_done:
-                    entries.append(entry)
-                    stats["files"] += 1
-                    stats["bytes_scanned"] += entry["size"]
-                    stats["bytes_read"] += entry["size"]
-                    if bar:
-                        bar.update(entry["size"])
-
-            def submit() -> None:
-                nonlocal batch, fresh, fresh_bytes, pending
-                n = max(1, min(workers, len(fresh) // 4 or 1))
-                futures = [pool.submit(compress_group, fresh[i::n]) for i in range(n)] if fresh else []
-                job = (batch, fresh, futures)
-                if pending is not None:
-                    finish(pending)
-                pending = job
-                batch, fresh, fresh_bytes = [], [], 0
-
-            for path, read, _size, mtime, meta in work:
-                data = read()
+        def process(job: tuple[list[tuple], Future]) -> None:
+            items, fut = job
+            for (path, _, _, mtime, meta), data in zip(items, fut.result()):
+                n = len(data)
                 hashes = []
-                for c in self._cdc.cut_buf(data) if data else []:
-                    piece = c.data
-                    h = self._hash(piece)
-                    hashes.append(h)
-                    if h not in self.index and h not in seen:
-                        seen.add(h)
-                        fresh.append((h, bytes(piece)))
-                        fresh_bytes += len(piece)
-                entry = {
-                    "path": path,
-                    "size": len(data),
-                    "mtime_ns": mtime,
-                    "chunks": hashes,
-                    "blake3": blake3.blake3(data).hexdigest(),
-                }
+                if n:
+                    level = None if packs.stored_as_is(path) else packs.DATA_LEVEL
+                    # memoryviews into the file's bytes, no copies: they live until their block is encoded
+                    for piece in [data] if n <= _ONE_CHUNK else [c.data for c in cdc.cut_buf(data)]:
+                        h = hash_(piece)
+                        hashes.append(h)
+                        if not has(h):
+                            add(h, piece, level)
+                            stats["chunks_new"] += 1
+                entry = {"path": path, "size": n, "mtime_ns": mtime, "chunks": hashes}
                 if meta:
                     entry["meta"] = meta
-                batch.append(entry)
-                if fresh_bytes >= 8 * 1024 * 1024:
-                    submit()
-            submit()
-            if pending is not None:
-                finish(pending)
+                entries.append(entry)
+                stats["files"] += 1
+                stats["bytes_scanned"] += n
+                stats["bytes_read"] += n
+                if bar:
+                    bar.update(n)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cognopt-backup-read") as reader:
+            try:
+                for item in work:
+                    batch.append(item)
+                    batch_bytes += item[2]
+                    if len(batch) >= _READ_BATCH_FILES or batch_bytes >= _READ_BATCH_BYTES:
+                        ahead.append((batch, reader.submit(read_all, batch)))
+                        batch, batch_bytes = [], 0
+                        if len(ahead) > _READ_AHEAD_BATCHES:
+                            process(ahead.popleft())
+                if batch:
+                    ahead.append((batch, reader.submit(read_all, batch)))
+                while ahead:
+                    process(ahead.popleft())
+            finally:
+                for _, fut in ahead:
+                    fut.cancel()
 
     # ------------------------------------------------------------------------------- restore
     def read_entry(self, entry: dict[str, Any]) -> bytes:
+        """The bytes of a tree entry: its chunks, each checked against its hash (and, for a
+        format-1 entry, the whole file against its BLAKE3 checksum too)."""
         data = b"".join(self.read_chunk(h) for h in entry["chunks"])
-        if blake3.blake3(data).hexdigest() != entry["blake3"]:
+        if len(data) != entry["size"] or ("blake3" in entry and blake3.blake3(data).hexdigest() != entry["blake3"]):
             raise IntegrityError(
                 f"restored {entry['path']!r} does not match its checksum", hint="run check(read_data=True)"
             )

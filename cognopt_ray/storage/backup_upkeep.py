@@ -7,14 +7,12 @@ Both hold the repository's lock for their whole run, so a backup never interleav
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-import zstandard
-
 from cognopt_ray.errors import IntegrityError, InvalidInput, StorageBackendError
+from cognopt_ray.storage.backup_packs import DATA_LEVEL, PackWriter, encode_index
 
 if TYPE_CHECKING:
     from cognopt_ray.storage.backup import BackupRepository
@@ -46,7 +44,7 @@ def check(repo: BackupRepository, read_data: bool | float = False, repair: bool 
                 raise
             except Exception as e:  # noqa: BLE001 - check reports every damaged snapshot, then goes on
                 errors.append(f"snapshot {s['snapshot_id']}: {e}")
-        packs = {loc[0] for loc in repo.index.values()}
+        packs = {loc.pack for loc in repo.index.values()}
         for p in packs:
             if not repo.root.exists(f"packs/{p[:2]}/{p}"):
                 errors.append(f"pack {p} is missing")
@@ -62,7 +60,8 @@ def check(repo: BackupRepository, read_data: bool | float = False, repair: bool 
         chosen_set = set(chosen)
         read = 0
         damaged: dict[str, list[str]] = {}
-        for h, (pack, _, _, _) in list(repo.index.items()):
+        for h, loc in sorted(repo.index.items(), key=lambda kv: (kv[1].pack, kv[1].off, kv[1].raw_off)):
+            pack = loc.pack
             if pack in chosen_set:
                 try:
                     repo.read_chunk(h)
@@ -85,17 +84,12 @@ def check(repo: BackupRepository, read_data: bool | float = False, repair: bool 
 
 
 def _drop_chunks(repo, damaged: dict[str, list[str]]) -> int:
-    """Forget damaged chunks: rewrite each pack's index without them (atomic write)."""
+    """Forget damaged chunks: rewrite each pack's index without them (atomic write, same format)."""
     n = 0
     for pack, hashes in damaged.items():
         bad = set(hashes)
-        entries = {
-            h: [off, length, raw_len]
-            for h, (p, off, length, raw_len) in repo.index.items()
-            if p == pack and h not in bad
-        }
-        idx = zstandard.ZstdCompressor(level=3).compress(json.dumps(entries).encode())
-        repo.root.write(f"index/{pack}", idx)
+        entries = {h: loc for h, loc in repo.index.items() if loc.pack == pack and h not in bad}
+        repo.root.write(f"index/{pack}", encode_index(repo, pack, entries))
         for h in bad:
             if repo.index.pop(h, None) is not None:
                 n += 1
@@ -110,6 +104,8 @@ def prune(
 
     Packs whose chunks are all unused are deleted; partly used packs are rewritten with only
     the used chunks (new pack and index durable first, then the old index and pack removed).
+    Rewritten chunks are read back (and checked against their hashes) and packed again in the
+    current format, so pruning also moves format-1 chunks into format-2 blocks.
     """
     for name, v in (("keep_last", keep_last), ("keep_daily", keep_daily), ("keep_weekly", keep_weekly)):
         if v is not None and (not isinstance(v, int) or v < 0):
@@ -140,24 +136,29 @@ def prune(
             for e in repo.tree(sid):
                 referenced.update(e["chunks"])
         by_pack: dict[str, list[str]] = {}
-        for h, (pack, *_rest) in repo.index.items():
-            by_pack.setdefault(pack, []).append(h)
+        for h, loc in repo.index.items():
+            by_pack.setdefault(loc.pack, []).append(h)
         removed_packs = rewritten = freed = 0
         for pack, hashes in by_pack.items():
             used = [h for h in hashes if h in referenced]
             if len(used) == len(hashes):
                 continue
             rel = f"packs/{pack[:2]}/{pack}"
-            old_size = repo.root.size(rel) if repo.root.exists(rel) else 0
+            old_size = sum(repo.root.size(f) for f in (rel, f"index/{pack}") if repo.root.exists(f))
             if used:
-                writer = repo.PackWriter(repo)
-                for h in used:
-                    _, off, length, raw_len = repo.index[h]
-                    blob = repo.root.read_range(rel, off, length)
-                    writer.entries[h] = [writer.size, len(blob), raw_len]
-                    writer.parts.append(blob)
-                    writer.size += len(blob)
-                writer.flush()
+                repo._upgrade_config()
+                writer = PackWriter(repo)
+                try:
+                    for h in sorted(used, key=lambda h: (repo.index[h].off, repo.index[h].raw_off)):
+                        try:
+                            piece = repo.read_chunk(h)
+                        except IntegrityError as e:  # damaged already: check() reports what uses it
+                            logger.warning("prune drops damaged chunk %s: %s", h[:12], e.message)
+                            continue
+                        writer.add(h, piece, DATA_LEVEL, again=True)  # a block that does not shrink is stored
+                    writer.flush()
+                finally:
+                    writer.close()
                 rewritten += 1
                 freed += old_size - writer.written
             else:
@@ -166,10 +167,11 @@ def prune(
             repo.root.delete(f"index/{pack}")
             repo.root.delete(rel)
             for h in hashes:
-                if repo.index.get(h, (None,))[0] == pack:
+                loc = repo.index.get(h)
+                if loc is not None and loc.pack == pack:
                     del repo.index[h]
         # packs with no index at all (left by a crash between pack and index)
-        indexed = {loc[0] for loc in repo.index.values()}
+        indexed = {loc.pack for loc in repo.index.values()}
         for rel in repo.root.listdir("packs"):
             pack = rel.rsplit("/", 1)[-1]
             if pack not in indexed and ".cognopt-tmp" not in rel:

@@ -31,13 +31,14 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import parse_qsl, urlsplit
-
-import pyarrow.fs as pafs
 
 from cognopt_ray._private.files import fsync_dir
 from cognopt_ray.errors import ConfigError, InsufficientStorage, StorageBackendError, StorageBackendRefused
+
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 TMP_SUFFIX = ".cognopt-tmp"
 _S3: dict[str, Any] = {}  # the storage.s3 settings of this process (configure())
@@ -67,6 +68,7 @@ def _shown(uri: str) -> str:
 
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """``(file system, base path)`` of a root URI (see the module docstring)."""
+    pafs = _pafs()
     u = urlsplit(uri)
     params = {k.lower() for k, _ in parse_qsl(u.query, keep_blank_values=True)}
     if u.password or u.username or params & _CREDENTIAL_PARAMS:
@@ -115,6 +117,13 @@ def backend_error(e: BaseException, uri: str, what: str) -> StorageBackendError:
     return cls(f"the object store behind {_shown(uri)!r} failed while {what}: {text[:300]}", hint=hint)
 
 
+def _pafs():
+    """pyarrow.fs, imported on first use: a local root never needs it (it costs ~0.3 s to import)."""
+    import pyarrow.fs as pafs
+
+    return pafs
+
+
 def _full(where: str, need: int | None = None) -> InsufficientStorage:
     more = f" ({need} bytes needed)" if need else ""
     return InsufficientStorage(
@@ -150,11 +159,12 @@ class TierRoot:
 
     def __init__(self, uri: str, min_free_bytes: int = 0) -> None:
         self.uri = uri
+        self._fs: pafs.FileSystem | None = None
         if "://" in uri:
-            self.fs, self.base = open_filesystem(uri)
+            self._fs, self.base = open_filesystem(uri)
         else:
-            self.fs, self.base = pafs.LocalFileSystem(), os.path.abspath(uri)
-        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+            self.base = os.path.abspath(uri)
+        self.local = self._fs is None or isinstance(self._fs, _pafs().LocalFileSystem)
         self.min_free_bytes = min_free_bytes
         if self.local:
             os.makedirs(self.base, exist_ok=True)
@@ -174,6 +184,12 @@ class TierRoot:
             raise
         except OSError as e:
             raise backend_error(e, self.uri, what) from None
+
+    @property
+    def fs(self) -> pafs.FileSystem:
+        if self._fs is None:
+            self._fs = _pafs().LocalFileSystem()
+        return self._fs
 
     def path(self, rel: str) -> str:
         return f"{self.base.rstrip('/')}/{rel}"
@@ -206,7 +222,7 @@ class TierRoot:
         if not self.local:
             with self.guard("writing"):
                 parent = final.rsplit("/", 1)[0]
-                if parent and parent != final and not isinstance(self.fs, pafs.S3FileSystem):
+                if parent and parent != final and not isinstance(self.fs, _pafs().S3FileSystem):
                     self.fs.create_dir(parent, recursive=True)  # S3 has no folders: a request saved
                 with self.fs.open_output_stream(final) as out:
                     yield out  # type: ignore[misc]
@@ -252,14 +268,19 @@ class TierRoot:
     def exists(self, rel: str) -> bool:
         if self.local:
             return os.path.exists(self.path(rel))
-        return self.fs.get_file_info(self.path(rel)).type == pafs.FileType.File
+        return self.fs.get_file_info(self.path(rel)).type == _pafs().FileType.File
 
     @_guarded("looking up a file")
     def size(self, rel: str) -> int:
+        if self.local:
+            return os.stat(self.path(rel)).st_size
         return self.fs.get_file_info(self.path(rel)).size
 
     @_guarded("deleting")
     def delete(self, rel: str) -> None:
+        if self.local:
+            _unlink(self.path(rel))
+            return
         try:
             self.fs.delete_file(self.path(rel))
         except FileNotFoundError:
@@ -272,6 +293,9 @@ class TierRoot:
     @_guarded("listing")
     def listdir(self, rel: str = "", recursive: bool = True) -> list[str]:
         """Relative paths of the files under ``rel``."""
+        if self.local:
+            return _list_local(self.base, rel, recursive)
+        pafs = _pafs()
         sel = pafs.FileSelector(self.path(rel) if rel else self.base, allow_not_found=True, recursive=recursive)
         base = self.base.rstrip("/") + "/"
         return [
@@ -288,6 +312,18 @@ class TierRoot:
                 self.delete(rel)
                 n += 1
         return n
+
+
+def _list_local(base: str, rel: str, recursive: bool) -> list[str]:
+    """Files under ``base/rel`` as paths relative to ``base`` (what pyarrow's selector lists)."""
+    top = os.path.join(base, rel) if rel else base
+    out: list[str] = []
+    for dirpath, dirnames, files in os.walk(top):
+        if not recursive:
+            dirnames[:] = []
+        sub = os.path.relpath(dirpath, base)
+        out.extend(f if sub == "." else f"{sub}/{f}" for f in files)
+    return out
 
 
 def _unlink(path: str) -> None:
