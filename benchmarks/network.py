@@ -17,8 +17,12 @@ same Zipf(s=1.1) trace. Measured, side by side in one run:
 - ``ratios.bandwidth_reduction_vs_requests_cache`` = 1 − origin wire bytes with the engine ÷ with
   requests-cache.
 - ``ratios.hit_latency_speedup`` = p50 of plain aiohttp GETs to the origin ÷ p50 of cache hits
-  through the engine's actor (the Python client with its near cache off: every hit is one actor
-  call; ``results.actor_hit_p50_ms``). ``results.near_hit_speedup``: the same with the client's
+  through the engine's actor (the Python client with its near cache off, on the actor's node:
+  every hit is one round trip to the actor over its Unix socket, ``results.actor_hit_p50_ms``).
+  ``results.actor_hit_ray_call_p50_ms``: the same hits as Ray actor calls (the socket path off,
+  as from another node); ``results.ray_actor_call_p50_ms``: a no-op call to a plain async Ray
+  actor in the same run, what one actor call costs on this machine.
+  ``results.near_hit_speedup``: the same with the client's
   near cache on (an in-process dict for repeated hits, ``results.hit_p50_ms``);
   ``results.requests_cache_hit_p50_ms``: a requests-cache hit (SQLite read) for comparison;
   ``results.rest_hit_p50_ms``: the hit through ``POST network/optimize-request`` on Serve.
@@ -225,7 +229,10 @@ def main() -> None:
             return out
 
         hit_ms = hit_latencies_ms(engine)
-        actor_ms = hit_latencies_ms(NetworkEngine(engine.actor))  # no near cache: every hit is an actor call
+        actor_ms = hit_latencies_ms(NetworkEngine(engine.actor))  # no near cache: every hit asks the actor
+        ray_call_ms = hit_latencies_ms(NetworkEngine(engine.actor, local_socket=False))  # as from another node
+        results["ray_actor_call_p50_ms"] = _ray_actor_call_p50(n_latency)
+        results["actor_hit_ray_call_p50_ms"] = percentile(ray_call_ms, 50)
         results["origin_p50_ms"] = percentile(plain_ms, 50)
         results["hit_p50_ms"] = percentile(hit_ms, 50)
         results["hit_p99_ms"] = percentile(hit_ms, 99)
@@ -234,6 +241,8 @@ def main() -> None:
         rows.append(("origin via plain aiohttp", "p50 ms", results["origin_p50_ms"]))
         rows.append(("cache hit via NetworkEngine (near cache + actor)", "p50 ms", results["hit_p50_ms"]))
         rows.append(("cache hit via the actor (near cache off)", "p50 ms", results["actor_hit_p50_ms"]))
+        rows.append(("cache hit as a Ray actor call (socket off)", "p50 ms", results["actor_hit_ray_call_p50_ms"]))
+        rows.append(("no-op call to a plain async Ray actor", "p50 ms", results["ray_actor_call_p50_ms"]))
 
         # -- coalescing: 100 concurrent requests for one cold URL -------------------------------------
         async def coalescing() -> tuple[int, int]:
@@ -402,6 +411,26 @@ def main() -> None:
         - results["origin_bytes_engine"] / results["origin_bytes_requests_cache"],
     }
     emit("network", quick, results, ratios, rows, ("case", "measure", "value"))
+
+
+def _ray_actor_call_p50(n: int) -> float:
+    """p50 ms of a no-op method of a plain async Ray actor (what one actor call costs here)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Noop:
+        async def noop(self) -> None:
+            return None
+
+    a = Noop.remote()
+    ray.get(a.noop.remote())
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        ray.get(a.noop.remote())
+        out.append((time.perf_counter() - t) * 1000)
+    ray.kill(a)
+    return percentile(out, 50)
 
 
 def _rest_hit_p50(settings, url: str, n: int) -> float:

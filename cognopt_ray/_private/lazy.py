@@ -57,6 +57,11 @@ class LazyPackage(types.ModuleType):
             return  # the submodule `client` must not hide the public `client()`
         super().__setattr__(attr, value)
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # pickled by name, as cloudpickle pickles a plain module (a task that returns the package,
+        # or a function whose globals hold it, must cross to a worker)
+        return importlib.import_module, (self.__name__,)
+
     def __dir__(self) -> list[str]:
         return sorted(set(super().__dir__()) | set(self.__dict__.get("_lazy_exports", {})))
 

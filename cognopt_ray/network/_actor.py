@@ -25,6 +25,7 @@ from cognopt_ray._private.kv import FallbackBackend, RedisBackend
 from cognopt_ray.config import Settings
 from cognopt_ray.network.backends import InClusterBackend
 from cognopt_ray.network.http_client import NetworkRequest, NetworkResponse, OptimizedClient, PoolConfig
+from cognopt_ray.network.local_socket import LocalServer
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class _NetworkActor:
         self._load_state()
         self._maintenance: asyncio.Task | None = None
         self.gauges = Gauges(GAUGES)
+        self._local: LocalServer | None = None
+        self._local_lock: asyncio.Lock | None = None
 
     def _ensure_maintenance(self) -> None:
         interval = self.settings.network.maintenance_interval_s
@@ -130,7 +133,24 @@ class _NetworkActor:
 
     async def request(self, req: NetworkRequest) -> NetworkResponse:
         self._ensure_maintenance()
-        return await self.client.send(req)
+        return await self.client.send(req)  # type: ignore[return-value] # None only with cache_only
+
+    async def _local_hit(self, req: NetworkRequest) -> NetworkResponse | None:
+        self._ensure_maintenance()
+        return await self.client.send(req, cache_only=True)
+
+    async def local_endpoint(self) -> dict[str, Any] | None:
+        """``{"node_id", "path"}`` of the Unix socket that answers hot-cache hits on this node
+        (:mod:`~cognopt_ray.network.local_socket`), started on first call; None when
+        ``network.local_socket`` is off."""
+        if not self.settings.network.local_socket:
+            return None
+        if self._local_lock is None:
+            self._local_lock = asyncio.Lock()
+        async with self._local_lock:
+            if self._local is None:
+                self._local = await LocalServer.start(self._local_hit)
+        return {"node_id": ray.get_runtime_context().get_node_id(), "path": self._local.path}
 
     async def configure_pooling(self, **params: Any) -> dict[str, Any]:
         before = self.client.pool.model_dump()

@@ -21,11 +21,14 @@ import logging
 import time
 from typing import Any
 
+import ray
+
 from cognopt_ray import runtime
 from cognopt_ray._private.client import EngineClient, process_client
 from cognopt_ray.config import Settings
 from cognopt_ray.network._actor import ACTOR_NAME, CACHE_ACTOR_NAME, _NetworkActor
 from cognopt_ray.network.http_client import NetworkResponse
+from cognopt_ray.network.local_socket import LocalChannel
 from cognopt_ray.network.messages import NetworkRequest
 from cognopt_ray.network.near_cache import NearCache, near_key
 from cognopt_ray.network.rules import NEVER_STORED_HEADERS, without
@@ -38,11 +41,14 @@ class NetworkEngine(EngineClient):
 
     Repeated GETs of a fresh answer are served from a small near cache in this process (at most
     ``settings.network.near_cache_ttl_s``, default 1 s, and never past the answer's freshness);
-    they are counted in the engine's metrics as hits.
+    they are counted in the engine's metrics as hits. On the actor's node, a ``GET``/``HEAD``
+    first asks the actor over its Unix socket whether it is a fresh hit of its hot cache
+    (:mod:`~cognopt_ray.network.local_socket`); anything else is an actor call.
 
     Args:
         handle: the actor handle (see :meth:`get_or_create`).
         near_cache_ttl_s / near_cache_max_bytes: the near cache (0 disables it).
+        local_socket: use the same-node socket path when the actor offers one.
 
     Example:
         >>> net = NetworkEngine.get_or_create()                     # doctest: +SKIP
@@ -55,10 +61,23 @@ class NetworkEngine(EngineClient):
     engine = "network"
 
     def __init__(
-        self, handle: Any, *, near_cache_ttl_s: float = 0.0, near_cache_max_bytes: int = 16 << 20, **kwargs: Any
+        self,
+        handle: Any,
+        *,
+        near_cache_ttl_s: float = 0.0,
+        near_cache_max_bytes: int = 16 << 20,
+        local_socket: bool = True,
+        **kwargs: Any,
     ) -> None:
         super().__init__(handle, **kwargs)
         self._near = NearCache(near_cache_ttl_s, near_cache_max_bytes)
+        self.local: LocalChannel | None = None
+        if local_socket:
+            self.local = LocalChannel(
+                lambda: self._call("local_endpoint", _timeout=10),
+                lambda: self._acall("local_endpoint", _timeout=10),
+                lambda: ray.get_runtime_context().get_node_id(),
+            )
 
     @classmethod
     def get_or_create(
@@ -77,6 +96,7 @@ class NetworkEngine(EngineClient):
             handle,
             near_cache_ttl_s=settings.network.near_cache_ttl_s,
             near_cache_max_bytes=settings.network.near_cache_max_bytes,
+            local_socket=settings.network.local_socket,
         )
 
     # -- the near cache ---------------------------------------------------------------------------
@@ -156,7 +176,8 @@ class NetworkEngine(EngineClient):
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
-        resp = self._call("request", _request(url, method, headers, body, kw))
+        req = _request(url, method, headers, body, kw)
+        resp = (self.local.call(req) if self.local else None) or self._call("request", req)
         self._near_store(key, resp, method, url)
         return resp
 
@@ -179,7 +200,8 @@ class NetworkEngine(EngineClient):
         key, hit = self._near_lookup(url, method, headers, body, kw)
         if hit is not None:
             return hit
-        resp = await self._acall("request", _request(url, method, headers, body, kw))
+        req = _request(url, method, headers, body, kw)
+        resp = (await self.local.acall(req) if self.local else None) or await self._acall("request", req)
         self._near_store(key, resp, method, url)
         return resp
 

@@ -244,6 +244,11 @@ class CacheStore:
             return
         self._hot.set(logical, variants, self.net.hot_cache_ttl_s, size=sum(len(v.body) + 512 for v in variants))
 
+    def load_hot(self, key: EntryKey) -> list[StoredResponse]:
+        """The variants of ``key`` held decoded in the hot cache ([] when it holds none; the
+        backend is not read)."""
+        return self._hot.get(key.logical) or []
+
     # -- reading and writing --------------------------------------------------------------------------
     async def load(self, key: EntryKey) -> list[StoredResponse]:
         """The stored variants of ``key`` ([] on a miss, a refused entry or a backend failure)."""

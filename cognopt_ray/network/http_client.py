@@ -74,6 +74,12 @@ from cognopt_ray.network.rules import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class NotCached(Exception):
+    """A ``cache_only`` request that is not a fresh hit of the hot cache (the actor call answers it)."""
+
+
 STALE_WARNING, FAILED_WARNING = '110 - "Response is Stale"', '111 - "Revalidation Failed"'
 
 
@@ -265,8 +271,12 @@ class OptimizedClient:
             )
         )
 
-    async def send(self, req: NetworkRequest) -> NetworkResponse:
+    async def send(self, req: NetworkRequest, *, cache_only: bool = False) -> NetworkResponse | None:
         """Perform ``req`` through guard, cache, coalescing and the pool.
+
+        With ``cache_only`` (the same-node socket path, :mod:`~cognopt_ray.network.local_socket`)
+        the answer is a fresh hit from the decoded hot cache or None: the backend and the origin
+        are never asked, and nothing is counted unless a hit is returned.
 
         The cache is partitioned by ``req.service``. ``req.cache_strategy`` may ask for less
         caching than the service's configured strategy, never more (it is clamped to it).
@@ -312,18 +322,23 @@ class OptimizedClient:
         try:
             checked = self.guard.check_url(url)
         except UrlRefused:
-            self.metrics.refused += 1
+            if not cache_only:
+                self.metrics.refused += 1
             raise
         current, redirects = checked.url, []
         while True:
             try:
-                res = await self._one(current, method, hdrs, data, strategy, level, svc, service)
+                res = await self._one(current, method, hdrs, data, strategy, level, svc, service, cache_only)
             except UrlRefused:
                 self.metrics.refused += 1
                 raise
+            except NotCached:
+                return None
             location = header(res.headers, "location")
             if not (follow and res.status in REDIRECTS and location):
                 break
+            if cache_only:
+                return None  # the hops after it are the actor call's
             self.metrics.saved(res.plain_wire, res.wire)  # a hop before the answer
             if len(redirects) >= self.net.max_redirects:
                 raise BadGateway(
@@ -401,12 +416,15 @@ class OptimizedClient:
         level: str,
         svc: NetworkServiceSettings,
         service: str | None,
+        cache_only: bool = False,
     ) -> Outcome:
         req_cc = parse_cache_control(header(hdrs, "cache-control"))
         if method == "HEAD" and strategy != "no_cache" and "no-store" not in req_cc:
-            head = await self._head_from_cache(url, hdrs, strategy, service)
+            head = await self._head_from_cache(url, hdrs, strategy, service, cache_only)
             if head is not None:
                 return head
+        if cache_only and (method != "GET" or strategy == "no_cache" or "no-store" in req_cc):
+            raise NotCached
         if method != "GET" or strategy == "no_cache" or "no-store" in req_cc:
             origin = await self._fetch(url, method, hdrs, data, level, svc)
             if invalidates(method, origin.status):
@@ -414,24 +432,29 @@ class OptimizedClient:
             return from_origin(origin, "BYPASS")
         key = entry_key(url, service)
         ae = encoding.accept_encoding(level)
-        variants = await self.store.load(key)
+        variants = self.store.load_hot(key) if cache_only else await self.store.load(key)
         entry = next((v for v in variants if v.matches(hdrs)), None)
         now = time.time()
+        if entry is not None and entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
+            return from_entry(entry, "HIT", now, plain_wire=entry.plain_wire(ae), fresh=True)
+        if cache_only:
+            raise NotCached
         # identical requests only: same service (in the key), same headers (credentials included)
         ckey = (key, tuple(sorted((k.lower(), v) for k, v in hdrs)))
         if entry is not None:
-            if entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
-                return from_entry(entry, "HIT", now, plain_wire=entry.plain_wire(ae), fresh=True)
             if entry.may_serve_while_revalidating(now) and "no-cache" not in req_cc:
                 self._revalidate_in_background(ckey, key, entry, url, hdrs, strategy, level, svc)
                 return from_entry(entry, "STALE", now, warning=STALE_WARNING, plain_wire=entry.plain_wire(ae))
             return await self._coalesced(ckey, lambda: self._revalidate(key, entry, url, hdrs, strategy, level, svc))
         return await self._coalesced(ckey, lambda: self._miss(key, url, hdrs, strategy, level, svc))
 
-    async def _head_from_cache(self, url: URL, hdrs: list, strategy: str, service: str | None) -> Outcome | None:
+    async def _head_from_cache(
+        self, url: URL, hdrs: list, strategy: str, service: str | None, cache_only: bool = False
+    ) -> Outcome | None:
         """A ``HEAD`` answered from a fresh stored ``GET`` response (RFC 9110 9.3.2), or None."""
         now = time.time()
-        for entry in await self.store.load(entry_key(url, service)):
+        key = entry_key(url, service)
+        for entry in self.store.load_hot(key) if cache_only else await self.store.load(key):
             if entry.matches(hdrs) and entry.is_fresh(now, hdrs, cap=STRATEGY_LIFETIME_S[strategy]):
                 return Outcome(entry.status, entry.response_headers(now), b"", "HIT", fresh_for=entry_fresh_for(entry))
         return None

@@ -197,6 +197,48 @@ def test_near_cache_in_the_client(origin, engine):
     assert origin.hits[h.path] == 2
 
 
+def test_hits_on_the_actors_node_skip_the_actor_call(origin, make_engine, monkeypatch):
+    """A client on the actor's node asks its Unix socket first (cognopt_ray.network.local_socket):
+    fresh hot-cache hits come back that way, counted once by the engine; the rest are actor calls."""
+    from cognopt_ray.network import local_socket
+
+    eng, _ = make_engine()
+    h, post = origin.route()(cached(None)), origin.route()(cached(None))
+    before = eng.metrics()
+    assert [eng.request(h.url).cache_status for _ in range(3)] == ["MISS", "HIT", "HIT"]
+    assert asyncio.run(eng.request_async(h.url)).cache_status == "HIT"
+    assert eng.request(post.url, method="POST").cache_status == "BYPASS"  # never asked over the socket
+    assert (eng.local.hits, eng.local.misses) == (3, 1)
+    m = eng.metrics()
+    assert m["requests"] - before["requests"] == 5 and m["hits"] - before["hits"] == 3
+    assert origin.hits[h.path] == 1
+    endpoint = ray.get(eng.actor.local_endpoint.remote())
+    assert endpoint["node_id"] == ray.get_runtime_context().get_node_id()
+
+    # the actor restarts: its old socket is gone, the client falls back to actor calls, then finds the new one
+    monkeypatch.setattr(local_socket, "RETRY_S", 0.5)
+    ray.kill(eng.actor, no_restart=False)
+    deadline = time.time() + 60
+    while True:  # until the restarted actor answers (it has a new socket)
+        try:
+            if ray.get(eng.actor.local_endpoint.remote(), timeout=10)["path"] != endpoint["path"]:
+                break
+        except Exception:
+            if time.time() > deadline:
+                raise
+        time.sleep(0.5)
+    r = eng.request(h.url)  # the client still knows the dead socket: the actor call answers
+    assert r.status == 200 and r.body == b"payload" and eng.local.failures == 1
+    time.sleep(0.6)
+    hits = eng.local.hits
+    assert eng.request(h.url).cache_status == "HIT" and eng.local.hits == hits + 1
+
+    off, _ = make_engine(local_socket=False)
+    assert ray.get(off.actor.local_endpoint.remote()) is None
+    assert [off.request(h.url).cache_status for _ in range(2)] == ["MISS", "HIT"]
+    assert off.local is None  # the client does not ask for a socket either
+
+
 def test_settings_survive_an_actor_restart(origin, engine):
     """Runs last in this module: it restarts the shared engine."""
     eng = engine

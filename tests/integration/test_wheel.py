@@ -166,6 +166,7 @@ def test_the_wheel_installs_and_serves_outside_the_repository(tmp_path):
         assert r.status_code == 200, r.text
         primes, module = r.json()["tasks"]
         assert primes["result"] == 168, primes
+        assert isinstance(module["result"], str), module["error"]
         assert str(venv) in module["result"] and str(REPO) not in module["result"], module  # the worker's import
         job = subprocess.run(
             [venv / "bin" / "python", "-m", "cognopt_ray.jobs.health"],

@@ -178,12 +178,12 @@ class FlakyRelay:
                 if not block:
                     break
                 data += block
+            self.answered_503 += 1  # before the answer: the client may raise before this thread runs again
             client.sendall(
                 b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
                 + f"Content-Length: {len(_SLOW_DOWN)}\r\n\r\n".encode()
                 + _SLOW_DOWN
             )
-            self.answered_503 += 1
         except OSError:
             pass
         finally:
