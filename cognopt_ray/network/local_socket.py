@@ -47,6 +47,7 @@ MAX_REQUEST_FRAME = 1 << 20  # URL and headers; a longer request frame closes th
 MAX_REPLY_FRAME = 1 << 30
 CALL_TIMEOUT_S = 5.0  # a lookup in memory; past this the client falls back to the actor call
 RETRY_S = 30.0  # after a failure, how long a client uses the actor call only
+FOLDER_PREFIX = "cognopt-net-"
 _LEN = struct.Struct(">I")
 _MISS = b'{"miss":true}'
 _MISS_FRAME = _LEN.pack(_LEN.size + len(_MISS)) + _LEN.pack(len(_MISS)) + _MISS
@@ -123,7 +124,8 @@ class LocalServer:
 
     @classmethod
     async def start(cls, handler: Callable[[NetworkRequest], Awaitable[NetworkResponse | None]]) -> LocalServer:
-        folder = tempfile.mkdtemp(prefix="cognopt-net-")  # mode 0700: only this user connects
+        sweep_dead()
+        folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # mode 0700: only this user connects
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
@@ -157,6 +159,34 @@ class LocalServer:
     def close(self) -> None:
         self._server.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def sweep_dead(tmp: str | None = None) -> int:
+    """Remove this user's socket folders whose socket no process listens on any more (an actor
+    killed without cleanup leaves its folder); returns how many. A folder without a socket yet,
+    or whose socket accepts a connection, is left alone."""
+    tmp = tmp or tempfile.gettempdir()
+    removed = 0
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(FOLDER_PREFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(tmp, name, "hits.sock")
+        if not _private_socket(path):
+            continue
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(path)
+        except ConnectionRefusedError:  # a socket file nobody listens on: its actor is gone
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+            removed += 1
+        except OSError:
+            pass
+        finally:
+            probe.close()
+    return removed
 
 
 def _private_socket(path: str) -> bool:

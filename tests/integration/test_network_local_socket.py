@@ -194,3 +194,29 @@ def test_a_gone_socket_falls_back_then_resolves_again(origin, monkeypatch):
     first, soon, later, resolved, elsewhere = run_client(go)
     assert first is None and soon is None and later.cache_status == "HIT"
     assert len(resolved) == 2 and elsewhere is None
+
+
+def test_a_dead_actors_socket_folder_is_swept_at_the_next_start(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{local_socket.FOLDER_PREFIX}dead"
+    dead.mkdir(mode=0o700)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(dead / "hits.sock"))  # bound, never listening: what a killed actor leaves
+    s.close()
+    starting = tmp_path / f"{local_socket.FOLDER_PREFIX}starting"  # no socket yet: left alone
+    starting.mkdir(mode=0o700)
+
+    async def go():
+        live = await LocalServer.start(lambda req: None)
+        again = await LocalServer.start(lambda req: None)  # sweeps again: the live one stays
+        try:
+            return live, os.path.exists(live.path), os.path.exists(again.path)
+        finally:
+            live.close()
+            again.close()
+
+    live, live_kept, again_ok = asyncio.run(go())
+    assert not dead.exists() and starting.exists() and live_kept and again_ok
+    assert os.path.dirname(live.path).startswith(str(tmp_path))
