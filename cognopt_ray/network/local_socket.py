@@ -285,8 +285,9 @@ class LocalChannel:
             sock.sendall(encode_request(req))
             return self._count(decode_reply(_recv_frame(sock)))
         except (OSError, ValueError, KeyError, TypeError) as e:
-            with contextlib.suppress(OSError):
-                sock.close()
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
             self._tls.sock = None
             self._fail(e)
             return None
