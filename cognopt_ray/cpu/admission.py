@@ -428,9 +428,15 @@ class Admission:
             if pk.node == node.id and pk.kind == "cpu" and not pk.cancelling and pk is not crit
         ]
         need = sum(pk.cpus for pk in ahead) + crit.cpus - node.cpus
-        for pk in sorted(
+        victims = sorted(
             (p for p in ahead if p.preemptible and p.prio > Priority.CRITICAL), key=lambda p: p.admit_ts, reverse=True
-        ):
+        )
+        self._cancel_until(victims, need)
+
+    @staticmethod
+    def _cancel_until(victims: list[_Pack], need: float) -> None:
+        """Cancel ``victims`` in their order until their CPUs cover ``need``."""
+        for pk in victims:
             if need <= 1e-9:
                 break
             pk.cancelling = True
@@ -464,17 +470,7 @@ class Admission:
             return
         pending = sum(pk.cpus for pk in self._packs if pk.cancelling and pk.node == node.id)
         need = node.inflight - pending + crit.cpus - node.cpus
-        for pk in victims:
-            if need <= 1e-9:
-                break
-            if pk.node != node.id:
-                continue
-            pk.cancelling = True
-            need -= pk.cpus
-            try:
-                ray.cancel(pk.ref, force=False)
-            except Exception as exc:  # noqa: BLE001 - already finished
-                logger.debug("cancel of %s failed: %s", pk.entries[0].id, exc)
+        self._cancel_until([pk for pk in victims if pk.node == node.id], need)
         self._preempting_for += 1
 
     # -- entering the queues ----------------------------------------------------------------
