@@ -6,12 +6,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
 
-from tests.support.helpers import free_port, wait_http
+from tests.support.helpers import free_port, read_serve_banner, wait_http
 
 BIN = Path(sys.executable).parent / "cognopt"
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -99,18 +98,8 @@ def test_serve_prints_url_and_key_answers_and_stops_on_sigint(tmp_path):
         cwd=tmp_path,
     )
     try:
-        lines, key, url = [], None, None
-        deadline = time.time() + 90
-        while time.time() < deadline and key is None:
-            line = proc.stdout.readline()
-            if not line:
-                assert proc.poll() is None, proc.stderr.read()
-                continue
-            lines.append(line)
-            if m := re.search(r"ready at (http://\S+)", line):
-                url = m.group(1)
-            if m := re.search(r"admin key.*: (cok_\S+)", line):
-                key = m.group(1)
+        banner = read_serve_banner(proc, timeout=90)
+        lines, key, url = banner["lines"], banner["key"], banner["url"]
         assert url == f"http://127.0.0.1:{port}/api/v0/optimization", lines
         assert key, lines
         wait_http(f"{url}/health", timeout=30)

@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
 import requests
 
-from tests.support.helpers import free_port, wait_http
+from tests.support.helpers import free_port, read_serve_banner, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE_FILES = ("pyproject.toml", "README.md", "cognopt_ray", "serve_apps")
@@ -133,18 +131,8 @@ def test_the_wheel_installs_and_serves_outside_the_repository(tmp_path):
         cwd=run,
     )
     try:
-        lines, key, url, ray_env = [], None, None, {}
-        deadline = time.time() + 180
-        while time.time() < deadline and key is None:
-            line = proc.stdout.readline()
-            if not line:
-                assert proc.poll() is None, proc.stderr.read()
-                continue
-            lines.append(line)
-            url = (m := re.search(r"ready at (http://\S+)", line)) and m.group(1) or url
-            if line.strip().startswith("ray:"):  # the environment a job on this machine needs
-                ray_env = dict(re.findall(r"(RAY_\w+)=(\S+)", line))
-            key = (m := re.search(r"admin key.*: (cok_\S+)", line)) and m.group(1) or key
+        banner = read_serve_banner(proc, timeout=180)
+        lines, key, url, ray_env = banner["lines"], banner["key"], banner["url"], banner["ray_env"]
         assert url and key and "RAY_ADDRESS" in ray_env, lines
         wait_http(f"{url}/health", timeout=60)
         assert requests.get(f"{url}/health", timeout=30).json()["ray"]["status"] == "up"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -113,6 +114,27 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc = None
+
+
+def read_serve_banner(proc: subprocess.Popen, timeout: float) -> dict:
+    """Read a ``cognopt serve`` process's stdout until it prints its admin key (or ``timeout``
+    passes): ``{"lines", "url", "key", "ray_env"}`` (``ray_env``: the ``RAY_*=...`` of its
+    ``ray:`` line). The process dying first fails the test with its stderr."""
+    out: dict = {"lines": [], "url": None, "key": None, "ray_env": {}}
+    deadline = time.time() + timeout
+    while time.time() < deadline and out["key"] is None:
+        line = proc.stdout.readline()
+        if not line:
+            assert proc.poll() is None, proc.stderr.read()
+            continue
+        out["lines"].append(line)
+        if m := re.search(r"ready at (http://\S+)", line):
+            out["url"] = m.group(1)
+        if line.strip().startswith("ray:"):  # the environment a job on this machine needs
+            out["ray_env"] = dict(re.findall(r"(RAY_\w+)=(\S+)", line))
+        if m := re.search(r"admin key.*: (cok_\S+)", line):
+            out["key"] = m.group(1)
+    return out
 
 
 def wait_http(url: str, timeout: float = 60.0, expect: int | None = 200) -> None:
